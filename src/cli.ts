@@ -1,0 +1,115 @@
+import { parseArgs } from 'node:util';
+import { ModelsyncError } from './errors.js';
+import type { CommandIo } from './commands/common.js';
+
+type Handler = (io: CommandIo) => Promise<number>;
+
+/** Commands load lazily: `modelsync run` on a warm volume should not pay for the others. */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Handler> }> = {
+  sync: { summary: 'bring the models dir in line with the manifest; exit 0 only if all verified', load: async () => (await import('./commands/sync.js')).syncCommand },
+  run: { summary: 'sync required models, then start and supervise CMD (ComfyUI); serve the control API', load: async () => (await import('./commands/run.js')).runCommand },
+  resync: { summary: 'ask the running daemon to sync now (or sync in-process if none runs)', load: async () => (await import('./commands/resync.js')).resyncCommand },
+  plan: { summary: 'dry run: present, missing, bytes to fetch, free space', load: async () => (await import('./commands/plan.js')).planCommand },
+  status: { summary: 'what the store and models dir hold, per entry', load: async () => (await import('./commands/status.js')).statusCommand },
+  verify: { summary: 're-check entries (stat level; --full re-hashes and rebuilds the state DB)', load: async () => (await import('./commands/verify.js')).verifyCommand },
+  gc: { summary: 'remove store content no manifest references any more (--dry-run to preview)', load: async () => (await import('./commands/gc.js')).gcCommand },
+  lock: { summary: 'pin every entry (commit, size, sha256) into a lock file next to the manifest', load: async () => (await import('./commands/lock.js')).lockCommand },
+  'import-workflow': { summary: 'turn the models list embedded in a ComfyUI workflow into manifest entries', load: async () => (await import('./commands/import-workflow.js')).importWorkflowCommand },
+  'comfy-paths': { summary: "print an extra_model_paths.yaml that points ComfyUI at the models dir", load: async () => (await import('./commands/comfy-paths.js')).comfyPathsCommand },
+};
+
+const OPTIONS = {
+  manifest: { type: 'string' },
+  'models-dir': { type: 'string' },
+  'store-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  connections: { type: 'string' },
+  'chunk-size': { type: 'string' },
+  control: { type: 'string' },
+  refresh: { type: 'boolean' },
+  offline: { type: 'boolean' },
+  full: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  'update-lock': { type: 'boolean' },
+  's3-endpoint': { type: 'string' },
+  's3-path-style': { type: 'boolean' },
+  'comfy-url': { type: 'string' },
+  'startup-timeout': { type: 'string' },
+  restart: { type: 'string' },
+  'stop-timeout': { type: 'string' },
+  'grace-period': { type: 'string' },
+  output: { type: 'string', short: 'o' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+export function usage(): string {
+  const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(16)} ${c.summary}`);
+  return [
+    'usage: modelsync <command> [flags] [-- CMD ARGS...]',
+    '',
+    'commands:',
+    ...cmds,
+    '',
+    'common flags:',
+    '  --manifest FILE       manifest (YAML/JSON); env MODELSYNC_MANIFEST',
+    "  --models-dir DIR      ComfyUI's models/ folder; env MODELSYNC_MODELS_DIR",
+    '  --store-dir DIR       content-addressed store (default DIR/.modelsync-store); env MODELSYNC_STORE_DIR',
+    '  --state-dir DIR       local state DB (never on NFS); env MODELSYNC_STATE_DIR',
+    '  --connections N       connections open at once (default 16); env MODELSYNC_CONNECTIONS',
+    '  --chunk-size SIZE     bytes per ranged request (default 32M); env MODELSYNC_CHUNK_SIZE',
+    '  --control HOST:PORT   daemon control API (default 127.0.0.1:8189); env MODELSYNC_CONTROL',
+    '  --refresh             ask the Hub whether branch revisions moved',
+    '  --offline             no network (same as HF_HUB_OFFLINE=1)',
+    '  --json                machine-readable output',
+    '',
+    'exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest; run: the child\'s code',
+  ].join('\n');
+}
+
+/** argv -> command; nothing else. Returns the exit code. */
+export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' | 'positionals'>): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    io.stdout.write('modelsync 0.1.0\n');
+    return 0;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) throw new ModelsyncError('E_USAGE', `unknown command "${name}" (see modelsync --help)`);
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...rest], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new ModelsyncError('E_USAGE', (e as Error).message, { cause: e });
+  }
+  if (parsed.values.help) {
+    io.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  const handler = await cmd.load();
+  return handler({ ...io, flags: parsed.values, positionals: parsed.positionals });
+}
+
+/** The bin's entry: exit codes and the two error tiers live here. */
+export function runMain(argv: readonly string[]): void {
+  main(argv, { env: process.env, stdout: process.stdout, stderr: process.stderr }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      if (e instanceof ModelsyncError) {
+        process.stderr.write(`modelsync: ${e.message}\n`);
+        process.exitCode = e.exitCode;
+      } else {
+        process.stderr.write(`modelsync: internal error (a bug; please report it)\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+        process.exitCode = 1;
+      }
+    },
+  );
+}

@@ -1,0 +1,63 @@
+import { loadConfig, type Config, type Flags } from '../config.js';
+import { ModelsyncError } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import { loadManifestFile } from '../manifest/load.js';
+import type { Manifest } from '../manifest/types.js';
+import { openContext, type SyncContext } from '../sync/context.js';
+
+/** What every command gets: parsed flags, the environment, and where to write. */
+export interface CommandIo {
+  readonly flags: Flags & Record<string, string | boolean | undefined>;
+  readonly positionals: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+}
+
+export interface Loaded {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly manifest: Manifest;
+  readonly ctx: SyncContext;
+}
+
+export function requireManifestPath(config: Config): string {
+  if (config.manifestPath === undefined) {
+    throw new ModelsyncError('E_USAGE', 'no manifest: pass --manifest FILE or set MODELSYNC_MANIFEST');
+  }
+  return config.manifestPath;
+}
+
+/** Config, logger, manifest (validated before anything else is opened) and sync context. */
+export async function loadAll(io: CommandIo): Promise<Loaded> {
+  const config = loadConfig(io.flags, io.env);
+  const log = createLogger(config.logLevel);
+  const manifest = await loadManifestFile(requireManifestPath(config));
+  const ctx = await openContext(config, log);
+  return { config, log, manifest, ctx };
+}
+
+export function print(io: CommandIo, line: string): void {
+  io.stdout.write(`${line}\n`);
+}
+
+export function printJson(io: CommandIo, value: unknown): void {
+  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** SIGINT/SIGTERM abort the sync cleanly: partials and journals stay resumable. */
+export function abortOnSignals(): { signal: AbortSignal; dispose(): void } {
+  const ctrl = new AbortController();
+  const on = (sig: NodeJS.Signals): void => {
+    ctrl.abort(new ModelsyncError('E_ABORTED', `interrupted by ${sig}`));
+  };
+  process.once('SIGINT', on);
+  process.once('SIGTERM', on);
+  return {
+    signal: ctrl.signal,
+    dispose() {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+    },
+  };
+}

@@ -1,0 +1,34 @@
+import { keyName } from '../sources/source.js';
+import { buildPlan, fmt } from '../sync/plan.js';
+import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './common.js';
+
+/** `modelsync plan`: what is present, missing, in the store; bytes to fetch; free space. No byte moves. */
+export async function planCommand(io: CommandIo): Promise<number> {
+  const { config, manifest, ctx } = await loadAll(io);
+  const stop = abortOnSignals();
+  try {
+    const plan = await buildPlan(ctx, manifest, manifest.entries, stop.signal);
+    const free = plan.freeBytes - plan.othersPendingBytes;
+    const fits = plan.bytesToFetch <= free;
+    const rows = [
+      ...plan.present.map((p) => ({ index: p.entry.index, dest: p.entry.dest, action: 'present', size: p.size })),
+      ...plan.jobs.flatMap((j) =>
+        j.entries.map((e) => ({ index: e.index, dest: e.dest, action: plan.inStore.has(keyName(j.key)) ? 'publish' : 'fetch', size: j.file.size })),
+      ),
+      ...plan.failed.map((f) => ({ index: f.entry.index, dest: f.entry.dest, action: 'error', error: f.error.message })),
+    ].sort((a, b) => a.index - b.index);
+    if (config.json) {
+      printJson(io, { entries: rows, bytesToFetch: plan.bytesToFetch, freeBytes: plan.freeBytes, othersPendingBytes: plan.othersPendingBytes, fits });
+    } else {
+      for (const r of rows) {
+        const extra = 'error' in r ? `: ${r.error}` : r.size === undefined ? '' : ` (${fmt(r.size)})`;
+        print(io, `${r.action.padEnd(8)} ${r.dest}${extra}`);
+      }
+      print(io, `to fetch: ${fmt(plan.bytesToFetch)} in ${plan.jobs.length - plan.inStore.size} blob(s); free: ${fmt(free)}${fits ? '' : ' -- DOES NOT FIT'}`);
+    }
+    return fits && plan.failed.length === 0 ? 0 : 1;
+  } finally {
+    stop.dispose();
+    ctx.close();
+  }
+}

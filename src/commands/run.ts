@@ -1,0 +1,7 @@
+import { ModelsyncError } from '../errors.js';
+import type { CommandIo } from './common.js';
+
+// Being built; replaced by its own module.
+export function runCommand(_io: CommandIo): Promise<number> {
+  return Promise.reject(new ModelsyncError('E_USAGE', '"run" is not available yet'));
+}

@@ -1,0 +1,34 @@
+import path from 'node:path';
+import { sameStamp, stampOf } from '../store/blobs.js';
+import { fmt } from '../sync/plan.js';
+import { loadAll, print, printJson, type CommandIo } from './common.js';
+
+export type LocalState = 'present' | 'changed' | 'missing' | 'never-synced';
+
+/** `modelsync status`: per entry, what the models dir and state DB hold (stat only, no network). */
+export async function statusCommand(io: CommandIo): Promise<number> {
+  const { config, manifest, ctx } = await loadAll(io);
+  try {
+    const rows = [];
+    for (const e of manifest.entries) {
+      const rec = ctx.db.entry(e.dest);
+      const final = path.join(config.modelsDir, e.dest);
+      const st = await stampOf(final);
+      const v = ctx.db.verifiedStamp(final);
+      let state: LocalState;
+      if (!st) state = 'missing';
+      else if (!rec || rec.source !== e.source.uri) state = 'never-synced';
+      else state = v && sameStamp(st, v) ? 'present' : 'changed';
+      rows.push({ index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state, size: st?.size, hash: rec ? `${rec.key.algo}:${rec.key.hex}` : undefined, syncedAt: rec ? new Date(rec.updatedAt).toISOString() : undefined });
+    }
+    if (config.json) printJson(io, { modelsDir: config.modelsDir, storeDir: config.storeDir, entries: rows });
+    else {
+      for (const r of rows) print(io, `${r.state.padEnd(12)} ${r.dest}${r.size === undefined ? '' : ` (${fmt(r.size)})`}${r.required ? '' : ' [optional]'}`);
+      const ok = rows.filter((r) => r.state === 'present').length;
+      print(io, `${ok}/${rows.length} present and verified`);
+    }
+    return rows.every((r) => r.state === 'present') ? 0 : 1;
+  } finally {
+    ctx.close();
+  }
+}

@@ -1,0 +1,220 @@
+import { readFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { ModelsyncError } from './errors.js';
+
+/**
+ * The only module that reads the environment. Flags win over env vars, env vars over defaults;
+ * the result is frozen and handed to everything else.
+ */
+export interface Flags {
+  manifest?: string | undefined;
+  'models-dir'?: string | undefined;
+  'store-dir'?: string | undefined;
+  'state-dir'?: string | undefined;
+  json?: boolean | undefined;
+  'log-level'?: string | undefined;
+  connections?: string | undefined;
+  'chunk-size'?: string | undefined;
+  control?: string | undefined;
+  refresh?: boolean | undefined;
+  offline?: boolean | undefined;
+  's3-endpoint'?: string | undefined;
+  's3-path-style'?: boolean | undefined;
+}
+
+export interface Tunables {
+  /** Connections open at once across all files (the global budget). */
+  connections: number;
+  /** Bytes per ranged request of a large file. */
+  chunkSize: number;
+  /** Abort a response that sends nothing for this long. */
+  idleTimeoutMs: number;
+  /** First retry delay; doubles each attempt, with jitter. */
+  retryBaseMs: number;
+  /** Longest single wait, also the cap for a server's Retry-After. */
+  retryMaxWaitMs: number;
+  /** Attempts without progress before an entry fails. */
+  retryAttempts: number;
+  /** A lease whose content has not changed for this long (on the observer's clock) is stale. */
+  leaseStaleMs: number;
+  leaseHeartbeatMs: number;
+}
+
+export interface Config {
+  readonly manifestPath: string | undefined;
+  readonly modelsDir: string;
+  readonly storeDir: string;
+  readonly stateDir: string;
+  readonly json: boolean;
+  readonly logLevel: string;
+  readonly refresh: boolean;
+  readonly tunables: Readonly<Tunables>;
+  readonly hf: { readonly endpoint: string; readonly token: string | undefined; readonly offline: boolean };
+  /** Bearer tokens for https:// sources, by exact host name. */
+  readonly httpTokens: ReadonlyMap<string, string>;
+  readonly s3: { readonly endpoint: string | undefined; readonly region: string | undefined; readonly forcePathStyle: boolean };
+  readonly control: { readonly host: string; readonly port: number };
+  /** Every secret value we know of: scrubbed from child output, never logged. */
+  readonly secrets: readonly string[];
+  /** The environment for children: ours minus every secret variable, plus chosen pass-throughs. */
+  readonly childEnv: Readonly<Record<string, string>>;
+  /** Is stdout/stderr a terminal (progress bar) */
+  readonly tty: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+/** Variables that hold credentials: never handed to a child unless passed through by name. */
+const SECRET_VARS = [
+  'HF_TOKEN',
+  'HUGGING_FACE_HUB_TOKEN',
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'CIVITAI_TOKEN',
+  'MODELSYNC_HTTP_TOKENS',
+];
+
+function isSecretVar(name: string): boolean {
+  return SECRET_VARS.includes(name) || /^MODELSYNC_.*TOKEN/.test(name);
+}
+
+function intSetting(name: string, raw: string | undefined, dflt: number, min: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    throw new ModelsyncError('E_USAGE', `${name} must be an integer >= ${min}, got "${raw}"`);
+  }
+  return n;
+}
+
+function sizeSetting(name: string, raw: string | undefined, dflt: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const m = /^(\d+)\s*([kKmMgG]?)i?[bB]?$/.exec(raw.trim());
+  if (!m) throw new ModelsyncError('E_USAGE', `${name} must be a size such as 16M, got "${raw}"`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const mult = unit === 'k' ? 1024 : unit === 'm' ? MiB : unit === 'g' ? 1024 * MiB : 1;
+  const n = Number(m[1]) * mult;
+  if (n < 64 * 1024) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
+  return n;
+}
+
+function truthy(v: string | undefined): boolean {
+  return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
+}
+
+function parseHostPort(raw: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
+  if (!m) throw new ModelsyncError('E_USAGE', `--control must be HOST:PORT, got "${raw}"`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ModelsyncError('E_USAGE', `--control port out of range: ${port}`);
+  return { host: (m[1] ?? '').replace(/^\[|\]$/g, ''), port };
+}
+
+function readHfToken(env: NodeJS.ProcessEnv, home: string): string | undefined {
+  const fromEnv = env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN;
+  if (fromEnv) return fromEnv.trim();
+  const hfHome = env.HF_HOME ?? path.join(env.XDG_CACHE_HOME ?? path.join(home, '.cache'), 'huggingface');
+  const file = env.HF_TOKEN_PATH ?? path.join(hfHome, 'token');
+  try {
+    const t = readFileSync(file, 'utf8').trim();
+    return t === '' ? undefined : t;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `MODELSYNC_HTTP_TOKENS="host=token,host2=token2"`, plus `CIVITAI_TOKEN` for civitai.com. */
+function readHttpTokens(env: NodeJS.ProcessEnv): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const pair of (env.MODELSYNC_HTTP_TOKENS ?? '').split(',')) {
+    const i = pair.indexOf('=');
+    if (i <= 0) continue;
+    out.set(pair.slice(0, i).trim().toLowerCase(), pair.slice(i + 1).trim());
+  }
+  if (env.CIVITAI_TOKEN) out.set('civitai.com', env.CIVITAI_TOKEN);
+  return out;
+}
+
+function defaultStateDir(env: NodeJS.ProcessEnv, home: string): string {
+  if (env.XDG_STATE_HOME) return path.join(env.XDG_STATE_HOME, 'modelsync');
+  if (process.getuid?.() === 0) return '/var/lib/modelsync';
+  return path.join(home, '.local', 'state', 'modelsync');
+}
+
+function childEnvFrom(env: NodeJS.ProcessEnv): Record<string, string> {
+  const pass = new Set((env.MODELSYNC_CHILD_ENV_PASSTHROUGH ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) continue;
+    if (isSecretVar(k) && !pass.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, isTty = Boolean(process.stderr.isTTY)): Config {
+  const home = env.HOME ?? homedir();
+  const manifest = flags.manifest ?? env.MODELSYNC_MANIFEST;
+  const modelsRaw = flags['models-dir'] ?? env.MODELSYNC_MODELS_DIR;
+  if (!modelsRaw) {
+    throw new ModelsyncError('E_USAGE', 'no models dir: pass --models-dir DIR or set MODELSYNC_MODELS_DIR (ComfyUI\'s models/ folder)');
+  }
+  const modelsDir = path.resolve(modelsRaw);
+  try {
+    if (!statSync(modelsDir).isDirectory()) throw new Error('not a directory');
+  } catch (e) {
+    throw new ModelsyncError('E_USAGE', `models dir ${modelsDir} is not a directory (create it first)`, { cause: e });
+  }
+  const storeDir = path.resolve(flags['store-dir'] ?? env.MODELSYNC_STORE_DIR ?? path.join(modelsDir, '.modelsync-store'));
+  const stateDir = path.resolve(flags['state-dir'] ?? env.MODELSYNC_STATE_DIR ?? defaultStateDir(env, home));
+  const hfToken = readHfToken(env, home);
+  const httpTokens = readHttpTokens(env);
+  const secrets = [
+    hfToken,
+    env.HUGGING_FACE_HUB_TOKEN,
+    env.AWS_SECRET_ACCESS_KEY,
+    env.AWS_SESSION_TOKEN,
+    ...httpTokens.values(),
+  ].filter((s): s is string => typeof s === 'string' && s.length > 0);
+
+  const tunables: Tunables = {
+    connections: intSetting('--connections', flags.connections ?? env.MODELSYNC_CONNECTIONS, 16, 1),
+    chunkSize: sizeSetting('--chunk-size', flags['chunk-size'] ?? env.MODELSYNC_CHUNK_SIZE, 32 * MiB),
+    idleTimeoutMs: intSetting('MODELSYNC_IDLE_TIMEOUT_MS', env.MODELSYNC_IDLE_TIMEOUT_MS, 30_000, 10),
+    retryBaseMs: intSetting('MODELSYNC_RETRY_BASE_MS', env.MODELSYNC_RETRY_BASE_MS, 500, 0),
+    retryMaxWaitMs: intSetting('MODELSYNC_RETRY_MAX_WAIT_MS', env.MODELSYNC_RETRY_MAX_WAIT_MS, 120_000, 0),
+    retryAttempts: intSetting('MODELSYNC_RETRY_ATTEMPTS', env.MODELSYNC_RETRY_ATTEMPTS, 6, 1),
+    leaseStaleMs: intSetting('MODELSYNC_LEASE_STALE_MS', env.MODELSYNC_LEASE_STALE_MS, 60_000, 50),
+    leaseHeartbeatMs: 0,
+  };
+  tunables.leaseHeartbeatMs = Math.max(20, Math.floor(tunables.leaseStaleMs / 6));
+
+  const config: Config = {
+    manifestPath: manifest === undefined ? undefined : path.resolve(manifest),
+    modelsDir,
+    storeDir,
+    stateDir,
+    json: flags.json ?? false,
+    logLevel: flags['log-level'] ?? env.MODELSYNC_LOG_LEVEL ?? 'info',
+    refresh: flags.refresh ?? false,
+    tunables: Object.freeze(tunables),
+    hf: Object.freeze({
+      endpoint: (env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
+      token: hfToken,
+      offline: (flags.offline ?? false) || truthy(env.HF_HUB_OFFLINE),
+    }),
+    httpTokens,
+    s3: Object.freeze({
+      endpoint: flags['s3-endpoint'] ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL,
+      region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
+      forcePathStyle: (flags['s3-path-style'] ?? false) || truthy(env.MODELSYNC_S3_PATH_STYLE),
+    }),
+    control: Object.freeze(parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189')),
+    secrets: Object.freeze(secrets),
+    childEnv: Object.freeze(childEnvFrom(env)),
+    tty: isTty,
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,143 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { LineCounter, parseDocument, isMap, type Document, type Node } from 'yaml';
+import type { z } from 'zod';
+import { ModelsyncError } from '../errors.js';
+import { destProblem, isPickleFormat } from './dest.js';
+import { ManifestError } from './manifest-error.js';
+import { EntrySchema, ManifestSchema } from './schema.js';
+import { parseSourceUri } from './source-uri.js';
+import type { Entry, Manifest, ManifestProblem } from './types.js';
+
+/** Read and validate a manifest file (YAML or JSON); throws ManifestError listing every problem. */
+export async function loadManifestFile(file: string): Promise<Manifest> {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = await readFile(abs, 'utf8');
+  } catch (e) {
+    throw new ModelsyncError('E_USAGE', `cannot read manifest ${abs}: ${(e as Error).message}`, { cause: e });
+  }
+  return parseManifest(text, abs);
+}
+
+/** Validate manifest text; JSON is parsed by the YAML parser too, so both get line numbers. */
+export function parseManifest(text: string, file: string): Manifest {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
+  const lineAt = (offset: number | undefined): number | undefined => (offset === undefined ? undefined : lc.linePos(offset).line);
+  if (doc.errors.length > 0) {
+    throw new ManifestError(file, doc.errors.map((e) => ({ entry: undefined, field: 'syntax', line: lineAt(e.pos[0]), message: e.message.split('\n')[0] ?? e.message })));
+  }
+  const data: unknown = doc.toJS();
+  const problems: ManifestProblem[] = [];
+  const top = ManifestSchema.safeParse(data);
+  if (!top.success) {
+    problems.push(...zodProblems(top.error, [], doc, lineAt));
+    throw new ManifestError(file, problems);
+  }
+  const folders = top.data.folders ?? [];
+  const entries: Entry[] = [];
+  top.data.models.forEach((raw, index) => {
+    const line = (field?: string): number | undefined => lineAt(nodeAt(doc, field === undefined ? ['models', index] : ['models', index, field])?.range?.[0]);
+    const add = (field: string, message: string): void => {
+      problems.push({ entry: index, field, line: line(field), message });
+    };
+    const parsed = EntrySchema.safeParse(raw);
+    if (!parsed.success) {
+      problems.push(...zodProblems(parsed.error, ['models', index], doc, lineAt));
+      return;
+    }
+    const e = parsed.data;
+    const source = parseSourceUri(e.source);
+    if ('error' in source) add('source', source.error);
+    const dp = destProblem(e.dest, folders);
+    if (dp !== undefined) add('dest', dp);
+    if ('kind' in source && source.kind !== 'hf' && e.sha256 === undefined) {
+      add('sha256', `required for ${source.kind}:// sources (the source gives no sha256); "modelsync lock" can compute it`);
+    }
+    const pickleName = isPickleFormat(e.dest) || ('kind' in source && isPickleFormat(sourceName(e.source)));
+    if (pickleName && e.allow_pickle !== true) {
+      add('allow_pickle', 'this format loads through Python pickle, which can run arbitrary code; set allow_pickle: true only for sources you trust');
+    }
+    if ('kind' in source && dp === undefined) {
+      entries.push({
+        index,
+        source,
+        dest: e.dest,
+        sha256: e.sha256?.toLowerCase(),
+        size: e.size,
+        allowPickle: e.allow_pickle ?? false,
+        required: e.required ?? true,
+      });
+    }
+  });
+  problems.push(...duplicateDestProblems(entries, (i) => lineAt(nodeAt(doc, ['models', i, 'dest'])?.range?.[0])));
+  if (problems.length > 0) throw new ManifestError(file, problems);
+  const s3 = top.data.s3 ?? {};
+  return {
+    path: file,
+    entries,
+    folders,
+    s3: { endpoint: s3.endpoint, region: s3.region, pathStyle: s3.path_style },
+  };
+}
+
+function sourceName(uri: string): string {
+  return uri.split(/[?#]/)[0] ?? uri;
+}
+
+/** Same dest twice is fine only when both promise the same content. */
+function duplicateDestProblems(entries: readonly Entry[], lineOf: (i: number) => number | undefined): ManifestProblem[] {
+  const out: ManifestProblem[] = [];
+  const seen = new Map<string, Entry>();
+  for (const e of entries) {
+    const prev = seen.get(e.dest);
+    if (!prev) {
+      seen.set(e.dest, e);
+      continue;
+    }
+    const sameContent = (prev.sha256 !== undefined && prev.sha256 === e.sha256) || (prev.source.uri === e.source.uri && prev.sha256 === e.sha256);
+    if (!sameContent) {
+      out.push({ entry: e.index, field: 'dest', line: lineOf(e.index), message: `same dest as models[${prev.index}] with different content` });
+    }
+  }
+  return out;
+}
+
+function nodeAt(doc: Document, p: readonly (string | number)[]): Node | undefined {
+  for (let n = p.length; n > 0; n--) {
+    const node: unknown = doc.getIn(p.slice(0, n), true);
+    if (node !== undefined && node !== null && typeof node === 'object' && 'range' in node) return node as Node;
+  }
+  return undefined;
+}
+
+function zodProblems(err: z.ZodError, prefix: readonly (string | number)[], doc: Document, lineAt: (o: number | undefined) => number | undefined): ManifestProblem[] {
+  const out: ManifestProblem[] = [];
+  for (const issue of err.issues) {
+    const p = [...prefix, ...issue.path.filter((k): k is string | number => typeof k !== 'symbol')];
+    const entry = p[0] === 'models' && typeof p[1] === 'number' ? p[1] : undefined;
+    const rest = entry === undefined ? p : p.slice(2);
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        const line = lineAt(keyNode(doc, p, key)?.range?.[0] ?? nodeAt(doc, p)?.range?.[0]);
+        out.push({ entry, field: [...rest, key].join('.'), line, message: 'unknown field' });
+      }
+      continue;
+    }
+    out.push({ entry, field: rest.join('.') || '(document)', line: lineAt(nodeAt(doc, p)?.range?.[0]), message: issue.message });
+  }
+  return out;
+}
+
+function keyNode(doc: Document, p: readonly (string | number)[], key: string): Node | undefined {
+  const parent: unknown = p.length === 0 ? doc.contents : doc.getIn(p, true);
+  if (!isMap(parent)) return undefined;
+  for (const pair of parent.items) {
+    const k: unknown = pair.key;
+    if (k !== null && typeof k === 'object' && 'value' in k && (k as { value: unknown }).value === key) return k as Node;
+  }
+  return undefined;
+}
+

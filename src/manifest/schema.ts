@@ -1,0 +1,29 @@
+import { z } from 'zod';
+
+/** Manifest v1, field by field. Semantic checks (URIs, dest safety, duplicates) live in load.ts. */
+export const EntrySchema = z.strictObject({
+  source: z.string().min(1),
+  dest: z.string(),
+  sha256: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters')
+    .optional(),
+  size: z.number().int().nonnegative().optional(),
+  allow_pickle: z.boolean().optional(),
+  required: z.boolean().optional(),
+});
+
+export const ManifestSchema = z.strictObject({
+  version: z.literal(1, { error: 'must be 1' }),
+  models: z.array(z.unknown()),
+  folders: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain folder name')).optional(),
+  s3: z
+    .strictObject({
+      endpoint: z.string().url().optional(),
+      region: z.string().min(1).optional(),
+      path_style: z.boolean().optional(),
+    })
+    .optional(),
+});
+
+export type EntryInput = z.infer<typeof EntrySchema>;

@@ -1,0 +1,231 @@
+import { datasetInfo, modelInfo, pathsInfo, HubApiError } from '@huggingface/hub';
+import { ModelsyncError } from '../errors.js';
+import type { Entry, HfRef } from '../manifest/types.js';
+import { redactUrl } from '../redact.js';
+import type { StateDb } from '../state/db.js';
+import { headerValue, httpRequest, statusError } from '../transfer/http.js';
+import { bodyFromResponse } from './http-body.js';
+import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
+
+export interface HfSourceOptions {
+  readonly endpoint: string;
+  readonly token: string | undefined;
+  readonly offline: boolean;
+  readonly idleTimeoutMs: number;
+  readonly db: StateDb;
+}
+
+interface HfLocator {
+  readonly ref: HfRef;
+  readonly commit: string;
+  readonly lfs: boolean;
+}
+
+const COMMIT = /^[0-9a-f]{40}$/;
+
+/**
+ * Hugging Face Hub source. Metadata through @huggingface/hub (one revision lookup and one
+ * paths-info call per repo per sync); bytes through our own ranged HTTP, because its download
+ * API neither verifies nor resumes. Resolutions at a commit are immutable and cached in the
+ * state DB, so a pinned or offline sync asks the Hub nothing.
+ */
+export class HfSource implements Source {
+  /** The CDN URL a resolve redirected to, per file; reused for every chunk until it expires. */
+  private readonly cdnUrls = new Map<string, string>();
+
+  constructor(private readonly opts: HfSourceOptions) {}
+
+  async resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
+    const groups = new Map<string, Entry[]>();
+    for (const e of entries) {
+      if (e.source.kind !== 'hf') throw new Error('HfSource given a non-hf entry');
+      const k = `${e.source.repoType}\0${e.source.repo}\0${e.source.revision}`;
+      groups.set(k, [...(groups.get(k) ?? []), e]);
+    }
+    const out = new Map<Entry, RemoteFile>();
+    await Promise.all(
+      [...groups.values()].map(async (group) => {
+        const files = await this.resolveGroup(group, signal);
+        group.forEach((e, i) => out.set(e, files[i] as RemoteFile));
+      }),
+    );
+    return entries.map((e) => out.get(e) as RemoteFile);
+  }
+
+  private async resolveGroup(group: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
+    const ref = group[0]?.source as HfRef;
+    const commit = await this.commitFor(ref, signal, group[0] as Entry);
+    const cached = group.map((e) => this.opts.db.hfFile(ref.repoType, ref.repo, commit, (e.source as HfRef).path));
+    const missing = group.filter((_, i) => cached[i] === undefined);
+    if (missing.length > 0) {
+      if (this.opts.offline) {
+        throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${commit.slice(0, 12)} was never resolved here`, { entry: missing[0]?.index });
+      }
+      const infos = await this.api(group[0] as Entry, () =>
+        pathsInfo({
+          repo: { type: ref.repoType, name: ref.repo },
+          paths: missing.map((e) => (e.source as HfRef).path),
+          revision: commit,
+          hubUrl: this.opts.endpoint,
+          fetch: this.fetchWith(signal),
+          ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
+        }),
+      );
+      for (const info of infos) {
+        if (info.type !== 'file') continue;
+        const lfs = info.lfs !== undefined;
+        const hex = lfs ? info.lfs?.oid : info.oid;
+        if (hex === undefined) continue;
+        this.opts.db.putHfFile({ repoType: ref.repoType, repo: ref.repo, commit, path: info.path, size: info.size, algo: lfs ? 'sha256' : 'gitsha1', hex });
+      }
+    }
+    return group.map((e) => {
+      const r = e.source as HfRef;
+      const f = this.opts.db.hfFile(r.repoType, r.repo, commit, r.path);
+      if (!f) {
+        throw new ModelsyncError('E_NOT_FOUND', `${r.path} does not exist in ${r.repo} at ${r.revision} (${commit.slice(0, 12)})`, { entry: e.index, url: e.source.uri });
+      }
+      if (e.sha256 !== undefined && f.algo === 'sha256' && f.hex !== e.sha256) {
+        throw new ModelsyncError('E_HASH_MISMATCH', `manifest sha256 ${e.sha256} disagrees with the Hub's ${f.hex} for ${r.path}`, { entry: e.index, url: e.source.uri });
+      }
+      if (e.size !== undefined && e.size !== f.size) {
+        throw new ModelsyncError('E_SIZE_MISMATCH', `manifest size ${e.size} disagrees with the Hub's ${f.size} for ${r.path}`, { entry: e.index, url: e.source.uri });
+      }
+      const locator: HfLocator = { ref: r, commit, lfs: f.algo === 'sha256' };
+      return {
+        key: { algo: f.algo, hex: f.hex },
+        size: f.size,
+        version: `${commit}:${f.hex}`,
+        uri: e.source.uri,
+        locator,
+        commit,
+      };
+    });
+  }
+
+  /** A revision to its commit: a 40-hex revision is one already; a branch is cached for offline use. */
+  private async commitFor(ref: HfRef, signal: AbortSignal, entry: Entry): Promise<string> {
+    if (COMMIT.test(ref.revision)) return ref.revision;
+    if (this.opts.offline) {
+      const c = this.opts.db.hfRevision(ref.repoType, ref.repo, ref.revision);
+      if (c === undefined) throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} was never resolved here`, { entry: entry.index });
+      return c;
+    }
+    const common = {
+      name: ref.repo,
+      revision: ref.revision,
+      hubUrl: this.opts.endpoint,
+      fetch: this.fetchWith(signal),
+      additionalFields: ['sha'] as ['sha'],
+      ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
+    };
+    const info = await this.api(entry, () => (ref.repoType === 'dataset' ? datasetInfo(common) : modelInfo(common)));
+    const sha: unknown = (info as { sha?: unknown }).sha;
+    if (typeof sha !== 'string' || !COMMIT.test(sha)) {
+      throw new ModelsyncError('E_HTTP', `the Hub gave no commit for ${ref.repo}@${ref.revision}`, { entry: entry.index });
+    }
+    this.opts.db.putHfRevision(ref.repoType, ref.repo, ref.revision, sha);
+    return sha;
+  }
+
+  /** fetch for @huggingface/hub: our abort signal, identity encoding, and the error code header kept. */
+  private fetchWith(signal: AbortSignal): typeof fetch {
+    return async (input, init) => {
+      const headers = new Headers(init?.headers);
+      headers.set('accept-encoding', 'identity');
+      const res = await fetch(input, { ...init, headers, signal });
+      if (!res.ok) this.lastErrorCode = res.headers.get('x-error-code') ?? undefined;
+      return res;
+    };
+  }
+
+  private lastErrorCode: string | undefined;
+
+  private async api<T>(entry: Entry, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (e) {
+      throw this.apiError(e, entry);
+    }
+  }
+
+  private apiError(e: unknown, entry: Entry): ModelsyncError {
+    const ref = entry.source as HfRef;
+    const ctx = { entry: entry.index, url: entry.source.uri, cause: e };
+    if (e instanceof HubApiError) {
+      const code = this.lastErrorCode;
+      const s = e.statusCode;
+      if (code === 'GatedRepo') {
+        return new ModelsyncError('E_GATED', `${ref.repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { ...ctx, status: s });
+      }
+      if (s === 401) {
+        return new ModelsyncError('E_AUTH', `${ref.repo}: not authorized (HTTP 401); ${this.opts.token ? 'check that HF_TOKEN is valid and can read this repo' : 'private or missing repo: set HF_TOKEN'}`, { ...ctx, status: s });
+      }
+      if (s === 403) return new ModelsyncError('E_AUTH', `${ref.repo}: forbidden (HTTP 403); check HF_TOKEN's permissions`, { ...ctx, status: s });
+      if (s === 404) {
+        const what = code === 'RevisionNotFound' ? `revision "${ref.revision}" not found in ${ref.repo}` : code === 'EntryNotFound' ? `${ref.path} not found in ${ref.repo}` : `repo ${ref.repo} not found (or private: set HF_TOKEN)`;
+        return new ModelsyncError('E_NOT_FOUND', what, { ...ctx, status: s });
+      }
+      return new ModelsyncError(s === 429 ? 'E_RATE_LIMITED' : 'E_HTTP', `Hub API answered HTTP ${s} for ${ref.repo}`, { ...ctx, status: s, retryable: s === 429 || s >= 500 });
+    }
+    if (e instanceof ModelsyncError) return e;
+    const host = safeHost(this.opts.endpoint);
+    return new ModelsyncError('E_NETWORK', `cannot reach the Hub at ${host} for ${ref.repo}`, { ...ctx, retryable: true });
+  }
+
+  async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {
+    const loc = file.locator as HfLocator;
+    const auth = this.opts.token === undefined ? undefined : `Bearer ${this.opts.token}`;
+    for (let fresh = 0; ; fresh++) {
+      const cdn = loc.lfs ? this.cdnUrls.get(file.key.hex) : undefined;
+      const url = cdn ?? resolveUrl(this.opts.endpoint, loc);
+      const res = await httpRequest({
+        url,
+        // Never send the token to the CDN: a cached CDN URL is another host.
+        authorization: cdn === undefined ? auth : undefined,
+        range: req.range,
+        idleTimeoutMs: this.opts.idleTimeoutMs,
+        signal: req.signal,
+      });
+      if (loc.lfs && cdn === undefined && res.hops.length > 0) {
+        const linked = headerValue(res.hops[0]?.headers ?? {}, 'x-linked-etag')?.replace(/"/g, '');
+        if (linked !== undefined && linked !== file.key.hex) {
+          res.body.resume();
+          throw new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${linked} for ${file.uri}, expected ${file.key.hex}`, { url: file.uri });
+        }
+        this.cdnUrls.set(file.key.hex, res.url);
+      }
+      // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.
+      if ((res.status === 403 || res.status === 401) && cdn !== undefined && fresh < 2) {
+        res.body.resume();
+        this.cdnUrls.delete(file.key.hex);
+        continue;
+      }
+      if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
+      if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);
+      if (res.status === 401 || res.status === 403) {
+        res.body.resume();
+        throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status} from ${redactUrl(res.url)}; check HF_TOKEN`, { url: file.uri, status: res.status });
+      }
+      if (res.status === 404) {
+        res.body.resume();
+        throw new ModelsyncError('E_NOT_FOUND', `${file.uri}: not found (HTTP 404)`, { url: file.uri, status: 404 });
+      }
+      throw statusError(res, `download of ${file.uri}`);
+    }
+  }
+}
+
+function resolveUrl(endpoint: string, loc: HfLocator): string {
+  const prefix = loc.ref.repoType === 'dataset' ? 'datasets/' : '';
+  const p = loc.ref.path.split('/').map(encodeURIComponent).join('/');
+  return `${endpoint}/${prefix}${loc.ref.repo}/resolve/${loc.commit}/${p}`;
+}
+
+function safeHost(u: string): string {
+  try {
+    return new URL(u).host;
+  } catch {
+    return u;
+  }
+}

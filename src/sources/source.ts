@@ -1,0 +1,49 @@
+import type { Readable } from 'node:stream';
+import type { Entry } from '../manifest/types.js';
+
+/** What content must hash to: sha256 for LFS/S3/HTTPS content, git blob sha1 for small Hub files. */
+export interface ContentKey {
+  readonly algo: 'sha256' | 'gitsha1';
+  readonly hex: string;
+}
+
+export function keyName(k: ContentKey): string {
+  return `${k.algo}-${k.hex}`;
+}
+
+/** One remote file, resolved: where it is, what it must hash to, and which version it is. */
+export interface RemoteFile {
+  readonly key: ContentKey;
+  /** Bytes, when the source or manifest says. */
+  readonly size: number | undefined;
+  /** Identifies the exact remote version (Hub commit, S3 ETag, ...): a partial download is resumed only when it is unchanged. */
+  readonly version: string;
+  /** The source URI, for messages and logs (no secret, no query string). */
+  readonly uri: string;
+  /** Source-specific handle the source's `open` understands. */
+  readonly locator: unknown;
+  /** Hub commit the file was resolved at, for status and lock files. */
+  readonly commit?: string | undefined;
+}
+
+/** An open response body: the caller checks that it is the range it asked for. */
+export interface OpenBody {
+  /** 206 means `range` is set; 200 means the whole file, whatever was asked. */
+  readonly status: 200 | 206;
+  readonly range: { readonly start: number; readonly end: number; readonly total: number | undefined } | undefined;
+  /** Body length as declared by the server, if it declared one. */
+  readonly length: number | undefined;
+  readonly body: Readable;
+}
+
+export interface OpenRequest {
+  /** Bytes [start, end) of the file; undefined for the whole file. */
+  readonly range: { readonly start: number; readonly end: number } | undefined;
+  readonly signal: AbortSignal;
+}
+
+export interface Source {
+  /** Resolve entries of this source's kind; the result is aligned with the input. */
+  resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]>;
+  open(file: RemoteFile, req: OpenRequest): Promise<OpenBody>;
+}

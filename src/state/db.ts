@@ -1,0 +1,173 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, renameSync, statfsSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { ModelsyncError } from '../errors.js';
+import type { ContentKey } from '../sources/source.js';
+
+/** statfs magic numbers of file systems where SQLite's locking cannot be trusted. */
+const NETWORK_FS: ReadonlyMap<number, string> = new Map([
+  [0x6969, 'NFS'],
+  [0x517b, 'SMB'],
+  [0xff534d42, 'CIFS'],
+  [0xfe534d42, 'SMB2'],
+  [0x65735546, 'FUSE'],
+  [0x00c36400, 'CephFS'],
+  [0x0bd00bd0, 'Lustre'],
+  [0x47504653, 'GPFS'],
+  [0x01021997, '9p'],
+]);
+
+export interface FileStamp {
+  readonly dev: string;
+  readonly ino: string;
+  readonly size: number;
+  readonly mtimeNs: string;
+}
+
+export interface HfFileRow {
+  readonly repoType: string;
+  readonly repo: string;
+  readonly commit: string;
+  readonly path: string;
+  readonly size: number;
+  readonly algo: ContentKey['algo'];
+  readonly hex: string;
+}
+
+export interface OpenOptions {
+  /** Test seam: pretend statfs answered this file system type. */
+  readonly statfsType?: number;
+  readonly onRecreated?: (reason: string) => void;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verified (
+  path TEXT PRIMARY KEY, dev TEXT NOT NULL, ino TEXT NOT NULL, size INTEGER NOT NULL,
+  mtime_ns TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL, verified_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hf_revisions (
+  repo_type TEXT NOT NULL, repo TEXT NOT NULL, revision TEXT NOT NULL, commit_sha TEXT NOT NULL,
+  resolved_at INTEGER NOT NULL, PRIMARY KEY (repo_type, repo, revision));
+CREATE TABLE IF NOT EXISTS hf_files (
+  repo_type TEXT NOT NULL, repo TEXT NOT NULL, commit_sha TEXT NOT NULL, path TEXT NOT NULL,
+  size INTEGER NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
+  PRIMARY KEY (repo_type, repo, commit_sha, path));
+CREATE TABLE IF NOT EXISTS entries (
+  dest TEXT PRIMARY KEY, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
+  size INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
+`;
+
+/**
+ * The local index: which files were verified (keyed by path and stamped with dev/inode/size/
+ * mtime so an unchanged file is trusted without reading it), and Hub resolutions. It is only an
+ * index: losing it costs a re-verify, never data.
+ */
+export class StateDb {
+  private constructor(private readonly db: Database.Database) {}
+
+  static open(stateDir: string, opts: OpenOptions = {}): StateDb {
+    mkdirSync(stateDir, { recursive: true });
+    const type = opts.statfsType ?? statfsSync(stateDir).type;
+    const fsName = NETWORK_FS.get(type >>> 0);
+    if (fsName !== undefined) {
+      throw new ModelsyncError('E_STATE_DIR', `state dir ${stateDir} is on ${fsName}: SQLite needs a local file system (use --state-dir on local disk; the store may stay on the shared volume)`);
+    }
+    const file = path.join(stateDir, 'state.db');
+    try {
+      return new StateDb(openChecked(file));
+    } catch (e) {
+      // A corrupt index is moved aside, not repaired: the store is the truth and a verify rebuilds it.
+      const aside = `${file}.corrupt-${Date.now()}`;
+      try {
+        renameSync(file, aside);
+      } catch {
+        /* nothing to move */
+      }
+      opts.onRecreated?.(`state DB was unreadable (${(e as Error).message}); moved to ${aside}`);
+      return new StateDb(openChecked(file));
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  verifiedStamp(p: string): (FileStamp & ContentKey) | undefined {
+    const r = this.db.prepare('SELECT dev, ino, size, mtime_ns, algo, hex FROM verified WHERE path = ?').get(p) as
+      | { dev: string; ino: string; size: number; mtime_ns: string; algo: ContentKey['algo']; hex: string }
+      | undefined;
+    return r && { dev: r.dev, ino: r.ino, size: r.size, mtimeNs: r.mtime_ns, algo: r.algo, hex: r.hex };
+  }
+
+  putVerified(p: string, stamp: FileStamp, key: ContentKey): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO verified (path, dev, ino, size, mtime_ns, algo, hex, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(p, stamp.dev, stamp.ino, stamp.size, stamp.mtimeNs, key.algo, key.hex, Date.now());
+  }
+
+  forgetVerified(p: string): void {
+    this.db.prepare('DELETE FROM verified WHERE path = ?').run(p);
+  }
+
+  hfRevision(repoType: string, repo: string, revision: string): string | undefined {
+    const r = this.db.prepare('SELECT commit_sha FROM hf_revisions WHERE repo_type = ? AND repo = ? AND revision = ?').get(repoType, repo, revision) as { commit_sha: string } | undefined;
+    return r?.commit_sha;
+  }
+
+  putHfRevision(repoType: string, repo: string, revision: string, commit: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO hf_revisions VALUES (?, ?, ?, ?, ?)').run(repoType, repo, revision, commit, Date.now());
+  }
+
+  hfFile(repoType: string, repo: string, commit: string, p: string): HfFileRow | undefined {
+    const r = this.db.prepare('SELECT size, algo, hex FROM hf_files WHERE repo_type = ? AND repo = ? AND commit_sha = ? AND path = ?').get(repoType, repo, commit, p) as
+      | { size: number; algo: ContentKey['algo']; hex: string }
+      | undefined;
+    return r && { repoType, repo, commit, path: p, size: r.size, algo: r.algo, hex: r.hex };
+  }
+
+  putHfFile(f: HfFileRow): void {
+    this.db.prepare('INSERT OR REPLACE INTO hf_files VALUES (?, ?, ?, ?, ?, ?, ?)').run(f.repoType, f.repo, f.commit, f.path, f.size, f.algo, f.hex);
+  }
+
+  putEntry(dest: string, source: string, key: ContentKey, size: number, state: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)').run(dest, source, key.algo, key.hex, size, state, Date.now());
+  }
+
+  entry(dest: string): { source: string; key: ContentKey; size: number; state: string; updatedAt: number } | undefined {
+    const r = this.db.prepare('SELECT source, algo, hex, size, state, updated_at FROM entries WHERE dest = ?').get(dest) as
+      | { source: string; algo: ContentKey['algo']; hex: string; size: number; state: string; updated_at: number }
+      | undefined;
+    return r && { source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, updatedAt: r.updated_at };
+  }
+
+  /** A random id for this node, made once and kept: names its reference record in the store. */
+  nodeId(): string {
+    const r = this.db.prepare("SELECT value FROM meta WHERE key = 'node_id'").get() as { value: string } | undefined;
+    if (r) return r.value;
+    const id = randomBytes(8).toString('hex');
+    this.db.prepare("INSERT OR IGNORE INTO meta VALUES ('node_id', ?)").run(id);
+    return this.nodeId();
+  }
+
+  /** Run several writes as one transaction (one fsync instead of many). */
+  transaction(fn: () => void): void {
+    this.db.transaction(fn)();
+  }
+}
+
+function openChecked(file: string): Database.Database {
+  const db = new Database(file);
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 5000');
+    const check = db.pragma('quick_check', { simple: true });
+    if (check !== 'ok') throw new Error(`quick_check: ${String(check)}`);
+    db.exec(SCHEMA);
+    return db;
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}

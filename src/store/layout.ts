@@ -1,0 +1,60 @@
+import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import { ModelsyncError, errnoCode } from '../errors.js';
+import type { ContentKey } from '../sources/source.js';
+
+/** Bumped when the on-disk layout changes incompatibly; a newer store is refused, never rewritten. */
+export const LAYOUT_VERSION = 1;
+
+export interface StoreLayout {
+  readonly root: string;
+  readonly blobs: string;
+  readonly tmp: string;
+  readonly leases: string;
+  /** Per-node records of what each node's manifest references, for gc. */
+  readonly refs: string;
+}
+
+export function storeLayout(root: string): StoreLayout {
+  return {
+    root,
+    blobs: path.join(root, 'blobs'),
+    tmp: path.join(root, 'tmp'),
+    leases: path.join(root, 'leases'),
+    refs: path.join(root, 'refs'),
+  };
+}
+
+export function blobPath(layout: StoreLayout, key: ContentKey): string {
+  return path.join(layout.blobs, key.algo, key.hex.slice(0, 2), key.hex);
+}
+
+/** Create the store's folders and check (or write) its layout version. */
+export async function openStore(root: string): Promise<StoreLayout> {
+  const layout = storeLayout(root);
+  await Promise.all([layout.blobs, layout.tmp, layout.leases, layout.refs].map((d) => mkdir(d, { recursive: true })));
+  const file = path.join(root, 'layout.json');
+  let raw: string | undefined;
+  try {
+    raw = await readFile(file, 'utf8');
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+  if (raw === undefined) {
+    // Unique temp + rename: two nodes creating the store at once both write the same content.
+    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+    await writeFile(tmp, `${JSON.stringify({ layout: LAYOUT_VERSION })}\n`);
+    await rename(tmp, file);
+    return layout;
+  }
+  let version: unknown;
+  try {
+    version = (JSON.parse(raw) as { layout?: unknown }).layout;
+  } catch (e) {
+    throw new ModelsyncError('E_STORE_LAYOUT', `store ${root} has an unreadable layout.json`, { cause: e });
+  }
+  if (typeof version !== 'number' || version > LAYOUT_VERSION) {
+    throw new ModelsyncError('E_STORE_LAYOUT', `store ${root} has layout ${String(version)}, newer than this modelsync understands (${LAYOUT_VERSION}); upgrade modelsync`);
+  }
+  return layout;
+}

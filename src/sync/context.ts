@@ -1,0 +1,78 @@
+import PQueue from 'p-queue';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { SourceRef } from '../manifest/types.js';
+import type { Manifest } from '../manifest/types.js';
+import type { Source } from '../sources/source.js';
+import { StateDb } from '../state/db.js';
+import { openStore, type StoreLayout } from '../store/layout.js';
+import { newToken } from '../store/lease.js';
+import { systemClock, type Clock } from '../clock.js';
+import type { RetryPolicy } from '../transfer/retry.js';
+
+/** Everything a sync needs, opened once per process and shared by every sync it runs. */
+export interface SyncContext {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly db: StateDb;
+  readonly store: StoreLayout;
+  /** The global connection budget. */
+  readonly pool: PQueue;
+  readonly policy: RetryPolicy;
+  readonly clock: Clock;
+  /** Random per process: names our partials and leases (hostnames repeat across pods). */
+  readonly token: string;
+  /** True when the state DB was just recreated: store blobs are re-hashed before being trusted. */
+  readonly dbRecreated: boolean;
+  sourceFor(kind: SourceRef['kind'], manifest: Manifest): Promise<Source>;
+  close(): void;
+}
+
+export async function openContext(config: Config, log: Logger, clock: Clock = systemClock): Promise<SyncContext> {
+  let dbRecreated = false;
+  const db = StateDb.open(config.stateDir, {
+    onRecreated: (why) => {
+      dbRecreated = true;
+      log.warn(why);
+    },
+  });
+  const store = await openStore(config.storeDir);
+  const t = config.tunables;
+  const sources = new Map<string, Promise<Source>>();
+  // Sources are imported lazily: a warm start needs none of them (nor the AWS SDK's load time).
+  const make = async (kind: SourceRef['kind'], manifest: Manifest): Promise<Source> => {
+    if (kind === 'hf') {
+      const { HfSource } = await import('../sources/hf.js');
+      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db });
+    }
+    if (kind === 'https') {
+      const { HttpsSource } = await import('../sources/https.js');
+      return new HttpsSource({ tokens: config.httpTokens, idleTimeoutMs: t.idleTimeoutMs });
+    }
+    const { S3Source } = await import('../sources/s3.js');
+    return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs });
+  };
+  return {
+    config,
+    log,
+    db,
+    store,
+    pool: new PQueue({ concurrency: t.connections }),
+    policy: { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs },
+    clock,
+    token: newToken(),
+    dbRecreated,
+    sourceFor(kind, manifest) {
+      const k = kind === 's3' ? `s3:${manifest.path}` : kind;
+      let s = sources.get(k);
+      if (!s) {
+        s = make(kind, manifest);
+        sources.set(k, s);
+      }
+      return s;
+    },
+    close() {
+      db.close();
+    },
+  };
+}

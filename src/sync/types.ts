@@ -1,0 +1,40 @@
+import type { Entry } from '../manifest/types.js';
+import type { ContentKey, RemoteFile } from '../sources/source.js';
+
+export type EntryState = 'pending' | 'present' | 'resolving' | 'queued' | 'downloading' | 'waiting-peer' | 'verifying' | 'published' | 'failed';
+
+export interface EntryResult {
+  readonly index: number;
+  readonly dest: string;
+  readonly source: string;
+  readonly required: boolean;
+  readonly state: 'present' | 'published' | 'failed';
+  readonly key?: ContentKey | undefined;
+  readonly size?: number | undefined;
+  readonly commit?: string | undefined;
+  readonly error?: { readonly code: string; readonly message: string } | undefined;
+}
+
+export interface SyncReport {
+  readonly ok: boolean;
+  readonly entries: readonly EntryResult[];
+  /** Bytes that came over the network in this sync. */
+  readonly bytesFetched: number;
+  readonly durationMs: number;
+}
+
+/** Hooks for progress bars, /status and metrics. All optional, all synchronous. */
+export interface SyncEvents {
+  entryState?(entry: Entry, state: EntryState, detail?: { error?: string; size?: number }): void;
+  bytes?(n: number, key: ContentKey): void;
+  retry?(uri: string, reason: string, waitMs: number): void;
+  cacheHit?(entry: Entry): void;
+  verifyFailure?(uri: string): void;
+}
+
+/** One unit of work: distinct content, fetched once, published to every dest that wants it. */
+export interface BlobJob {
+  readonly key: ContentKey;
+  readonly file: RemoteFile;
+  readonly entries: readonly Entry[];
+}

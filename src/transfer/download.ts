@@ -1,0 +1,285 @@
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import type PQueue from 'p-queue';
+import { ModelsyncError, errnoCode } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { OpenBody, RemoteFile, Source } from '../sources/source.js';
+import { ChunkMap } from './chunks.js';
+import { networkError } from './http.js';
+import { readJournal, writeJournal } from './journal.js';
+import { PrefixHasher } from './prefix-hasher.js';
+import { withRetry, type RetryPolicy } from './retry.js';
+import { keyHasher } from './verify.js';
+
+export interface DownloadParams {
+  readonly file: RemoteFile;
+  readonly source: Source;
+  /** Our partial file (unique to this writer) and its journal. */
+  readonly partPath: string;
+  readonly journalPath: string;
+  readonly chunkSize: number;
+  /** The global connection budget, shared by every file of the sync. */
+  readonly pool: PQueue;
+  readonly policy: RetryPolicy;
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  readonly onBytes?: ((n: number) => void) | undefined;
+  /** Called when a retryable failure is retried. */
+  readonly onRetry?: ((e: ModelsyncError, waitMs: number) => void) | undefined;
+}
+
+export interface Downloaded {
+  readonly hex: string;
+  readonly size: number;
+  /** Bytes that came over the network in this run (resumed bytes are not counted). */
+  readonly fetched: number;
+  readonly resumedFrom: number;
+}
+
+/** The server would not give us ranges we can trust: fall back to one whole stream. */
+class Unranged extends Error {
+  constructor(readonly why: string) {
+    super(why);
+  }
+}
+
+const JOURNAL_EVERY_MS = 1000;
+const WRITE_BATCH = 1024 * 1024;
+
+/**
+ * Download a file into its partial: ranged chunks over several connections, written in place,
+ * hashed as the contiguous prefix grows, resumable from the journal. Returns the digest; the
+ * caller compares it and commits. Nothing here ever touches a final path.
+ */
+export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
+  let size = p.file.size;
+  if (size === undefined) {
+    const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: p.chunkSize }, signal: p.signal }), p.policy, { signal: p.signal });
+    if (probe.status === 200) return singleStream(p, probe);
+    probe.body.destroy();
+    size = probe.range?.total;
+    if (size === undefined) return singleStream(p, undefined);
+  }
+  try {
+    return await chunked(p, size);
+  } catch (e) {
+    if (!(e instanceof Unranged)) throw e;
+    p.log.warn({ uri: p.file.uri, why: e.why }, 'server does not serve usable ranges; downloading as one stream');
+    return singleStream(p, undefined);
+  }
+}
+
+async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
+  const journal = await readJournal(p.journalPath);
+  let partSize: number | undefined;
+  try {
+    partSize = (await stat(p.partPath)).size;
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+  // Resume only when the journal describes this very version and the partial has the right shape.
+  const resumable = journal !== undefined && journal.version === p.file.version && journal.size === size && journal.chunkSize === p.chunkSize && partSize === size;
+  const map = new ChunkMap(size, p.chunkSize, resumable ? [...journal.written] : []);
+  const fh = await open(p.partPath, resumable ? 'r+' : 'w+');
+  const resumedFrom = map.bytesOnDisk();
+  if (resumable && resumedFrom > 0) p.log.info({ uri: p.file.uri, bytes: resumedFrom }, 'resuming partial download');
+  let fetched = 0;
+  const ctrl = new AbortController();
+  const onAbort = (): void => ctrl.abort(p.signal.reason);
+  p.signal.addEventListener('abort', onAbort, { once: true });
+  const hasher = new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
+  const flush = journalFlusher(fh, p, map);
+  try {
+    if (!resumable) await fh.truncate(size);
+    const hashing = hasher.run();
+    hashing.catch(() => ctrl.abort());
+    const tasks: Promise<void>[] = [];
+    for (let i = 0; i < map.count; i++) {
+      if (map.done(i)) continue;
+      tasks.push(
+        p.pool.add(
+          () =>
+            withRetry(
+              async (ctx) => {
+                if (ctrl.signal.aborted) throw ctrl.signal.reason;
+                const n = await fetchChunk(p, fh, map, i, ctrl.signal, () => {
+                  ctx.madeProgress();
+                  hasher.notify();
+                });
+                fetched += n;
+              },
+              p.policy,
+              { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
+            ),
+          { signal: ctrl.signal },
+        ),
+      );
+    }
+    const results = await Promise.allSettled(tasks);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      ctrl.abort(failed.reason);
+      // Prefer the real cause over the AbortErrors it set off in the other chunks.
+      const real = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !isAbortLike(r.reason));
+      throw (real ?? failed).reason;
+    }
+    hasher.notify();
+    const hex = await hashing;
+    if (hex === undefined) throw new ModelsyncError('E_ABORTED', 'hashing stopped');
+    await fh.sync();
+    return { hex, size, fetched, resumedFrom };
+  } catch (e) {
+    hasher.stop();
+    ctrl.abort();
+    await flush.final().catch(() => undefined);
+    throw e;
+  } finally {
+    flush.stop();
+    p.signal.removeEventListener('abort', onAbort);
+    await fh.close();
+  }
+}
+
+function isAbortLike(e: unknown): boolean {
+  return (e instanceof ModelsyncError && e.code === 'E_ABORTED') || (e instanceof Error && e.name === 'AbortError');
+}
+
+/** Persist chunk progress about once a second: fdatasync first, so the journal never overstates. */
+function journalFlusher(fh: FileHandle, p: DownloadParams, map: ChunkMap): { stop(): void; final(): Promise<void> } {
+  let busy: Promise<void> = Promise.resolve();
+  const write = async (): Promise<void> => {
+    const snapshot = [...map.written];
+    await fh.datasync();
+    await writeJournal(p.journalPath, { v: 1, version: p.file.version, size: map.size, chunkSize: map.chunkSize, written: snapshot });
+  };
+  const timer = setInterval(() => {
+    busy = busy.then(write).catch((e: unknown) => p.log.warn({ err: String(e) }, 'journal write failed'));
+  }, JOURNAL_EVERY_MS);
+  timer.unref();
+  return {
+    stop: () => clearInterval(timer),
+    final: async () => {
+      clearInterval(timer);
+      await busy;
+      await write();
+    },
+  };
+}
+
+/** Fetch what is missing of chunk i; returns the bytes received. */
+async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: number, signal: AbortSignal, progressed: () => void): Promise<number> {
+  const start = map.start(i) + (map.written[i] ?? 0);
+  const end = map.start(i) + map.length(i);
+  if (start >= end) return 0;
+  const whole = start === 0 && end === map.size;
+  const res = await p.source.open(p.file, { range: { start, end }, signal });
+  if (res.status === 200 && !whole) {
+    res.body.destroy();
+    throw new Unranged('answered 200 with the whole body to a Range request');
+  }
+  if (res.status === 206 && (res.range?.start !== start || res.range.end > end || (res.range.total !== undefined && res.range.total !== map.size))) {
+    res.body.destroy();
+    throw new Unranged(`asked for bytes ${start}-${end - 1}, got Content-Range ${res.range?.start}-${(res.range?.end ?? 0) - 1}/${res.range?.total ?? '*'}`);
+  }
+  let pos = start;
+  const received = await streamInto(res.body, fh, start, end, p.file.uri, (n) => {
+    pos += n;
+    map.written[i] = pos - map.start(i);
+    p.onBytes?.(n);
+    progressed();
+  });
+  if (pos < end) {
+    throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${pos} of ${end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
+  }
+  return received;
+}
+
+/**
+ * Copy a response body to [start, limit) of the file in batches of positional writes. Bytes past
+ * `limit` are never written: a body longer than promised is cut off there.
+ */
+async function streamInto(body: Readable, fh: FileHandle, start: number, limit: number, uri: string, wrote: (n: number) => void, onPiece?: (b: Buffer) => void): Promise<number> {
+  let pos = start;
+  let batch: Buffer[] = [];
+  let batchLen = 0;
+  const drain = async (): Promise<void> => {
+    if (batchLen === 0) return;
+    const bufs = batch;
+    const n = batchLen;
+    batch = [];
+    batchLen = 0;
+    await fh.writev(bufs, pos);
+    pos += n;
+    wrote(n);
+  };
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      const room = limit - (pos + batchLen);
+      const piece = chunk.length > room ? chunk.subarray(0, room) : chunk;
+      batch.push(piece);
+      batchLen += piece.length;
+      onPiece?.(piece);
+      if (batchLen >= WRITE_BATCH || piece.length < chunk.length) await drain();
+      if (piece.length < chunk.length) {
+        body.destroy();
+        break;
+      }
+    }
+    await drain();
+  } catch (e) {
+    await drain().catch(() => undefined);
+    if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT' || errnoCode(e) === 'EFBIG') throw diskFull(e, uri);
+    throw e instanceof ModelsyncError ? e : networkError(e, uri.startsWith('http') ? uri : 'http://source.invalid/');
+  }
+  return pos - start;
+}
+
+export function diskFull(e: unknown, uri: string): ModelsyncError {
+  return new ModelsyncError('E_DISK_FULL', `disk full while writing ${uri} (${errnoCode(e) ?? 'write failed'})`, { url: uri, cause: e });
+}
+
+/**
+ * No usable ranges: one stream from byte 0, hashed as it is written. A retry starts over,
+ * because without ranges there is nothing to resume from.
+ */
+async function singleStream(p: DownloadParams, first: OpenBody | undefined): Promise<Downloaded> {
+  let opened: OpenBody | undefined = first;
+  let fetched = 0;
+  const limit = p.file.size ?? Number.MAX_SAFE_INTEGER;
+  return withRetry(
+    async (ctx) => {
+      const res = opened ?? (await p.source.open(p.file, { range: undefined, signal: p.signal }));
+      opened = undefined;
+      const fh = await open(p.partPath, 'w+');
+      try {
+        const declared = res.length;
+        const hash = keyHasher(p.file.key.algo, p.file.size ?? declared);
+        const total = await streamInto(
+          res.body,
+          fh,
+          0,
+          limit,
+          p.file.uri,
+          (n) => {
+            fetched += n;
+            p.onBytes?.(n);
+            ctx.madeProgress();
+          },
+          (b) => hash.update(b),
+        );
+        if (declared !== undefined && total < declared) {
+          throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${total} of ${declared}`, { url: p.file.uri, retryable: true });
+        }
+        if (p.file.size !== undefined && total < p.file.size) {
+          throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${total} of ${p.file.size}`, { url: p.file.uri, retryable: true });
+        }
+        await fh.sync();
+        return { hex: hash.digest('hex'), size: total, fetched, resumedFrom: 0 };
+      } finally {
+        await fh.close();
+      }
+    },
+    p.policy,
+    { signal: p.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
+  );
+}

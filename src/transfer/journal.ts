@@ -1,0 +1,33 @@
+import { readFile, rename, writeFile } from 'node:fs/promises';
+
+/**
+ * The download journal lives beside its partial file in the store, not in the local state DB:
+ * a node that takes over a dead peer's download on the shared volume must be able to read it.
+ * It is written only after the partial's bytes were fdatasync'ed, so what it claims is on disk.
+ */
+export interface Journal {
+  readonly v: 1;
+  /** RemoteFile.version: the journal is void when the source changed. */
+  readonly version: string;
+  readonly size: number;
+  readonly chunkSize: number;
+  /** Bytes written from the start of each chunk. */
+  readonly written: readonly number[];
+}
+
+export async function readJournal(file: string): Promise<Journal | undefined> {
+  try {
+    const j = JSON.parse(await readFile(file, 'utf8')) as Partial<Journal>;
+    if (j.v !== 1 || typeof j.version !== 'string' || typeof j.size !== 'number' || typeof j.chunkSize !== 'number' || !Array.isArray(j.written)) return undefined;
+    if (!j.written.every((n) => Number.isInteger(n) && n >= 0)) return undefined;
+    return j as Journal;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writeJournal(file: string, j: Journal): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, JSON.stringify(j));
+  await rename(tmp, file);
+}
