@@ -205,7 +205,12 @@ export class HfSource implements Source {
       if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);
       if (res.status === 401 || res.status === 403) {
         res.body.resume();
-        throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status} from ${redactUrl(res.url)}; check HF_TOKEN`, { url: file.uri, status: res.status });
+        const repo = loc.ref.repo;
+        if (headerValue(res.headers, 'x-error-code') === 'GatedRepo') {
+          throw new ModelsyncError('E_GATED', `${repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { url: file.uri, status: res.status });
+        }
+        const hint = this.opts.token ? 'check that HF_TOKEN is valid and can read this repo' : 'set HF_TOKEN';
+        throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status} from ${redactUrl(res.url)}; ${hint}`, { url: file.uri, status: res.status });
       }
       if (res.status === 404) {
         res.body.resume();

@@ -90,22 +90,24 @@ function once(url: URL, req: HttpRequest, authorization: string | undefined): Pr
       reject(abortError(url, req.signal.reason));
       return;
     }
+    let settled = false;
     const r = mod.request(url, { method: req.method ?? 'GET', headers, agent }, (res) => {
-      cleanup();
+      settled = true;
       // The idle timer stays armed on the socket for the body; callers see it as a stream error.
       resolve(res);
     });
     const onAbort = (): void => {
       r.destroy(abortError(url, req.signal?.reason));
     };
-    const cleanup = (): void => {
-      r.off('error', onError);
-    };
-    const onError = (e: Error): void => {
+    // Stays attached for the request's whole life: once the response has arrived, a destroy()
+    // surfaces as an error on the body stream, and an unheard 'error' here would crash the process.
+    r.on('error', (e: Error) => {
       req.signal?.removeEventListener('abort', onAbort);
-      reject(networkError(e, url));
-    };
-    r.on('error', onError);
+      if (!settled) {
+        settled = true;
+        reject(networkError(e, url));
+      }
+    });
     r.setTimeout(req.idleTimeoutMs, () => {
       r.destroy(new ModelsyncError('E_TIMEOUT', `no data from ${url.host} for ${req.idleTimeoutMs} ms`, { url: redactUrl(url), retryable: true }));
     });

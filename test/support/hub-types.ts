@@ -1,0 +1,74 @@
+export type RepoType = 'model' | 'dataset';
+
+export interface HubFile {
+  path: string;
+  content: Buffer;
+  /** Default: true for weight extensions or content over 100_000 bytes. */
+  lfs?: boolean;
+}
+
+export interface HubRepo {
+  /** "org/name" */
+  id: string;
+  type?: RepoType;
+  files: HubFile[];
+  private?: boolean;
+  gated?: boolean;
+}
+
+/**
+ * Faults for one blob. Counters decrement as they fire; a fault that cannot apply to a response
+ * (a cut past its end, a flipped offset outside the range served) does not fire and is not used up.
+ * Status faults (cdnExpire, status503, rateLimit) hit HEAD as well as GET, as a real outage
+ * would; body faults hit GET only. A path key matches that path in every repo.
+ */
+export interface BlobFaults {
+  status503?: number;
+  rateLimit?: { times: number; retryAfter: string };
+  cutAfterBytes?: { bytes: number; times: number };
+  flipByteAt?: { offset: number; times: number };
+  ignoreRange?: boolean;
+  wrongContentRange?: { times: number };
+  shorterBody?: { times: number };
+  longerBody?: { times: number };
+  bytesPerSecond?: number;
+  stallAfterBytes?: { bytes: number; times: number };
+  cdnExpire?: { times: number };
+}
+
+export interface HubRequestRecord {
+  host: 'hub' | 'cdn';
+  method: string;
+  url: string;
+  /** 0 until the response head is sent (a request still being handled). */
+  status: number;
+  authorization: string | undefined;
+  range: string | undefined;
+}
+
+export interface HubStats {
+  requests: HubRequestRecord[];
+  bytesServed: Map<string, number>;
+  apiCalls: number;
+  cdnRequestsWithAuth: number;
+}
+
+export interface Hub {
+  endpoint: string;
+  cdnOrigin: string;
+  /** Anonymous resolve of plain files on public repos answers 307 to /api/resolve-cache/... */
+  plainRedirect: boolean;
+  /** Real Hub leaves metadata of gated repos readable; set true to gate API calls too. */
+  gateApiCalls: boolean;
+  treePageSize: number;
+  signedUrlTtlSeconds: number;
+  addRepo(repo: HubRepo): { commit: string };
+  pushFiles(repoId: string, files: HubFile[], type?: RepoType): { commit: string };
+  setRef(repoId: string, ref: string, commit: string, type?: RepoType): void;
+  setFaults(sha256OrPath: string, faults: BlobFaults): void;
+  clearFaults(): void;
+  tokens: { valid: Set<string>; gatedApproved: Set<string> };
+  stats: HubStats;
+  resetStats(): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,137 @@
+/**
+ * A local Hugging Face Hub plus CDN, faithful to /work/shared/docs/hub-protocol.md, with
+ * per-blob faults. The Hub listens on 127.0.0.1 and the CDN on 127.0.0.2 so that redirects
+ * really change host (and clients really have to drop credentials).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { handleApi } from './hub-api.js';
+import type { BodyEnv } from './hub-body.js';
+import { decodeSegments, sendError, type Exchange } from './hub-http.js';
+import { handleCdn, handleResolve, handleResolveCache, UrlSigner, type ResolveEnv } from './hub-resolve.js';
+import { RepoStore } from './hub-store.js';
+import type { BlobFaults, Hub, HubStats } from './hub-types.js';
+
+export type { BlobFaults, Hub, HubFile, HubRepo, HubRequestRecord, HubStats, RepoType } from './hub-types.js';
+export { gitBlobSha1Hex, sha256Hex } from './hub-store.js';
+export { makeSafetensors } from './safetensors.js';
+
+function listen(server: Server, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function carriesCredentials(req: IncomingMessage): boolean {
+  return Object.keys(req.headers).some(
+    (h) => h === 'authorization' || h === 'cookie' || h.startsWith('x-auth') || h.startsWith('x-api-key'),
+  );
+}
+
+export async function startHub(): Promise<Hub> {
+  const store = new RepoStore();
+  const faults = new Map<string, BlobFaults>();
+  const stats: HubStats = { requests: [], bytesServed: new Map(), apiCalls: 0, cdnRequestsWithAuth: 0 };
+  const sockets = new Set<Socket>();
+  const hubServer = createServer();
+  const cdnServer = createServer();
+  for (const server of [hubServer, cdnServer]) {
+    server.on('connection', (socket: Socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    });
+  }
+  const hubPort = await listen(hubServer, '127.0.0.1');
+  const cdnPort = await listen(cdnServer, '127.0.0.2').catch(async (err: unknown) => {
+    await new Promise((r) => hubServer.close(r));
+    throw err;
+  });
+
+  const hub: Hub = {
+    endpoint: `http://127.0.0.1:${hubPort}`,
+    cdnOrigin: `http://127.0.0.2:${cdnPort}`,
+    plainRedirect: false,
+    gateApiCalls: false,
+    treePageSize: 1000,
+    signedUrlTtlSeconds: 3600,
+    tokens: { valid: new Set(), gatedApproved: new Set() },
+    stats,
+    addRepo: (repo) => store.add(repo),
+    pushFiles: (repoId, files, type) => store.push(repoId, files, type),
+    setRef: (repoId, ref, commit, type) => store.setRef(repoId, ref, commit, type),
+    // A copy: counters are consumed here, and a test may reuse one literal for several blobs.
+    setFaults: (key, f) => void faults.set(key, structuredClone(f)),
+    clearFaults: () => faults.clear(),
+    resetStats: () => {
+      stats.requests.length = 0;
+      stats.bytesServed.clear();
+      stats.apiCalls = 0;
+      stats.cdnRequestsWithAuth = 0;
+    },
+    close: async () => {
+      const closed = Promise.all([hubServer, cdnServer].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      // Stalled and paced responses would otherwise hold server.close() open indefinitely.
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+
+  const body: BodyEnv = {
+    faults,
+    countBytes: (key, n) => void stats.bytesServed.set(key, (stats.bytesServed.get(key) ?? 0) + n),
+  };
+  const signer = new UrlSigner();
+  const env: ResolveEnv = { store, body, signer, settings: hub };
+
+  const exchange = (host: 'hub' | 'cdn', req: IncomingMessage, res: ServerResponse): Exchange => {
+    const raw = req.url ?? '/';
+    const base = host === 'hub' ? hub.endpoint : hub.cdnOrigin;
+    // Concatenate rather than resolve against a base, so "//x" stays a path and not a host.
+    const url = raw.startsWith('/') ? new URL(base + raw) : new URL(raw, base);
+    const record = {
+      host,
+      method: req.method ?? 'GET',
+      url: raw,
+      status: 0,
+      authorization: req.headers.authorization,
+      range: req.headers.range,
+    };
+    stats.requests.push(record);
+    if (host === 'hub' && url.pathname.startsWith('/api/') && !url.pathname.startsWith('/api/resolve-cache/')) stats.apiCalls++;
+    if (host === 'cdn' && carriesCredentials(req)) stats.cdnRequestsWithAuth++;
+    return { req, res, url, record };
+  };
+
+  const fail = (ex: Exchange, err: unknown): void => {
+    if (ex.res.headersSent) ex.req.socket.destroy();
+    else sendError(ex, { status: 500, message: err instanceof Error ? err.message : String(err) });
+  };
+
+  hubServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    let ex: Exchange | undefined;
+    const run = async (): Promise<void> => {
+      ex = exchange('hub', req, res);
+      const segs = decodeSegments(ex.url.pathname);
+      if (!segs) return sendError(ex, { status: 400, message: 'Malformed URL encoding' });
+      if (segs[0] === 'api' && segs[1] === 'resolve-cache') return handleResolveCache(ex, env, segs.slice(2));
+      if (segs[0] === 'api') return handleApi(ex, { store, settings: hub }, segs.slice(1));
+      return handleResolve(ex, env, segs);
+    };
+    run().catch((err: unknown) => (ex ? fail(ex, err) : res.destroy()));
+  });
+  cdnServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    let ex: Exchange | undefined;
+    try {
+      ex = exchange('cdn', req, res);
+      handleCdn(ex, env);
+    } catch (err: unknown) {
+      if (ex) fail(ex, err);
+      else res.destroy();
+    }
+  });
+  return hub;
+}
