@@ -69,6 +69,26 @@ export function usage(): string {
   ].join('\n');
 }
 
+/**
+ * `run`'s CMD starts at the first word that is not one of our flags, "--" or not: the image's
+ * `ENTRYPOINT ["tini", "--", "modelsync", "run"]` receives a plain `CMD ["python3", "main.py", ...]`,
+ * whose own flags must not be parsed as ours.
+ */
+function commandAfterFlags(args: readonly string[]): string[] {
+  const takesValue = (a: string): boolean => {
+    if (a.includes('=')) return false;
+    const opt = a.startsWith('--') ? OPTIONS[a.slice(2) as keyof typeof OPTIONS] : Object.values(OPTIONS).find((o) => 'short' in o && `-${o.short}` === a);
+    return opt?.type === 'string';
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === '--') return [...args];
+    if (!a.startsWith('-') || a === '-') return [...args.slice(0, i), '--', ...args.slice(i)];
+    if (takesValue(a)) i++;
+  }
+  return [...args];
+}
+
 /** argv -> command; nothing else. Returns the exit code. */
 export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' | 'positionals'>): Promise<number> {
   const [name, ...rest] = argv;
@@ -84,7 +104,7 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
   if (!cmd) throw new ModelsyncError('E_USAGE', `unknown command "${name}" (see modelsync --help)`);
   let parsed;
   try {
-    parsed = parseArgs({ args: [...rest], options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: name === 'run' ? commandAfterFlags(rest) : [...rest], options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
     throw new ModelsyncError('E_USAGE', (e as Error).message, { cause: e });
   }

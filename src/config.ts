@@ -21,6 +21,11 @@ export interface Flags {
   offline?: boolean | undefined;
   's3-endpoint'?: string | undefined;
   's3-path-style'?: boolean | undefined;
+  'comfy-url'?: string | undefined;
+  'startup-timeout'?: string | undefined;
+  restart?: string | undefined;
+  'stop-timeout'?: string | undefined;
+  'grace-period'?: string | undefined;
 }
 
 export interface Tunables {
@@ -55,12 +60,39 @@ export interface Config {
   readonly httpTokens: ReadonlyMap<string, string>;
   readonly s3: { readonly endpoint: string | undefined; readonly region: string | undefined; readonly forcePathStyle: boolean };
   readonly control: { readonly host: string; readonly port: number };
+  /** `modelsync run`: supervision of the child and the daemon's own timings. */
+  readonly daemon: Readonly<DaemonSettings>;
   /** Every secret value we know of: scrubbed from child output, never logged. */
   readonly secrets: readonly string[];
   /** The environment for children: ours minus every secret variable, plus chosen pass-throughs. */
   readonly childEnv: Readonly<Record<string, string>>;
   /** Is stdout/stderr a terminal (progress bar) */
   readonly tty: boolean;
+}
+
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+export interface DaemonSettings {
+  /** Base URL of the child's HTTP API; undefined: derived from its --listen/--port argv. */
+  comfyUrl: string | undefined;
+  /** The child must answer GET /system_stats within this; 0: do not probe it at all. */
+  startupTimeoutMs: number;
+  /** SIGTERM to the child's process group, then SIGKILL after this. */
+  stopTimeoutMs: number;
+  restart: RestartPolicy;
+  restartBaseMs: number;
+  restartMaxMs: number;
+  /** A child up this long is stable: the backoff and the degraded state reset. */
+  stableMs: number;
+  /** Failed starts in a row after which the daemon reports degraded. */
+  degradedAfter: number;
+  probeIntervalMs: number;
+  /** Unanswered probes in a row after which a running child counts as hung. */
+  probeFailures: number;
+  /** Debounce of manifest file events. */
+  watchDebounceMs: number;
+  /** systemd's NOTIFY_SOCKET (Type=notify units). */
+  notifySocket: string | undefined;
 }
 
 const MiB = 1024 * 1024;
@@ -98,6 +130,38 @@ function sizeSetting(name: string, raw: string | undefined, dflt: number): numbe
   const n = Number(m[1]) * mult;
   if (n < 64 * 1024) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
   return n;
+}
+
+function secondsSetting(name: string, raw: string | undefined, dflt: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new ModelsyncError('E_USAGE', `${name} must be a number of seconds >= 0, got "${raw}"`);
+  return Math.round(n * 1000);
+}
+
+function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSettings {
+  const restart = flags.restart ?? env.MODELSYNC_RESTART ?? 'on-failure';
+  if (restart !== 'always' && restart !== 'on-failure' && restart !== 'never') {
+    throw new ModelsyncError('E_USAGE', `--restart must be always, on-failure or never, got "${restart}"`);
+  }
+  const comfyUrl = flags['comfy-url'] ?? env.MODELSYNC_COMFY_URL;
+  if (comfyUrl !== undefined && !/^https?:\/\/[^/]+/.test(comfyUrl)) throw new ModelsyncError('E_USAGE', `--comfy-url must be an http(s) URL, got "${comfyUrl}"`);
+  // --grace-period is Docker's and Kubernetes' name for the same wait.
+  const stop = flags['stop-timeout'] ?? flags['grace-period'] ?? env.MODELSYNC_STOP_TIMEOUT;
+  return {
+    comfyUrl: comfyUrl?.replace(/\/+$/, ''),
+    startupTimeoutMs: secondsSetting('--startup-timeout', flags['startup-timeout'] ?? env.MODELSYNC_STARTUP_TIMEOUT, 600_000),
+    stopTimeoutMs: secondsSetting('--stop-timeout', stop, 10_000),
+    restart,
+    restartBaseMs: intSetting('MODELSYNC_RESTART_BASE_MS', env.MODELSYNC_RESTART_BASE_MS, 1000, 0),
+    restartMaxMs: intSetting('MODELSYNC_RESTART_MAX_MS', env.MODELSYNC_RESTART_MAX_MS, 60_000, 0),
+    stableMs: intSetting('MODELSYNC_RESTART_STABLE_MS', env.MODELSYNC_RESTART_STABLE_MS, 60_000, 0),
+    degradedAfter: intSetting('MODELSYNC_DEGRADED_AFTER', env.MODELSYNC_DEGRADED_AFTER, 5, 1),
+    probeIntervalMs: intSetting('MODELSYNC_PROBE_INTERVAL_MS', env.MODELSYNC_PROBE_INTERVAL_MS, 5000, 10),
+    probeFailures: intSetting('MODELSYNC_PROBE_FAILURES', env.MODELSYNC_PROBE_FAILURES, 3, 1),
+    watchDebounceMs: intSetting('MODELSYNC_WATCH_DEBOUNCE_MS', env.MODELSYNC_WATCH_DEBOUNCE_MS, 300, 0),
+    notifySocket: env.NOTIFY_SOCKET === '' ? undefined : env.NOTIFY_SOCKET,
+  };
 }
 
 function truthy(v: string | undefined): boolean {
@@ -212,6 +276,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, i
       forcePathStyle: (flags['s3-path-style'] ?? false) || truthy(env.MODELSYNC_S3_PATH_STYLE),
     }),
     control: Object.freeze(parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189')),
+    daemon: Object.freeze(daemonSettings(flags, env)),
     secrets: Object.freeze(secrets),
     childEnv: Object.freeze(childEnvFrom(env)),
     tty: isTty,

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { loadConfig, type Config, type Flags } from '../config.js';
 import { ModelsyncError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -48,6 +49,8 @@ export function printJson(io: CommandIo, value: unknown): void {
 /** SIGINT/SIGTERM abort the sync cleanly: partials and journals stay resumable. */
 export function abortOnSignals(): { signal: AbortSignal; dispose(): void } {
   const ctrl = new AbortController();
+  // One listener per file in flight.
+  setMaxListeners(0, ctrl.signal);
   const on = (sig: NodeJS.Signals): void => {
     ctrl.abort(new ModelsyncError('E_ABORTED', `interrupted by ${sig}`));
   };

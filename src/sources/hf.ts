@@ -187,19 +187,20 @@ export class HfSource implements Source {
         idleTimeoutMs: this.opts.idleTimeoutMs,
         signal: req.signal,
       });
+      const viaCdn = cdn !== undefined || res.hops.length > 0;
+      // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.
+      if ((res.status === 403 || res.status === 401) && loc.lfs && viaCdn && fresh < 2) {
+        res.body.resume();
+        this.cdnUrls.delete(file.key.hex);
+        continue;
+      }
       if (loc.lfs && cdn === undefined && res.hops.length > 0) {
         const linked = headerValue(res.hops[0]?.headers ?? {}, 'x-linked-etag')?.replace(/"/g, '');
         if (linked !== undefined && linked !== file.key.hex) {
           res.body.resume();
           throw new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${linked} for ${file.uri}, expected ${file.key.hex}`, { url: file.uri });
         }
-        this.cdnUrls.set(file.key.hex, res.url);
-      }
-      // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.
-      if ((res.status === 403 || res.status === 401) && cdn !== undefined && fresh < 2) {
-        res.body.resume();
-        this.cdnUrls.delete(file.key.hex);
-        continue;
+        if (res.status === 200 || res.status === 206) this.cdnUrls.set(file.key.hex, res.url);
       }
       if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
       if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);

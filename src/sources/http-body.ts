@@ -14,7 +14,7 @@ export function bodyFromResponse(res: HttpResponse): OpenBody {
       throw new ModelsyncError('E_RANGE', `206 without a usable Content-Range ("${cr ?? ''}")`, { retryable: false });
     }
     const total = m[3] === '*' ? undefined : Number(m[3]);
-    return { status: 206, range: { start: Number(m[1]), end: Number(m[2]) + 1, total }, length, body: res.body };
+    return { status: 206, range: { start: Number(m[1]), end: Number(m[2]) + 1, total }, length, body: res.body, origin: new URL(res.url).origin };
   }
-  return { status: 200, range: undefined, length: Number.isFinite(length) ? length : undefined, body: res.body };
+  return { status: 200, range: undefined, length: Number.isFinite(length) ? length : undefined, body: res.body, origin: new URL(res.url).origin };
 }

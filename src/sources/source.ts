@@ -34,6 +34,8 @@ export interface OpenBody {
   /** Body length as declared by the server, if it declared one. */
   readonly length: number | undefined;
   readonly body: Readable;
+  /** Where the bytes come from (origin only), for messages about a broken body. */
+  readonly origin?: string | undefined;
 }
 
 export interface OpenRequest {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { rm, stat } from 'node:fs/promises';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { keyName, type Source } from '../sources/source.js';
@@ -31,11 +32,12 @@ export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, 
   if (got === 'done') return 0;
   const lease = got;
   const both = AbortSignal.any([signal, lease.signal]);
+  setMaxListeners(0, both);
   try {
     let fetched = 0;
     for (let attempt = 1; ; attempt++) {
       const paths = await adoptPartial(ctx.store, name, ctx.token, job.file.version);
-      job.entries.forEach((e) => events.entryState?.(e, 'downloading', job.file.size === undefined ? {} : { size: job.file.size }));
+      job.entries.forEach((e) => events.entryState?.(e, 'downloading', job.file.size === undefined ? { key: job.key } : { size: job.file.size, key: job.key }));
       let d;
       try {
         d = await downloadToPart({
@@ -49,7 +51,10 @@ export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, 
           signal: both,
           log: ctx.log,
           onBytes: (n) => events.bytes?.(n, job.key),
-          onRetry: (e, w) => events.retry?.(job.file.uri, e.message, w),
+          onRetry: (e, w) => {
+            ctx.log.warn({ uri: job.file.uri, waitMs: w, err: e.message }, 'retrying');
+            events.retry?.(job.file.uri, e.message, w);
+          },
         });
       } catch (e) {
         if (lease.signal.aborted && !signal.aborted) throw lease.signal.reason;

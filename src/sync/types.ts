@@ -25,7 +25,7 @@ export interface SyncReport {
 
 /** Hooks for progress bars, /status and metrics. All optional, all synchronous. */
 export interface SyncEvents {
-  entryState?(entry: Entry, state: EntryState, detail?: { error?: string; size?: number }): void;
+  entryState?(entry: Entry, state: EntryState, detail?: { error?: string; size?: number; key?: ContentKey }): void;
   bytes?(n: number, key: ContentKey): void;
   retry?(uri: string, reason: string, waitMs: number): void;
   cacheHit?(entry: Entry): void;

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type PQueue from 'p-queue';
@@ -85,6 +86,8 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   if (resumable && resumedFrom > 0) p.log.info({ uri: p.file.uri, bytes: resumedFrom }, 'resuming partial download');
   let fetched = 0;
   const ctrl = new AbortController();
+  // Every chunk, retry sleep and request listens on this one signal.
+  setMaxListeners(0, ctrl.signal);
   const onAbort = (): void => ctrl.abort(p.signal.reason);
   p.signal.addEventListener('abort', onAbort, { once: true });
   const hasher = new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
@@ -102,11 +105,11 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
             withRetry(
               async (ctx) => {
                 if (ctrl.signal.aborted) throw ctrl.signal.reason;
-                const n = await fetchChunk(p, fh, map, i, ctrl.signal, () => {
+                await fetchChunk(p, fh, map, i, ctrl.signal, (n) => {
+                  fetched += n;
                   ctx.madeProgress();
                   hasher.notify();
                 });
-                fetched += n;
               },
               p.policy,
               { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
@@ -166,11 +169,11 @@ function journalFlusher(fh: FileHandle, p: DownloadParams, map: ChunkMap): { sto
   };
 }
 
-/** Fetch what is missing of chunk i; returns the bytes received. */
-async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: number, signal: AbortSignal, progressed: () => void): Promise<number> {
+/** Fetch what is missing of chunk i, reporting each batch of bytes written. */
+async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: number, signal: AbortSignal, progressed: (n: number) => void): Promise<void> {
   const start = map.start(i) + (map.written[i] ?? 0);
   const end = map.start(i) + map.length(i);
-  if (start >= end) return 0;
+  if (start >= end) return;
   const whole = start === 0 && end === map.size;
   const res = await p.source.open(p.file, { range: { start, end }, signal });
   if (res.status === 200 && !whole) {
@@ -182,23 +185,22 @@ async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: n
     throw new Unranged(`asked for bytes ${start}-${end - 1}, got Content-Range ${res.range?.start}-${(res.range?.end ?? 0) - 1}/${res.range?.total ?? '*'}`);
   }
   let pos = start;
-  const received = await streamInto(res.body, fh, start, end, p.file.uri, (n) => {
+  await streamInto(res.body, fh, start, end, res.origin ?? p.file.uri, (n) => {
     pos += n;
     map.written[i] = pos - map.start(i);
     p.onBytes?.(n);
-    progressed();
+    progressed(n);
   });
   if (pos < end) {
     throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${pos} of ${end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
   }
-  return received;
 }
 
 /**
  * Copy a response body to [start, limit) of the file in batches of positional writes. Bytes past
  * `limit` are never written: a body longer than promised is cut off there.
  */
-async function streamInto(body: Readable, fh: FileHandle, start: number, limit: number, uri: string, wrote: (n: number) => void, onPiece?: (b: Buffer) => void): Promise<number> {
+async function streamInto(body: Readable, fh: FileHandle, start: number, limit: number, from: string, wrote: (n: number) => void, onPiece?: (b: Buffer) => void): Promise<number> {
   let pos = start;
   let batch: Buffer[] = [];
   let batchLen = 0;
@@ -228,8 +230,8 @@ async function streamInto(body: Readable, fh: FileHandle, start: number, limit: 
     await drain();
   } catch (e) {
     await drain().catch(() => undefined);
-    if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT' || errnoCode(e) === 'EFBIG') throw diskFull(e, uri);
-    throw e instanceof ModelsyncError ? e : networkError(e, uri.startsWith('http') ? uri : 'http://source.invalid/');
+    if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT' || errnoCode(e) === 'EFBIG') throw diskFull(e, from);
+    throw e instanceof ModelsyncError ? e : networkError(e, /^https?:/.test(from) ? from : 'http://unknown.invalid/');
   }
   return pos - start;
 }
@@ -259,7 +261,7 @@ async function singleStream(p: DownloadParams, first: OpenBody | undefined): Pro
           fh,
           0,
           limit,
-          p.file.uri,
+          res.origin ?? p.file.uri,
           (n) => {
             fetched += n;
             p.onBytes?.(n);

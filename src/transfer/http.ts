@@ -91,8 +91,10 @@ function once(url: URL, req: HttpRequest, authorization: string | undefined): Pr
       return;
     }
     let settled = false;
+    let response: IncomingMessage | undefined;
     const r = mod.request(url, { method: req.method ?? 'GET', headers, agent }, (res) => {
       settled = true;
+      response = res;
       // The idle timer stays armed on the socket for the body; callers see it as a stream error.
       resolve(res);
     });
@@ -109,7 +111,10 @@ function once(url: URL, req: HttpRequest, authorization: string | undefined): Pr
       }
     });
     r.setTimeout(req.idleTimeoutMs, () => {
-      r.destroy(new ModelsyncError('E_TIMEOUT', `no data from ${url.host} for ${req.idleTimeoutMs} ms`, { url: redactUrl(url), retryable: true }));
+      const err = new ModelsyncError('E_TIMEOUT', `no data from ${url.host} for ${req.idleTimeoutMs} ms`, { url: redactUrl(url), retryable: true });
+      // Destroy the body with our error first, or its reader only sees a generic "aborted".
+      response?.destroy(err);
+      r.destroy(err);
     });
     req.signal?.addEventListener('abort', onAbort, { once: true });
     r.on('close', () => req.signal?.removeEventListener('abort', onAbort));
