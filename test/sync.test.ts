@@ -23,19 +23,6 @@ afterEach(async () => {
   await sb?.cleanup();
 });
 
-async function storeBlobs(s: Sandbox): Promise<string[]> {
-  const root = path.join(s.models, '.modelsync-store', 'blobs');
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
-      if (e.isDirectory()) await walk(path.join(d, e.name));
-      else out.push(path.join(d, e.name));
-    }
-  };
-  await walk(root);
-  return out;
-}
-
 describe('modelsync sync', () => {
   it('syncs a mixed manifest: LFS weights, a plain config, a dataset file, an https file', async () => {
     sb = await sandbox(hub.endpoint);

@@ -44,11 +44,11 @@ export function parseManifest(text: string, file: string): Manifest {
       problems.push({ entry: index, field, line: line(field), message });
     };
     const parsed = EntrySchema.safeParse(raw);
-    if (!parsed.success) {
-      problems.push(...zodProblems(parsed.error, ['models', index], doc, lineAt));
-      return;
-    }
-    const e = parsed.data;
+    if (!parsed.success) problems.push(...zodProblems(parsed.error, ['models', index], doc, lineAt));
+    // Unknown fields alone do not stop the other checks: every problem is listed at once.
+    const loose = parsed.success ? parsed : EntrySchema.strip().safeParse(raw);
+    if (!loose.success) return;
+    const e = loose.data;
     const source = parseSourceUri(e.source);
     if ('error' in source) add('source', source.error);
     const dp = destProblem(e.dest, folders);
