@@ -1,0 +1,140 @@
+import { spawn } from 'node:child_process';
+import { readdir, readFile, truncate, open } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from './support/cli.js';
+import { startHub, type Hub } from './support/hub.js';
+import { addModel, fileSha256, type TestModel } from './support/models.js';
+
+let hub: Hub;
+let sb: Sandbox;
+
+beforeAll(async () => {
+  hub = await startHub();
+  hub.tokens.valid.add(FAKE_HF_TOKEN);
+});
+afterAll(async () => {
+  await hub.close();
+});
+afterEach(async () => {
+  hub.clearFaults();
+  await sb?.cleanup();
+});
+
+const SIZE = 2 * 1024 * 1024;
+const FLAGS = ['--chunk-size', '128K', '--connections', '4'];
+/** The killed run's lease is left behind; a short stale period lets the rerun take it over. */
+const AFTER_KILL = { MODELSYNC_LEASE_STALE_MS: '600' };
+
+function tmpDir(): string {
+  return path.join(sb.models, '.modelsync-store', 'tmp');
+}
+
+async function journalBytes(): Promise<number> {
+  let best = 0;
+  for (const n of await readdir(tmpDir()).catch(() => [] as string[])) {
+    if (!n.endsWith('.journal')) continue;
+    try {
+      const j = JSON.parse(await readFile(path.join(tmpDir(), n), 'utf8')) as { written: number[] };
+      best = Math.max(best, j.written.reduce((a, b) => a + b, 0));
+    } catch {
+      /* being replaced */
+    }
+  }
+  return best;
+}
+
+/** Start a sync against a slow CDN and SIGKILL it once the journal records `atLeast` bytes. */
+async function killMidway(m: TestModel, atLeast: number): Promise<number> {
+  hub.setFaults(m.sha256, { bytesPerSecond: 400_000 });
+  const child = spawn(process.execPath, [BIN, 'sync', ...FLAGS], { env: sb.env(), stdio: 'ignore' });
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  for (let i = 0; i < 400; i++) {
+    if ((await journalBytes()) >= atLeast) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  hub.clearFaults();
+  return journalBytes();
+}
+
+async function setup(): Promise<TestModel> {
+  sb = await sandbox(hub.endpoint);
+  const m = addModel(hub, SIZE);
+  await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/r.safetensors' }]);
+  hub.resetStats();
+  return m;
+}
+
+describe('ranged multi-connection downloads and resume', () => {
+  it('reassembles chunks fetched over several connections exactly', async () => {
+    const m = await setup();
+    const r = await runCli(['sync', ...FLAGS], sb.env());
+    expect(r.code).toBe(0);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+    const ranges = hub.stats.requests.filter((q) => q.host === 'cdn').map((q) => q.range);
+    // 2 MiB + header in 128 KiB chunks: 17 ranged requests, each byte asked for once.
+    expect(ranges).toHaveLength(Math.ceil(m.content.length / (128 * 1024)));
+    expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length);
+  });
+
+  it('a cut in the middle of one chunk is resumed while the others continue', async () => {
+    const m = await setup();
+    hub.setFaults(m.sha256, { cutAfterBytes: { bytes: 50_000, times: 1 } });
+    const r = await runCli(['sync', ...FLAGS], sb.env());
+    expect(r.code).toBe(0);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+    expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length);
+    expect(hub.stats.requests.some((q) => q.host === 'cdn' && q.range !== undefined && /^bytes=\d*50000-/.test(q.range))).toBe(true);
+  });
+
+  it('resumes after SIGKILL from the journaled bytes', async () => {
+    const m = await setup();
+    const had = await killMidway(m, SIZE * 0.3);
+    expect(had).toBeGreaterThan(0);
+    hub.resetStats();
+    const r = await runCli(['sync', ...FLAGS], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/resuming partial download/);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+    // Exactly the bytes the journal did not vouch for were fetched again.
+    expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length - had);
+    expect(await readdir(tmpDir())).toEqual([]);
+  });
+
+  it('a partial truncated behind the journal is not trusted: clean restart', async () => {
+    const m = await setup();
+    await killMidway(m, SIZE * 0.3);
+    for (const n of await readdir(tmpDir())) if (n.endsWith('.part')) await truncate(path.join(tmpDir(), n), 1000);
+    const r = await runCli(['sync', ...FLAGS], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toMatch(/resuming partial download/);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+  });
+
+  it('a partial whose bytes were damaged behind the journal fails the hash and is re-fetched clean', async () => {
+    const m = await setup();
+    await killMidway(m, SIZE * 0.3);
+    for (const n of await readdir(tmpDir())) {
+      if (!n.endsWith('.part')) continue;
+      const fh = await open(path.join(tmpDir(), n), 'r+');
+      await fh.write(Buffer.alloc(4096, 0xee), 0, 4096, 20_000);
+      await fh.close();
+    }
+    const r = await runCli(['sync', ...FLAGS], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/failed verification; discarding/);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+  });
+
+  it('a source that changed between runs restarts cleanly with the new content', async () => {
+    const m = await setup();
+    await killMidway(m, SIZE * 0.3);
+    const v2 = addModel(hub, SIZE / 2);
+    hub.pushFiles(m.repo, [{ path: m.path, content: v2.content }]);
+    const r = await runCli(['sync', ...FLAGS], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(v2.sha256);
+  });
+});
