@@ -2,9 +2,9 @@ import { setMaxListeners } from 'node:events';
 import { loadConfig, type Config, type Flags } from '../config.js';
 import { ModelsyncError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { loadManifestFile } from '../manifest/load.js';
 import type { Manifest } from '../manifest/types.js';
 import { openContext, type SyncContext } from '../sync/context.js';
+import { readManifestAndLock, settleLock } from '../sync/use-lock.js';
 
 /** What every command gets: parsed flags, the environment, and where to write. */
 export interface CommandIo {
@@ -33,9 +33,16 @@ export function requireManifestPath(config: Config): string {
 export async function loadAll(io: CommandIo): Promise<Loaded> {
   const config = loadConfig(io.flags, io.env);
   const log = createLogger(config.logLevel);
-  const manifest = await loadManifestFile(requireManifestPath(config));
+  // The lock file beside the manifest, if any, is checked for drift before anything is opened.
+  const read = await readManifestAndLock(requireManifestPath(config), io.flags['update-lock'] === true);
   const ctx = await openContext(config, log);
-  return { config, log, manifest, ctx };
+  try {
+    const manifest = await settleLock(ctx, read, log);
+    return { config, log, manifest, ctx };
+  } catch (e) {
+    ctx.close();
+    throw e;
+  }
 }
 
 export function print(io: CommandIo, line: string): void {

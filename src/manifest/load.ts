@@ -9,8 +9,13 @@ import { EntrySchema, ManifestSchema } from './schema.js';
 import { parseSourceUri } from './source-uri.js';
 import type { Entry, Manifest, ManifestProblem } from './types.js';
 
+export interface ParseOptions {
+  /** False when a lock file supplies the sha256 of https:// and s3:// entries (default true). */
+  readonly requireHashes?: boolean;
+}
+
 /** Read and validate a manifest file (YAML or JSON); throws ManifestError listing every problem. */
-export async function loadManifestFile(file: string): Promise<Manifest> {
+export async function loadManifestFile(file: string, opts: ParseOptions = {}): Promise<Manifest> {
   const abs = path.resolve(file);
   let text: string;
   try {
@@ -18,11 +23,11 @@ export async function loadManifestFile(file: string): Promise<Manifest> {
   } catch (e) {
     throw new ModelsyncError('E_USAGE', `cannot read manifest ${abs}: ${(e as Error).message}`, { cause: e });
   }
-  return parseManifest(text, abs);
+  return parseManifest(text, abs, opts);
 }
 
 /** Validate manifest text; JSON is parsed by the YAML parser too, so both get line numbers. */
-export function parseManifest(text: string, file: string): Manifest {
+export function parseManifest(text: string, file: string, opts: ParseOptions = {}): Manifest {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
   const lineAt = (offset: number | undefined): number | undefined => (offset === undefined ? undefined : lc.linePos(offset).line);
@@ -53,7 +58,7 @@ export function parseManifest(text: string, file: string): Manifest {
     if ('error' in source) add('source', source.error);
     const dp = destProblem(e.dest, folders);
     if (dp !== undefined) add('dest', dp);
-    if ('kind' in source && source.kind !== 'hf' && e.sha256 === undefined) {
+    if ('kind' in source && source.kind !== 'hf' && e.sha256 === undefined && opts.requireHashes !== false) {
       add('sha256', `required for ${source.kind}:// sources (the source gives no sha256); "modelsync lock" can compute it`);
     }
     const pickleName = isPickleFormat(e.dest) || ('kind' in source && isPickleFormat(sourceName(e.source)));

@@ -36,6 +36,18 @@ export interface Entry {
   readonly size: number | undefined;
   readonly allowPickle: boolean;
   readonly required: boolean;
+  /** Set when a lock file applies: what the entry resolved to when it was locked. */
+  readonly pinned?: PinnedContent | undefined;
+}
+
+/** A locked entry's content: enough to fetch and verify it without asking the Hub anything. */
+export interface PinnedContent {
+  /** Hub commit, for hf:// entries. */
+  readonly commit: string | undefined;
+  /** What the bytes must hash to: the Hub's own key (git sha1 for small non-LFS files), else sha256. */
+  readonly algo: 'sha256' | 'gitsha1';
+  readonly hex: string;
+  readonly size: number;
 }
 
 export interface S3Options {

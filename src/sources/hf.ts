@@ -1,6 +1,6 @@
 import { datasetInfo, modelInfo, pathsInfo, HubApiError } from '@huggingface/hub';
 import { ModelsyncError } from '../errors.js';
-import type { Entry, HfRef } from '../manifest/types.js';
+import type { Entry, HfRef, PinnedContent } from '../manifest/types.js';
 import { redactUrl } from '../redact.js';
 import type { StateDb } from '../state/db.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
@@ -37,12 +37,17 @@ export class HfSource implements Source {
 
   async resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
     const groups = new Map<string, Entry[]>();
+    const out = new Map<Entry, RemoteFile>();
     for (const e of entries) {
       if (e.source.kind !== 'hf') throw new Error('HfSource given a non-hf entry');
+      // A locked entry carries its commit, size and hash: no Hub API call at all.
+      if (e.pinned?.commit !== undefined) {
+        out.set(e, pinnedFile(e.source, e.pinned.commit, e.pinned));
+        continue;
+      }
       const k = `${e.source.repoType}\0${e.source.repo}\0${e.source.revision}`;
       groups.set(k, [...(groups.get(k) ?? []), e]);
     }
-    const out = new Map<Entry, RemoteFile>();
     await Promise.all(
       [...groups.values()].map(async (group) => {
         const files = await this.resolveGroup(group, signal);
@@ -220,6 +225,11 @@ export class HfSource implements Source {
       throw statusError(res, `download of ${file.uri}`);
     }
   }
+}
+
+function pinnedFile(ref: HfRef, commit: string, pin: PinnedContent): RemoteFile {
+  const locator: HfLocator = { ref, commit, lfs: pin.algo === 'sha256' };
+  return { key: { algo: pin.algo, hex: pin.hex }, size: pin.size, version: `${commit}:${pin.hex}`, uri: ref.uri, locator, commit };
 }
 
 function resolveUrl(endpoint: string, loc: HfLocator): string {

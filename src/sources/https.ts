@@ -3,7 +3,7 @@ import type { Entry, HttpsRef } from '../manifest/types.js';
 import { redactUrl } from '../redact.js';
 import { httpRequest, statusError } from '../transfer/http.js';
 import { bodyFromResponse } from './http-body.js';
-import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
+import type { ContentKey, OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
 
 export interface HttpsSourceOptions {
   /** Bearer tokens by exact host; sent only to that host, never after a redirect elsewhere. */
@@ -23,9 +23,15 @@ export class HttpsSource implements Source {
       entries.map((e) => {
         const ref = e.source as HttpsRef;
         if (e.sha256 === undefined) throw new ModelsyncError('E_MANIFEST', `${redactUrl(ref.url)} has no sha256`, { entry: e.index });
-        return { key: { algo: 'sha256', hex: e.sha256 }, size: e.size, version: `sha256:${e.sha256}`, uri: redactUrl(ref.url), locator: ref };
+        return this.fileFor(e, { algo: 'sha256', hex: e.sha256 });
       }),
     );
+  }
+
+  /** The RemoteFile of an entry whose bytes must hash to `key` (`modelsync lock` opens one to learn it). */
+  fileFor(e: Entry, key: ContentKey): RemoteFile {
+    const ref = e.source as HttpsRef;
+    return { key, size: e.size, version: `sha256:${key.hex}`, uri: redactUrl(ref.url), locator: ref };
   }
 
   async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {

@@ -27,6 +27,11 @@ export interface DownloadParams {
   readonly onBytes?: ((n: number) => void) | undefined;
   /** Called when a retryable failure is retried. */
   readonly onRetry?: ((e: ModelsyncError, waitMs: number) => void) | undefined;
+  /**
+   * Awaited before every write to the partial or its journal; rejects when this writer may no
+   * longer write (its lease on the shared volume was lost): see Lease.fence.
+   */
+  readonly fence?: (() => Promise<void>) | undefined;
 }
 
 export interface Downloaded {
@@ -55,7 +60,10 @@ const WRITE_BATCH = 1024 * 1024;
 export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
   let size = p.file.size;
   if (size === undefined) {
-    const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: p.chunkSize }, signal: p.signal }), p.policy, { signal: p.signal });
+    const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: p.chunkSize }, signal: p.signal }), p.policy, {
+      signal: p.signal,
+      onRetry: (e, w) => p.onRetry?.(e, w),
+    });
     if (probe.status === 200) return singleStream(p, probe);
     probe.body.destroy();
     size = probe.range?.total;
@@ -93,10 +101,17 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const hasher = new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
   const flush = journalFlusher(fh, p, map);
   try {
-    if (!resumable) await fh.truncate(size);
+    // Extending the file can fail already: EFBIG under a file-size limit (RLIMIT_FSIZE, quotas).
+    if (!resumable) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFull(e, p.file.uri) : e));
     const hashing = hasher.run();
     hashing.catch(() => ctrl.abort());
     const tasks: Promise<void>[] = [];
+    // A chunk that gives up (disk full, source changed, ranges unusable, retries spent) dooms
+    // this attempt: stop the other chunks now instead of letting them run to their own end.
+    const stopAll = (e: unknown): never => {
+      ctrl.abort(e);
+      throw e;
+    };
     for (let i = 0; i < map.count; i++) {
       if (map.done(i)) continue;
       tasks.push(
@@ -113,7 +128,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
               },
               p.policy,
               { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
-            ),
+            ).catch(stopAll),
           { signal: ctrl.signal },
         ),
       );
@@ -151,6 +166,7 @@ function isAbortLike(e: unknown): boolean {
 function journalFlusher(fh: FileHandle, p: DownloadParams, map: ChunkMap): { stop(): void; final(): Promise<void> } {
   let busy: Promise<void> = Promise.resolve();
   const write = async (): Promise<void> => {
+    await p.fence?.();
     const snapshot = [...map.written];
     await fh.datasync();
     await writeJournal(p.journalPath, { v: 1, version: p.file.version, size: map.size, chunkSize: map.chunkSize, written: snapshot });
@@ -190,7 +206,7 @@ async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: n
     map.written[i] = pos - map.start(i);
     p.onBytes?.(n);
     progressed(n);
-  });
+  }, undefined, p.fence);
   if (pos < end) {
     throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${pos} of ${end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
   }
@@ -200,7 +216,16 @@ async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: n
  * Copy a response body to [start, limit) of the file in batches of positional writes. Bytes past
  * `limit` are never written: a body longer than promised is cut off there.
  */
-async function streamInto(body: Readable, fh: FileHandle, start: number, limit: number, from: string, wrote: (n: number) => void, onPiece?: (b: Buffer) => void): Promise<number> {
+async function streamInto(
+  body: Readable,
+  fh: FileHandle,
+  start: number,
+  limit: number,
+  from: string,
+  wrote: (n: number) => void,
+  onPiece?: (b: Buffer) => void,
+  fence?: () => Promise<void>,
+): Promise<number> {
   let pos = start;
   let batch: Buffer[] = [];
   let batchLen = 0;
@@ -210,6 +235,7 @@ async function streamInto(body: Readable, fh: FileHandle, start: number, limit: 
     const n = batchLen;
     batch = [];
     batchLen = 0;
+    if (fence) await fence();
     await fh.writev(bufs, pos);
     pos += n;
     wrote(n);
@@ -230,10 +256,15 @@ async function streamInto(body: Readable, fh: FileHandle, start: number, limit: 
     await drain();
   } catch (e) {
     await drain().catch(() => undefined);
-    if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT' || errnoCode(e) === 'EFBIG') throw diskFull(e, from);
+    if (isDiskFull(e)) throw diskFull(e, from);
     throw e instanceof ModelsyncError ? e : networkError(e, /^https?:/.test(from) ? from : 'http://unknown.invalid/');
   }
   return pos - start;
+}
+
+function isDiskFull(e: unknown): boolean {
+  const code = errnoCode(e);
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
 }
 
 export function diskFull(e: unknown, uri: string): ModelsyncError {
@@ -252,6 +283,7 @@ async function singleStream(p: DownloadParams, first: OpenBody | undefined): Pro
     async (ctx) => {
       const res = opened ?? (await p.source.open(p.file, { range: undefined, signal: p.signal }));
       opened = undefined;
+      await p.fence?.();
       const fh = await open(p.partPath, 'w+');
       try {
         const declared = res.length;
@@ -268,6 +300,7 @@ async function singleStream(p: DownloadParams, first: OpenBody | undefined): Pro
             ctx.madeProgress();
           },
           (b) => hash.update(b),
+          p.fence,
         );
         if (declared !== undefined && total < declared) {
           throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${total} of ${declared}`, { url: p.file.uri, retryable: true });

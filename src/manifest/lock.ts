@@ -1,0 +1,174 @@
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { ModelsyncError, errnoCode } from '../errors.js';
+import type { Entry, Manifest } from './types.js';
+
+/**
+ * The lock file: every entry of one manifest pinned to exact content, so that a sync is
+ * reproducible and, for hf:// entries, needs no Hub API call. It sits next to its manifest as
+ * `NAME.lock.json` (`models.yaml` -> `models.lock.json`) and is meant to be committed with it.
+ * No timestamps: locking twice against unchanged sources writes the same bytes.
+ */
+const HEX64 = /^[0-9a-f]{64}$/;
+
+const LockEntrySchema = z.strictObject({
+  source: z.string().min(1),
+  dest: z.string().min(1),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(HEX64, 'must be 64 lowercase hex characters'),
+  /** hf:// only: the commit the revision resolved to. */
+  commit: z.string().regex(/^[0-9a-f]{40}$/, 'must be a 40-hex commit').optional(),
+  /** hf:// files stored without LFS: the Hub addresses them by git blob sha1, which sync verifies. */
+  gitsha1: z.string().regex(/^[0-9a-f]{40}$/, 'must be 40 hex characters').optional(),
+  /** s3:// only: the ETag seen when locking (a later sha256 is reused while it is unchanged). */
+  etag: z.string().optional(),
+  /** Where the sha256 came from. */
+  sha256From: z.enum(['manifest', 'hub', 's3-checksum', 'download']),
+});
+
+const LockSchema = z.strictObject({
+  lockVersion: z.literal(1),
+  /** File name of the manifest this lock belongs to. */
+  manifest: z.string(),
+  entries: z.array(LockEntrySchema),
+});
+
+export type LockEntry = z.infer<typeof LockEntrySchema>;
+export type LockFile = z.infer<typeof LockSchema>;
+
+/** `models.yaml` -> `models.lock.json`, in the same folder. */
+export function lockPathFor(manifestPath: string): string {
+  const dir = path.dirname(manifestPath);
+  const base = path.basename(manifestPath).replace(/\.(ya?ml|json)$/i, '');
+  return path.join(dir, `${base}.lock.json`);
+}
+
+/** The lock next to a manifest: undefined when there is none; E_LOCK_DRIFT when it is unusable. */
+export async function readLock(file: string): Promise<LockFile | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined;
+    throw new ModelsyncError('E_USAGE', `cannot read lock file ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw unusable(file, 'not JSON', e);
+  }
+  const parsed = LockSchema.safeParse(data);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw unusable(file, first ? `${first.path.join('.') || '(document)'}: ${first.message}` : 'invalid');
+  }
+  return parsed.data;
+}
+
+function unusable(file: string, why: string, cause?: unknown): ModelsyncError {
+  return new ModelsyncError('E_LOCK_DRIFT', `lock file ${file} is not a usable modelsync lock (${why}); run "modelsync lock" to rewrite it, or pass --update-lock`, { cause });
+}
+
+/**
+ * Write atomically: a reader sees the old lock or the new one, never half of one. Going through
+ * the schema puts every entry's keys in one order, so unchanged pins give unchanged bytes.
+ */
+export async function writeLock(file: string, lock: LockFile): Promise<void> {
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  const canonical = LockSchema.parse(lock);
+  try {
+    await writeFile(tmp, `${JSON.stringify(canonical, null, 2)}\n`);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+function entryKey(source: string, dest: string): string {
+  return `${source}\n${dest}`;
+}
+
+/** The lock's entries by (source, dest). */
+export function lockIndex(lock: LockFile | undefined): Map<string, LockEntry> {
+  return new Map((lock?.entries ?? []).map((l) => [entryKey(l.source, l.dest), l]));
+}
+
+export function lockEntryFor(index: ReadonlyMap<string, LockEntry>, e: Entry): LockEntry | undefined {
+  return index.get(entryKey(e.source.uri, e.dest));
+}
+
+/** Why a lock entry cannot stand for a manifest entry, or undefined when it can. */
+export function entryDisagreement(e: Entry, l: LockEntry): string | undefined {
+  if (e.sha256 !== undefined && e.sha256 !== l.sha256) return `the manifest says sha256 ${e.sha256}, the lock ${l.sha256}`;
+  if (e.size !== undefined && e.size !== l.size) return `the manifest says size ${e.size}, the lock ${l.size}`;
+  if (e.source.kind === 'hf') {
+    if (l.commit === undefined) return 'the lock has no commit for this hf:// entry';
+    if (/^[0-9a-f]{40}$/.test(e.source.revision) && e.source.revision !== l.commit) return `the manifest pins commit ${e.source.revision}, the lock ${l.commit}`;
+  } else if (l.commit !== undefined || l.gitsha1 !== undefined) {
+    return 'the lock has Hub fields for a non-hf:// entry';
+  }
+  return undefined;
+}
+
+/** Every way the lock and the manifest disagree; empty when the lock applies as it is. */
+export function lockDrift(manifest: Manifest, lock: LockFile): string[] {
+  const out: string[] = [];
+  const name = path.basename(manifest.path);
+  if (lock.manifest !== name) out.push(`the lock was written for "${lock.manifest}", not "${name}"`);
+  const index = lockIndex(lock);
+  const used = new Set<LockEntry>();
+  for (const e of manifest.entries) {
+    const l = lockEntryFor(index, e);
+    if (l === undefined) {
+      out.push(`models[${e.index}] (${e.dest}) from ${e.source.uri} is not in the lock`);
+      continue;
+    }
+    used.add(l);
+    const why = entryDisagreement(e, l);
+    if (why !== undefined) out.push(`models[${e.index}] (${e.dest}): ${why}`);
+  }
+  for (const l of lock.entries) {
+    if (!used.has(l)) out.push(`the lock pins ${l.source} -> ${l.dest}, which the manifest no longer has`);
+  }
+  return out;
+}
+
+/** The drift, as the error that stops a sync (exit 2). */
+export function driftError(manifest: Manifest, lockFile: string, drift: readonly string[]): ModelsyncError {
+  const shown = drift.slice(0, 20).map((d) => `  - ${d}`);
+  if (drift.length > shown.length) shown.push(`  - ... and ${drift.length - shown.length} more`);
+  return new ModelsyncError(
+    'E_LOCK_DRIFT',
+    [`lock file ${lockFile} disagrees with manifest ${manifest.path}:`, ...shown, 'run "modelsync lock" to refresh the lock, or pass --update-lock'].join('\n'),
+  );
+}
+
+/**
+ * The manifest with the lock's pins applied. https:// and s3:// entries take their sha256 from
+ * the lock; hf:// entries keep theirs (a small Hub file is verified by its git sha1, the key
+ * the Hub gives) and get the commit, so they resolve without the Hub. Call only without drift.
+ */
+export function applyLock(manifest: Manifest, lock: LockFile): Manifest {
+  const index = lockIndex(lock);
+  const entries = manifest.entries.map((e): Entry => {
+    const l = lockEntryFor(index, e);
+    if (l === undefined) throw new Error(`applyLock: no lock entry for models[${e.index}]`);
+    const hf = e.source.kind === 'hf';
+    return {
+      ...e,
+      sha256: hf ? e.sha256 : (e.sha256 ?? l.sha256),
+      size: e.size ?? l.size,
+      pinned: {
+        commit: l.commit,
+        algo: l.gitsha1 === undefined ? 'sha256' : 'gitsha1',
+        hex: l.gitsha1 ?? l.sha256,
+        size: l.size,
+      },
+    };
+  });
+  return { ...manifest, entries };
+}
