@@ -65,6 +65,12 @@ export function usage(): string {
     '  --offline             no network (same as HF_HUB_OFFLINE=1)',
     '  --json                machine-readable output',
     '',
+    'run flags (CMD starts at the first word that is not a flag; "--" makes it explicit):',
+    '  --restart POLICY      on-failure (default), always or never; env MODELSYNC_RESTART',
+    '  --startup-timeout S   seconds for CMD to answer GET /system_stats (default 600; 0: do not probe)',
+    '  --stop-timeout S      seconds between SIGTERM and SIGKILL for CMD\'s process group (default 10)',
+    '  --comfy-url URL       where CMD answers (default: from its --listen/--port, port 8188)',
+    '',
     'exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest; run: the child\'s code',
   ].join('\n');
 }

@@ -58,10 +58,12 @@ export interface Config {
   readonly hf: { readonly endpoint: string; readonly token: string | undefined; readonly offline: boolean };
   /** Bearer tokens for https:// sources, by exact host name. */
   readonly httpTokens: ReadonlyMap<string, string>;
-  readonly s3: { readonly endpoint: string | undefined; readonly region: string | undefined; readonly forcePathStyle: boolean };
+  readonly s3: { readonly endpoint: string | undefined; readonly region: string | undefined; readonly forcePathStyle: boolean; readonly profile?: string | undefined };
   readonly control: { readonly host: string; readonly port: number };
   /** `modelsync run`: supervision of the child and the daemon's own timings. */
   readonly daemon: Readonly<DaemonSettings>;
+  /** `modelsync gc`: how long things must have been unused before they are removed. */
+  readonly gc: Readonly<GcSettings>;
   /** Every secret value we know of: scrubbed from child output, never logged. */
   readonly secrets: readonly string[];
   /** The environment for children: ours minus every secret variable, plus chosen pass-throughs. */
@@ -71,6 +73,25 @@ export interface Config {
 }
 
 export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+export interface GcSettings {
+  /** A blob is collected only after it has been unreferenced (and untouched) this long. */
+  graceMs: number;
+  /** A node's reference record older than this is dead: its node is gone or stopped syncing. */
+  refsMaxAgeMs: number;
+  /** Partials, journals, temp files and leases untouched this long are orphans. */
+  tmpMaxAgeMs: number;
+}
+
+const DAY_S = 86_400;
+
+function gcSettings(flags: Flags, env: NodeJS.ProcessEnv): GcSettings {
+  return {
+    graceMs: secondsSetting('--grace-period', flags['grace-period'] ?? env.MODELSYNC_GC_GRACE_PERIOD, DAY_S * 1000),
+    refsMaxAgeMs: secondsSetting('MODELSYNC_GC_REFS_MAX_AGE', env.MODELSYNC_GC_REFS_MAX_AGE, 30 * DAY_S * 1000),
+    tmpMaxAgeMs: secondsSetting('MODELSYNC_GC_TMP_MAX_AGE', env.MODELSYNC_GC_TMP_MAX_AGE, DAY_S * 1000),
+  };
+}
 
 export interface DaemonSettings {
   /** Base URL of the child's HTTP API; undefined: derived from its --listen/--port argv. */
@@ -104,6 +125,7 @@ const SECRET_VARS = [
   'AWS_ACCESS_KEY_ID',
   'AWS_SECRET_ACCESS_KEY',
   'AWS_SESSION_TOKEN',
+  'AWS_CONTAINER_AUTHORIZATION_TOKEN',
   'CIVITAI_TOKEN',
   'MODELSYNC_HTTP_TOKENS',
 ];
@@ -146,8 +168,7 @@ function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSettings {
   }
   const comfyUrl = flags['comfy-url'] ?? env.MODELSYNC_COMFY_URL;
   if (comfyUrl !== undefined && !/^https?:\/\/[^/]+/.test(comfyUrl)) throw new ModelsyncError('E_USAGE', `--comfy-url must be an http(s) URL, got "${comfyUrl}"`);
-  // --grace-period is Docker's and Kubernetes' name for the same wait.
-  const stop = flags['stop-timeout'] ?? flags['grace-period'] ?? env.MODELSYNC_STOP_TIMEOUT;
+  const stop = flags['stop-timeout'] ?? env.MODELSYNC_STOP_TIMEOUT;
   return {
     comfyUrl: comfyUrl?.replace(/\/+$/, ''),
     startupTimeoutMs: secondsSetting('--startup-timeout', flags['startup-timeout'] ?? env.MODELSYNC_STARTUP_TIMEOUT, 600_000),
@@ -240,6 +261,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, i
     env.HUGGING_FACE_HUB_TOKEN,
     env.AWS_SECRET_ACCESS_KEY,
     env.AWS_SESSION_TOKEN,
+    env.AWS_CONTAINER_AUTHORIZATION_TOKEN,
     ...httpTokens.values(),
   ].filter((s): s is string => typeof s === 'string' && s.length > 0);
 
@@ -274,9 +296,12 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, i
       endpoint: flags['s3-endpoint'] ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL,
       region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
       forcePathStyle: (flags['s3-path-style'] ?? false) || truthy(env.MODELSYNC_S3_PATH_STYLE),
+      // Only named in messages (which credential chain was tried); the AWS SDK reads it itself.
+      profile: env.AWS_PROFILE,
     }),
     control: Object.freeze(parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189')),
     daemon: Object.freeze(daemonSettings(flags, env)),
+    gc: Object.freeze(gcSettings(flags, env)),
     secrets: Object.freeze(secrets),
     childEnv: Object.freeze(childEnvFrom(env)),
     tty: isTty,

@@ -2,11 +2,15 @@ import path from 'node:path';
 import { sameStamp, stampOf } from '../store/blobs.js';
 import { fmt } from '../sync/plan.js';
 import { loadAll, print, printJson, type CommandIo } from './common.js';
+import { daemonStatus } from './daemon-status.js';
 
 export type LocalState = 'present' | 'changed' | 'missing' | 'never-synced';
 
 /** `modelsync status`: per entry, what the models dir and state DB hold (stat only, no network). */
 export async function statusCommand(io: CommandIo): Promise<number> {
+  // A running daemon knows more (downloads in progress, ComfyUI): ask it first.
+  const remote = await daemonStatus(io);
+  if (remote !== undefined) return remote;
   const { config, manifest, ctx } = await loadAll(io);
   try {
     const rows = [];

@@ -68,10 +68,10 @@ export class RestartTracker {
   }
 
   exited(now: number, exit: ChildExit): RestartDecision {
-    // Any quick exit counts, a clean one too: `--restart always` with a child that exits 0 at
-    // once must not spin.
+    // Every exit counts, a clean one too (`--restart always` with a child that exits 0 at once
+    // must not spin); after a stable run it is the first of a new series.
     if (now - this.startedAt >= this.policy.stableMs) this.failures = 0;
-    else this.failures++;
+    this.failures++;
     if (!wantsRestart(this.restartPolicy, exit)) return { restart: false };
     this.restarts++;
     return { restart: true, delayMs: backoffDelay(this.policy, this.failures) };

@@ -64,7 +64,19 @@ CREATE TABLE IF NOT EXISTS entries (
  * index: losing it costs a re-verify, never data.
  */
 export class StateDb {
+  /** Prepared once: a warm start asks two questions per entry, and preparing costs more than asking. */
+  private readonly statements = new Map<string, Database.Statement>();
+
   private constructor(private readonly db: Database.Database) {}
+
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
 
   static open(stateDir: string, opts: OpenOptions = {}): StateDb {
     mkdirSync(stateDir, { recursive: true });
@@ -94,7 +106,7 @@ export class StateDb {
   }
 
   verifiedStamp(p: string): (FileStamp & ContentKey) | undefined {
-    const r = this.db.prepare('SELECT dev, ino, size, mtime_ns, algo, hex FROM verified WHERE path = ?').get(p) as
+    const r = this.stmt('SELECT dev, ino, size, mtime_ns, algo, hex FROM verified WHERE path = ?').get(p) as
       | { dev: string; ino: string; size: number; mtime_ns: string; algo: ContentKey['algo']; hex: string }
       | undefined;
     return r && { dev: r.dev, ino: r.ino, size: r.size, mtimeNs: r.mtime_ns, algo: r.algo, hex: r.hex };
@@ -107,35 +119,35 @@ export class StateDb {
   }
 
   forgetVerified(p: string): void {
-    this.db.prepare('DELETE FROM verified WHERE path = ?').run(p);
+    this.stmt('DELETE FROM verified WHERE path = ?').run(p);
   }
 
   hfRevision(repoType: string, repo: string, revision: string): string | undefined {
-    const r = this.db.prepare('SELECT commit_sha FROM hf_revisions WHERE repo_type = ? AND repo = ? AND revision = ?').get(repoType, repo, revision) as { commit_sha: string } | undefined;
+    const r = this.stmt('SELECT commit_sha FROM hf_revisions WHERE repo_type = ? AND repo = ? AND revision = ?').get(repoType, repo, revision) as { commit_sha: string } | undefined;
     return r?.commit_sha;
   }
 
   putHfRevision(repoType: string, repo: string, revision: string, commit: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO hf_revisions VALUES (?, ?, ?, ?, ?)').run(repoType, repo, revision, commit, Date.now());
+    this.stmt('INSERT OR REPLACE INTO hf_revisions VALUES (?, ?, ?, ?, ?)').run(repoType, repo, revision, commit, Date.now());
   }
 
   hfFile(repoType: string, repo: string, commit: string, p: string): HfFileRow | undefined {
-    const r = this.db.prepare('SELECT size, algo, hex FROM hf_files WHERE repo_type = ? AND repo = ? AND commit_sha = ? AND path = ?').get(repoType, repo, commit, p) as
+    const r = this.stmt('SELECT size, algo, hex FROM hf_files WHERE repo_type = ? AND repo = ? AND commit_sha = ? AND path = ?').get(repoType, repo, commit, p) as
       | { size: number; algo: ContentKey['algo']; hex: string }
       | undefined;
     return r && { repoType, repo, commit, path: p, size: r.size, algo: r.algo, hex: r.hex };
   }
 
   putHfFile(f: HfFileRow): void {
-    this.db.prepare('INSERT OR REPLACE INTO hf_files VALUES (?, ?, ?, ?, ?, ?, ?)').run(f.repoType, f.repo, f.commit, f.path, f.size, f.algo, f.hex);
+    this.stmt('INSERT OR REPLACE INTO hf_files VALUES (?, ?, ?, ?, ?, ?, ?)').run(f.repoType, f.repo, f.commit, f.path, f.size, f.algo, f.hex);
   }
 
   putEntry(dest: string, source: string, key: ContentKey, size: number, state: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)').run(dest, source, key.algo, key.hex, size, state, Date.now());
+    this.stmt('INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)').run(dest, source, key.algo, key.hex, size, state, Date.now());
   }
 
   entry(dest: string): { source: string; key: ContentKey; size: number; state: string; updatedAt: number } | undefined {
-    const r = this.db.prepare('SELECT source, algo, hex, size, state, updated_at FROM entries WHERE dest = ?').get(dest) as
+    const r = this.stmt('SELECT source, algo, hex, size, state, updated_at FROM entries WHERE dest = ?').get(dest) as
       | { source: string; algo: ContentKey['algo']; hex: string; size: number; state: string; updated_at: number }
       | undefined;
     return r && { source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, updatedAt: r.updated_at };
@@ -143,10 +155,10 @@ export class StateDb {
 
   /** A random id for this node, made once and kept: names its reference record in the store. */
   nodeId(): string {
-    const r = this.db.prepare("SELECT value FROM meta WHERE key = 'node_id'").get() as { value: string } | undefined;
+    const r = this.stmt("SELECT value FROM meta WHERE key = 'node_id'").get() as { value: string } | undefined;
     if (r) return r.value;
     const id = randomBytes(8).toString('hex');
-    this.db.prepare("INSERT OR IGNORE INTO meta VALUES ('node_id', ?)").run(id);
+    this.stmt("INSERT OR IGNORE INTO meta VALUES ('node_id', ?)").run(id);
     return this.nodeId();
   }
 

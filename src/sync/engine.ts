@@ -7,7 +7,6 @@ import { stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { publish } from '../store/publish.js';
 import type { SyncContext } from './context.js';
-import { fetchBlob } from './fetch-blob.js';
 import { buildPlan, checkSpace } from './plan.js';
 import { writeRefs } from './refs.js';
 import type { BlobJob, EntryResult, SyncEvents, SyncReport } from './types.js';
@@ -31,6 +30,11 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
   const entries = manifest.entries.filter(opts.filter ?? (() => true));
   const plan = await buildPlan(ctx, manifest, entries, signal, events);
   checkSpace(plan);
+  // Tell gc on other nodes what we are about to fetch and publish before we do it (see refs.ts).
+  if (plan.jobs.length > 0) {
+    const planned = [...plan.present, ...plan.jobs].map((p) => keyName(p.key));
+    await writeRefs(ctx, manifest.path, planned, { merge: true }).catch((e: unknown) => ctx.log.warn({ err: String(e) }, 'could not record references for gc'));
+  }
   const results = new Map<Entry, EntryResult>();
   for (const p of plan.present) results.set(p.entry, result(p.entry, 'present', { key: p.key, size: p.size }));
   for (const f of plan.failed) {
@@ -46,6 +50,8 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
         job.entries.forEach((e) => events.entryState?.(e, 'queued'));
         try {
           const source = await ctx.sourceFor(job.entries[0]?.source.kind ?? 'hf', manifest);
+          // Loaded on first use: a warm start (nothing to fetch) skips the whole transfer stack.
+          const { fetchBlob } = await import('./fetch-blob.js');
           const n = await fetchBlob(ctx, job, source, signal, events);
           fetched += n;
           await publishJob(ctx, job, results, events);
@@ -61,9 +67,12 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
       }),
     ),
   );
-  if (!opts.filter) {
+  // A filtered warm pass (run's required phase) references nothing new: no shared-volume write
+  // before ComfyUI starts; the full pass that follows records everything.
+  if (!opts.filter || plan.jobs.length > 0) {
     const keys = [...results.values()].flatMap((r) => (r.key ? [keyName(r.key)] : []));
-    await writeRefs(ctx, manifest.path, keys).catch((e: unknown) => ctx.log.warn({ err: String(e) }, 'could not record references for gc'));
+    const complete = !opts.filter && results.size === entries.length && [...results.values()].every((r) => r.state !== 'failed');
+    await writeRefs(ctx, manifest.path, keys, { merge: !complete }).catch((e: unknown) => ctx.log.warn({ err: String(e) }, 'could not record references for gc'));
   }
   const list = entries.map((e) => results.get(e) ?? result(e, 'failed', { error: new ModelsyncError('E_ABORTED', 'not synced') }));
   return {
@@ -76,7 +85,8 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
 
 async function publishJob(ctx: SyncContext, job: BlobJob, results: Map<Entry, EntryResult>, events: SyncEvents): Promise<void> {
   const blob = blobPath(ctx.store, job.key);
-  const size = job.file.size ?? (await stampOf(blob))?.size ?? 0;
+  // The committed blob's own size: a source re-resolved mid-download may have named another.
+  const size = (await stampOf(blob))?.size ?? job.file.size ?? 0;
   for (const e of job.entries) {
     try {
       const mode = await publish(blob, ctx.config.modelsDir, e.dest);

@@ -43,6 +43,8 @@ export async function sandbox(hubEndpoint?: string): Promise<Sandbox> {
         MODELSYNC_MODELS_DIR: models,
         MODELSYNC_MANIFEST: manifest,
         MODELSYNC_LOG_LEVEL: 'info',
+        // Never the default 127.0.0.1:8189: a developer's own daemon must not answer tests.
+        MODELSYNC_CONTROL: '127.0.0.1:1',
         MODELSYNC_RETRY_BASE_MS: '20',
         MODELSYNC_IDLE_TIMEOUT_MS: '2000',
         HF_TOKEN: FAKE_HF_TOKEN,

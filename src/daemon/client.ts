@@ -1,0 +1,65 @@
+import { request } from 'node:http';
+import type { Config } from '../config.js';
+import { ModelsyncError } from '../errors.js';
+
+export interface ControlAnswer {
+  readonly url: string;
+  readonly status: number;
+  readonly body: string;
+}
+
+/** The address to reach a daemon listening on `host` (a wildcard is reached on loopback). */
+export function controlBaseUrl(config: Config): string {
+  let host = config.control.host;
+  if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
+  if (host === '::') host = '::1';
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.control.port}`;
+}
+
+/** Errors that mean "nobody listens there": the caller falls back to working in-process. */
+const NO_DAEMON = new Set(['ECONNREFUSED', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ECONNRESET']);
+
+/**
+ * One request to a running daemon's control API. Resolves undefined when no daemon answers
+ * (nothing listens, or no connection within `connectTimeoutMs`); once connected it waits for the
+ * answer for up to `answerTimeoutMs` (0: as long as it takes: a resync may download for hours).
+ */
+export function controlRequest(config: Config, method: 'GET' | 'POST', path: string, opts: { connectTimeoutMs?: number; answerTimeoutMs?: number } = {}): Promise<ControlAnswer | undefined> {
+  const url = controlBaseUrl(config) + path;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
+  const answerTimeoutMs = opts.answerTimeoutMs ?? 0;
+  return new Promise((resolve, reject) => {
+    let connected = false;
+    const req = request(url, { method, agent: false, headers: { accept: 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.once('end', () => resolve({ url, status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.once('error', (e) => reject(new ModelsyncError('E_DAEMON', `the daemon at ${url} broke off its answer: ${e.message}`, { cause: e })));
+    });
+    const connectTimer = setTimeout(() => {
+      if (!connected) req.destroy(Object.assign(new Error('connect timeout'), { code: 'ECONNREFUSED' }));
+    }, connectTimeoutMs);
+    req.once('socket', (socket) => {
+      socket.once('connect', () => {
+        connected = true;
+        clearTimeout(connectTimer);
+        if (answerTimeoutMs > 0) req.setTimeout(answerTimeoutMs, () => req.destroy(Object.assign(new Error('no answer'), { code: 'ETIMEDOUT' })));
+      });
+    });
+    req.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(connectTimer);
+      if (!connected && NO_DAEMON.has(e.code ?? '')) resolve(undefined);
+      else reject(new ModelsyncError('E_DAEMON', `the daemon at ${url} did not answer: ${e.code ?? e.message}`, { cause: e }));
+    });
+    req.end();
+  });
+}
+
+/** The JSON body of a daemon's answer, refusing something else that happens to listen there. */
+export function daemonJson<T>(answer: ControlAnswer): T {
+  try {
+    return JSON.parse(answer.body) as T;
+  } catch (e) {
+    throw new ModelsyncError('E_DAEMON', `${answer.url} answered HTTP ${answer.status} but not as a modelsync daemon (is --control pointing at something else?)`, { cause: e });
+  }
+}

@@ -1,0 +1,229 @@
+import { setMaxListeners } from 'node:events';
+import { constants } from 'node:os';
+import { systemClock, type Clock } from '../clock.js';
+import type { Config } from '../config.js';
+import { ModelsyncError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { openContext, type SyncContext } from '../sync/context.js';
+import { runSync } from '../sync/engine.js';
+import type { SyncReport } from '../sync/types.js';
+import { comfySupervisor } from './child.js';
+import { startControl, type ControlServer } from './control.js';
+import { manifestCacheKey, readCachedManifest, writeCachedManifest } from './manifest-cache.js';
+import { ManifestHolder, readManifestFiles } from './manifest-holder.js';
+import { systemdNotifier } from './notify.js';
+import { DaemonState } from './state.js';
+import type { Supervisor } from './supervisor.js';
+import { SyncRunner, type SyncOutcome } from './sync-runner.js';
+import type { ManifestWatch } from './watch.js';
+
+export interface DaemonOptions {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly manifestPath: string;
+  /** --update-lock: re-pin entries that drifted from the lock file before the first sync. */
+  readonly updateLock: boolean;
+  /** CMD ARGS; empty: the node-level service mode (sync, watch, serve; no child). */
+  readonly command: readonly string[];
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+  readonly clock?: Clock;
+}
+
+export interface Daemon {
+  readonly state: DaemonState;
+  readonly controlUrl: string;
+  /** The exit code once stopped; rejects when the required models cannot be had. */
+  readonly done: Promise<number>;
+  /** As SIGTERM does: stop syncing, stop the child, resolve `done`. */
+  stop(): void;
+}
+
+/**
+ * `modelsync run`: required models first, then the child (never before), the rest in the
+ * background, the manifest watched, the control API served. Resolves once the control API
+ * listens; `done` carries the rest.
+ */
+export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
+  const { config, log } = o;
+  const clock = o.clock ?? systemClock;
+  const mode = o.command.length > 0 ? 'entrypoint' : 'service';
+  const state = new DaemonState(mode);
+  if (process.pid === 1) log.warn('running as PID 1: orphaned processes will not be reaped; run under an init such as tini (docker run --init)');
+  const halt = new AbortController();
+  setMaxListeners(0, halt.signal);
+  const { manifest, ctx } = await loadManifest(o, state, clock, halt.signal);
+  state.mark('manifestLoaded');
+  // --refresh semantics for resync requests: branch revisions are asked again. Only
+  // presentLocally reads config.refresh, through ctx.config.
+  const refreshCtx: SyncContext = { ...ctx, config: Object.freeze({ ...config, refresh: true }) };
+  const notify = systemdNotifier(config.daemon.notifySocket, config.childEnv, log);
+  const runner = new SyncRunner((reason, refresh, requiredOnly) => syncOnce(refresh ? refreshCtx : ctx, manifest, state, reason, halt.signal, log, requiredOnly));
+  const resync = async (why: string, refresh: boolean): Promise<SyncOutcome> => {
+    await manifest.reload(why);
+    return runner.request(why, refresh);
+  };
+  let control: ControlServer;
+  try {
+    control = await startControl(config.control.host, config.control.port, { state, resync: () => resync('resync requested', true) }, log);
+  } catch (e) {
+    ctx.close();
+    throw e;
+  }
+
+  let child: Supervisor | undefined;
+  let watch: ManifestWatch | undefined;
+  let signalled: NodeJS.Signals | undefined;
+  let stopRequested: () => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
+  const stop = (sig?: NodeJS.Signals): void => {
+    if (halt.signal.aborted) {
+      // A second Ctrl-C: no more patience for the child.
+      if (sig) child?.kill();
+      return;
+    }
+    signalled = sig;
+    log.info({ signal: sig }, 'stopping');
+    state.comfy.phase = state.comfy.pid === undefined ? state.comfy.phase : 'stopping';
+    halt.abort(new ModelsyncError('E_ABORTED', `stopping${sig ? ` on ${sig}` : ''}`));
+    child?.stop();
+    stopRequested();
+  };
+  const onStop = (sig: NodeJS.Signals): void => stop(sig);
+  const onHup = (): void => {
+    log.info('SIGHUP: re-reading the manifest');
+    void resync('SIGHUP', false);
+  };
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
+  process.on('SIGHUP', onHup);
+
+  const main = async (): Promise<number> => {
+    notify.status('syncing required models');
+    if (mode === 'entrypoint') state.comfy.phase = 'waiting-for-models';
+    const first = await runner.request('startup: required models', false, true);
+    if (halt.signal.aborted) return stopCode(mode, signalled);
+    if (!first.ok) throw requiredFailure(first);
+    state.mark('requiredReady');
+    log.info({ seconds: state.timeline.requiredReady }, 'required models ready');
+    let childDone: Promise<number> | undefined;
+    if (o.command.length > 0) {
+      child = comfySupervisor({ config, log, clock, command: o.command as [string, ...string[]], state, notify, stdout: o.stdout, stderr: o.stderr });
+      childDone = child.run();
+    }
+    // The rest (optional entries) in the background: ComfyUI sees each one once it is verified.
+    const full = runner.request('startup: all models');
+    void full.then((r) => {
+      if (mode === 'service') notify.ready(summary(state, r));
+    });
+    const onManifestEvent = async (): Promise<void> => {
+      if (await manifest.reload('manifest changed')) await runner.request('manifest changed');
+    };
+    watch = await startWatch(manifest, config, log, onManifestEvent);
+    // An edit made between the first read and the watch being in place would go unnoticed.
+    void onManifestEvent().catch((e: unknown) => log.error({ err: String(e) }, 'resync after a manifest change failed'));
+    if (childDone) {
+      // The child's end (by policy, or our stop) ends the daemon.
+      const code = await childDone;
+      if (!halt.signal.aborted) stop();
+      return state.comfy.lastExit === undefined && signalled ? stopCode(mode, signalled) : code;
+    }
+    await stopped;
+    return stopCode(mode, signalled);
+  };
+
+  const done = main().finally(async () => {
+    process.off('SIGTERM', onStop);
+    process.off('SIGINT', onStop);
+    process.off('SIGHUP', onHup);
+    if (!halt.signal.aborted) halt.abort(new ModelsyncError('E_ABORTED', 'stopping'));
+    child?.stop();
+    await watch?.close().catch(() => undefined);
+    // Partials and journals stay on disk, resumable; wait for the sync to let go of them.
+    await runner.close();
+    await control.close();
+    ctx.close();
+  });
+  return { state, controlUrl: control.url, done, stop: () => stop() };
+}
+
+/**
+ * The manifest (validated and checked against its lock before anything else is opened: a bad
+ * one exits 2) and the sync context. A warm start takes the validated manifest from the cache.
+ */
+async function loadManifest(o: DaemonOptions, state: DaemonState, clock: Clock, signal: AbortSignal): Promise<{ manifest: ManifestHolder; ctx: SyncContext }> {
+  const { config, log, manifestPath } = o;
+  let files = await readManifestFiles(manifestPath);
+  const key = manifestCacheKey(manifestPath, files);
+  let m = o.updateLock ? undefined : await readCachedManifest(config.stateDir, key);
+  const fresh = m === undefined;
+  const lockRules = fresh ? await import('../sync/use-lock.js') : undefined;
+  const read = lockRules && o.updateLock ? await lockRules.readManifestAndLock(manifestPath, true) : undefined;
+  if (lockRules && !read) m = await lockRules.parseWithLock(files.manifest, manifestPath);
+  const ctx = await openContext(config, log, clock);
+  try {
+    if (lockRules && read) {
+      m = await lockRules.settleLock(ctx, read, log, signal);
+      files = await readManifestFiles(manifestPath);
+    } else if (fresh && m) {
+      // Only what was parsed is cached: a file that changed meanwhile is left to the watch.
+      const now = await readManifestFiles(manifestPath);
+      if (now.manifest === files.manifest && now.lock === files.lock) await writeCachedManifest(config.stateDir, key, m);
+    }
+    if (!m) throw new ModelsyncError('E_MANIFEST', `no manifest loaded from ${manifestPath}`);
+    return { manifest: new ManifestHolder(manifestPath, m, files, state, log), ctx };
+  } catch (e) {
+    ctx.close();
+    throw e;
+  }
+}
+
+async function startWatch(manifest: ManifestHolder, config: Config, log: Logger, onChange: () => Promise<void>): Promise<ManifestWatch | undefined> {
+  try {
+    const { watchManifest } = await import('./watch.js');
+    return await watchManifest(manifest.watched, config.daemon.watchDebounceMs, () => void onChange().catch((e: unknown) => log.error({ err: String(e) }, 'resync after a manifest change failed')), log);
+  } catch (e) {
+    log.warn({ err: e instanceof Error ? e.message : String(e) }, 'cannot watch the manifest; SIGHUP or `modelsync resync` pick up changes');
+    return undefined;
+  }
+}
+
+async function syncOnce(ctx: SyncContext, manifest: ManifestHolder, state: DaemonState, reason: string, signal: AbortSignal, log: Logger, requiredOnly = false): Promise<SyncOutcome> {
+  state.syncStarted(reason);
+  let report: SyncReport | undefined;
+  let error: ModelsyncError | undefined;
+  try {
+    report = await runSync(ctx, manifest.current, { signal, events: state.events, ...(requiredOnly ? { filter: (e) => e.required } : {}) });
+  } catch (e) {
+    error = e instanceof ModelsyncError ? e : new ModelsyncError('E_SYNC_FAILED', String(e), { cause: e });
+  }
+  state.syncFinished(reason, report, error?.message);
+  const failed = report?.entries.filter((r) => r.state === 'failed') ?? [];
+  if (error) log.error({ reason, err: error.message }, 'sync failed');
+  else if (failed.length > 0) log.error({ reason, failed: failed.map((f) => `${f.dest}: ${f.error?.message ?? ''}`) }, 'sync finished with failures');
+  else log.info({ reason, entries: report?.entries.length, bytesFetched: report?.bytesFetched, durationMs: Math.round(report?.durationMs ?? 0) }, 'sync finished');
+  return {
+    ok: report?.ok === true && !error,
+    reason,
+    report,
+    error: error && { code: error.code, message: error.message },
+    manifestError: state.manifest?.error,
+  };
+}
+
+function requiredFailure(o: SyncOutcome): ModelsyncError {
+  const failed = o.report?.entries.filter((e) => e.state === 'failed') ?? [];
+  const lines = failed.map((e) => `  ${e.dest}: ${e.error?.message ?? 'failed'}`);
+  const what = o.error ? o.error.message : `${failed.length} required model${failed.length === 1 ? '' : 's'} could not be had`;
+  return new ModelsyncError('E_SYNC_FAILED', [`not starting: ${what}`, ...lines].join('\n'));
+}
+
+function stopCode(mode: 'entrypoint' | 'service', sig: NodeJS.Signals | undefined): number {
+  if (mode === 'service' || sig === undefined) return 0;
+  return 128 + (constants.signals[sig] ?? 0);
+}
+
+function summary(state: DaemonState, r: SyncOutcome): string {
+  const all = [...state.entries.values()];
+  return `${all.filter((e) => e.verified).length}/${all.length} entries verified${r.ok ? '' : ' (last sync had failures)'}`;
+}

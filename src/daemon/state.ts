@@ -1,0 +1,242 @@
+import type { Entry, Manifest } from '../manifest/types.js';
+import { keyName } from '../sources/source.js';
+import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
+import type { ChildExit } from './backoff.js';
+
+export type ComfyPhase = 'none' | 'waiting-for-models' | 'starting' | 'running' | 'unresponsive' | 'backoff' | 'stopping' | 'exited';
+
+export interface EntryStatus {
+  readonly index: number;
+  readonly dest: string;
+  readonly source: string;
+  readonly required: boolean;
+  state: EntryState;
+  /** Last sync ended with this entry present and verified (sticky through a re-check). */
+  verified: boolean;
+  size: number | undefined;
+  /** Bytes fetched for it in the current or last sync. */
+  bytes: number;
+  key: string | undefined;
+  error: string | undefined;
+}
+
+export interface LastSync {
+  readonly reason: string;
+  readonly ok: boolean;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly durationMs: number;
+  readonly bytesFetched: number;
+  readonly failed: readonly string[];
+  readonly error: string | undefined;
+}
+
+/** Seconds since this process started, at each step of a cold start. */
+export interface Timeline {
+  manifestLoaded?: number;
+  requiredReady?: number;
+  comfySpawned?: number;
+  comfyAnswering?: number;
+}
+
+const THROUGHPUT_WINDOW_MS = 10_000;
+
+/**
+ * What /status, /readyz, /healthz and /metrics report: fed by the sync engine's events and the
+ * supervisor's, read-only for everyone else.
+ */
+export class DaemonState {
+  readonly entries = new Map<string, EntryStatus>();
+  readonly counters = { bytesDownloaded: 0, verifyFailures: 0, cacheHits: 0, retries: 0, syncsOk: 0, syncsFailed: 0, syncSeconds: 0 };
+  readonly timeline: Timeline = {};
+  readonly comfy: { phase: ComfyPhase; pid: number | undefined; url: string | undefined; restarts: number; degraded: boolean; lastExit: (ChildExit & { at: string }) | undefined; reason: string | undefined } = {
+    phase: 'none',
+    pid: undefined,
+    url: undefined,
+    restarts: 0,
+    degraded: false,
+    lastExit: undefined,
+    reason: undefined,
+  };
+  manifest: { path: string; loadedAt: string; error: string | undefined } | undefined;
+  syncing: { reason: string; startedAt: string } | undefined;
+  lastSync: LastSync | undefined;
+  private readonly samples: { at: number; bytes: number }[] = [];
+  private readonly dests = new Map<string, Set<string>>();
+
+  constructor(
+    readonly mode: 'entrypoint' | 'service',
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** A new manifest: entries whose dest and source are unchanged keep what we know of them. */
+  setManifest(m: Manifest): void {
+    const old = new Map(this.entries);
+    this.entries.clear();
+    for (const e of m.entries) {
+      const prev = old.get(e.dest);
+      if (prev && prev.source === e.source.uri && prev.required === e.required) {
+        this.entries.set(e.dest, { ...prev, index: e.index });
+        continue;
+      }
+      this.entries.set(e.dest, { index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state: 'pending', verified: false, size: e.size, bytes: 0, key: undefined, error: undefined });
+    }
+    this.manifest = { path: m.path, loadedAt: new Date().toISOString(), error: undefined };
+  }
+
+  mark(step: keyof Timeline): void {
+    this.timeline[step] ??= this.now() / 1000;
+  }
+
+  /** Every required entry is verified (for the manifest in force). */
+  requiredReady(): boolean {
+    for (const e of this.entries.values()) if (e.required && !e.verified) return false;
+    return this.manifest !== undefined;
+  }
+
+  ready(): boolean {
+    return this.requiredReady() && (this.mode === 'service' || this.comfy.phase === 'running');
+  }
+
+  /** Alive and not crash-looping. */
+  healthy(): boolean {
+    return !this.comfy.degraded;
+  }
+
+  throughput(): number {
+    const now = this.now();
+    while (this.samples.length > 0 && (this.samples[0]?.at ?? now) < now - THROUGHPUT_WINDOW_MS) this.samples.shift();
+    const total = this.samples.reduce((a, s) => a + s.bytes, 0);
+    return total / (THROUGHPUT_WINDOW_MS / 1000);
+  }
+
+  syncStarted(reason: string): void {
+    this.syncing = { reason, startedAt: new Date().toISOString() };
+  }
+
+  syncFinished(reason: string, report: SyncReport | undefined, error: string | undefined): void {
+    const startedAt = this.syncing?.startedAt ?? new Date().toISOString();
+    this.syncing = undefined;
+    const ok = report?.ok === true && error === undefined;
+    if (ok) this.counters.syncsOk++;
+    else this.counters.syncsFailed++;
+    const durationMs = report?.durationMs ?? Date.now() - Date.parse(startedAt);
+    this.counters.syncSeconds += durationMs / 1000;
+    this.lastSync = {
+      reason,
+      ok,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      durationMs,
+      bytesFetched: report?.bytesFetched ?? 0,
+      failed: report?.entries.filter((r) => r.state === 'failed').map((r) => r.dest) ?? [],
+      error,
+    };
+    for (const r of report?.entries ?? []) {
+      const s = this.entries.get(r.dest);
+      if (!s || s.source !== r.source) continue;
+      s.verified = r.state !== 'failed';
+      s.state = r.state;
+      if (r.size !== undefined) s.size = r.size;
+      if (r.key) s.key = keyName(r.key);
+      s.error = r.error?.message;
+    }
+  }
+
+  /** The sync engine's hooks, writing into this state. */
+  readonly events: SyncEvents = {
+    entryState: (entry: Entry, state: EntryState, detail) => {
+      const s = this.entryFor(entry);
+      if (!s) return;
+      if (state === 'resolving' || (state === 'downloading' && s.state !== 'downloading')) s.bytes = 0;
+      s.state = state;
+      if (detail?.size !== undefined) s.size = detail.size;
+      if (detail?.key) {
+        s.key = keyName(detail.key);
+        const set = this.dests.get(s.key) ?? new Set<string>();
+        set.add(s.dest);
+        this.dests.set(s.key, set);
+      }
+      if (state === 'present' || state === 'published') {
+        s.verified = true;
+        s.error = undefined;
+        if (s.size !== undefined) s.bytes = Math.max(s.bytes, s.size);
+      }
+      if (state === 'failed') {
+        s.verified = false;
+        s.error = detail?.error;
+      }
+    },
+    bytes: (n, key) => {
+      this.counters.bytesDownloaded += n;
+      this.samples.push({ at: this.now(), bytes: n });
+      for (const d of this.dests.get(keyName(key)) ?? []) {
+        const s = this.entries.get(d);
+        if (s) s.bytes += n;
+      }
+    },
+    retry: () => {
+      this.counters.retries++;
+    },
+    cacheHit: () => {
+      this.counters.cacheHits++;
+    },
+    verifyFailure: () => {
+      this.counters.verifyFailures++;
+    },
+  };
+
+  childSpawned(pid: number): void {
+    this.comfy.phase = 'starting';
+    this.comfy.pid = pid;
+    this.mark('comfySpawned');
+  }
+
+  childAnswering(): void {
+    this.comfy.phase = 'running';
+    this.comfy.reason = undefined;
+    this.mark('comfyAnswering');
+  }
+
+  childExited(exit: ChildExit): void {
+    this.comfy.phase = 'exited';
+    this.comfy.pid = undefined;
+    this.comfy.lastExit = { ...exit, at: new Date().toISOString() };
+  }
+
+  /** The /status document. */
+  snapshot(): Record<string, unknown> {
+    const entries = [...this.entries.values()].sort((a, b) => a.index - b.index);
+    const byState: Record<string, number> = {};
+    for (const e of entries) byState[e.state] = (byState[e.state] ?? 0) + 1;
+    return {
+      mode: this.mode,
+      ready: this.ready(),
+      healthy: this.healthy(),
+      requiredReady: this.requiredReady(),
+      manifest: this.manifest,
+      comfyui: this.mode === 'service' ? undefined : { ...this.comfy },
+      sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, throughputBytesPerSecond: this.throughput() },
+      timeline: this.timeline,
+      counts: byState,
+      entries: entries.map((e) => ({
+        index: e.index,
+        dest: e.dest,
+        source: e.source,
+        required: e.required,
+        state: e.state,
+        verified: e.verified,
+        size: e.size,
+        bytes: e.bytes,
+        progress: e.verified ? 1 : e.size ? Math.min(1, e.bytes / e.size) : 0,
+        hash: e.key,
+        error: e.error,
+      })),
+    };
+  }
+
+  private entryFor(entry: Entry): EntryStatus | undefined {
+    const s = this.entries.get(entry.dest);
+    return s && s.source === entry.source.uri ? s : undefined;
+  }
+}

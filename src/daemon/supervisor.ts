@@ -1,0 +1,258 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Clock } from '../clock.js';
+import type { RestartPolicy } from '../config.js';
+import type { Logger } from '../log.js';
+import { RestartTracker, type BackoffPolicy, type ChildExit } from './backoff.js';
+import { lineSplitter } from './lines.js';
+import { exitCodeOf, groupAlive, signalGroup } from './process-group.js';
+
+/**
+ * The one module that starts processes. The child leads its own process group (detached), so
+ * a stop reaches everything ComfyUI started, and a terminal's Ctrl-C reaches only us.
+ */
+
+export interface SupervisorOptions {
+  readonly command: string;
+  /** An argv array, passed as is: never split on spaces, never through a shell. */
+  readonly args: readonly string[];
+  /** Already scrubbed of modelsync's secrets. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly restart: RestartPolicy;
+  readonly backoff: BackoffPolicy;
+  /** Backoff waits and run lengths; probes and stop timeouts use real time. */
+  readonly clock: Clock;
+  /** Time for the first answer; 0: never probe, the child counts as up once spawned. */
+  readonly startupTimeoutMs: number;
+  readonly stopTimeoutMs: number;
+  readonly probeIntervalMs: number;
+  readonly probeFailures: number;
+  /** One health request: true when the child answered. */
+  readonly probe: (timeoutMs: number, signal: AbortSignal) => Promise<boolean>;
+  readonly log: Logger;
+  readonly output: (stream: 'stdout' | 'stderr', line: string) => void;
+  readonly events?: SupervisorEvents;
+}
+
+export interface SupervisorEvents {
+  spawned?(pid: number): void;
+  answering?(pid: number): void;
+  unresponsive?(pid: number, reason: string): void;
+  exited?(pid: number, exit: ChildExit): void;
+  backoff?(delayMs: number, failures: number): void;
+  degraded?(degraded: boolean): void;
+}
+
+interface Running {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  unresponsive: boolean;
+  done: boolean;
+  killTimer: NodeJS.Timeout | undefined;
+  streamsClosed: Promise<void>;
+}
+
+/** ENOENT: no such command (127, as a shell says); anything else that stops exec: 126. */
+export const SPAWN_FAILED_NOT_FOUND = 127;
+export const SPAWN_FAILED = 126;
+
+export class Supervisor {
+  readonly tracker: RestartTracker;
+  private current: Running | undefined;
+  private stopping = false;
+  private readonly stopCtrl = new AbortController();
+
+  constructor(private readonly opts: SupervisorOptions) {
+    this.tracker = new RestartTracker(opts.backoff, opts.restart);
+  }
+
+  get pid(): number | undefined {
+    return this.current?.pid;
+  }
+
+  /**
+   * Run the child until the restart policy lets it end or stop() is called; resolves with the
+   * exit code to pass on (the child's, 128+signal for a signal death). Never rejects for the
+   * child's sake: a command that cannot be started resolves 127/126, after a log line.
+   */
+  async run(): Promise<number> {
+    let last = 0;
+    for (;;) {
+      if (this.stopping) return last;
+      const r = await this.start();
+      if (typeof r === 'number') return r;
+      const exit = await this.watch(r);
+      last = exit.code;
+      this.opts.events?.exited?.(r.pid, exit);
+      if (this.stopping) return last;
+      const wasDegraded = this.tracker.degraded;
+      const d = this.tracker.exited(this.opts.clock.now(), exit);
+      if (this.tracker.degraded !== wasDegraded) this.opts.events?.degraded?.(this.tracker.degraded);
+      if (!d.restart) return last;
+      this.opts.log.warn({ code: exit.code, signal: exit.signal, delayMs: d.delayMs, failures: this.tracker.failures }, 'child exited; restarting after backoff');
+      this.opts.events?.backoff?.(d.delayMs, this.tracker.failures);
+      try {
+        await this.opts.clock.sleep(d.delayMs, this.stopCtrl.signal);
+      } catch {
+        return last;
+      }
+    }
+  }
+
+  /** Graceful stop: SIGTERM to the group, SIGKILL after the stop timeout; run() then resolves. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.stopCtrl.abort();
+    if (this.current) this.terminate(this.current);
+  }
+
+  /** Impatient stop (a second Ctrl-C): SIGKILL the group now. */
+  kill(): void {
+    this.stop();
+    const r = this.current;
+    if (r && !r.done) signalGroup(r.pid, 'SIGKILL');
+  }
+
+  private async start(): Promise<Running | number> {
+    const { command, args, env } = this.opts;
+    const child = spawn(command, [...args], { detached: true, env: { ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    if (child.pid === undefined) {
+      const err = await new Promise<Error>((resolve) => child.once('error', resolve));
+      const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? SPAWN_FAILED_NOT_FOUND : SPAWN_FAILED;
+      this.opts.log.error({ command, err: err.message }, 'cannot start the command');
+      this.opts.output('stderr', `modelsync: cannot start "${command}": ${err.message}`);
+      return code;
+    }
+    child.on('error', (err) => this.opts.log.warn({ err: err.message }, 'child process error'));
+    const streams = (['stdout', 'stderr'] as const).map((name) => {
+      const split = lineSplitter((line) => this.opts.output(name, line));
+      const s = child[name];
+      return new Promise<void>((resolve) => {
+        if (!s) return resolve();
+        s.on('data', (d: Buffer) => split.write(d));
+        s.once('close', () => {
+          split.end();
+          resolve();
+        });
+      });
+    });
+    const r: Running = { child, pid: child.pid, exited, unresponsive: false, done: false, killTimer: undefined, streamsClosed: Promise.all(streams).then(() => undefined) };
+    this.current = r;
+    this.tracker.started(this.opts.clock.now());
+    this.opts.log.info({ pid: r.pid, command }, 'child started');
+    this.opts.events?.spawned?.(r.pid);
+    // A stop that arrived while we were spawning.
+    if (this.stopping) this.terminate(r);
+    return r;
+  }
+
+  private async watch(r: Running): Promise<ChildExit> {
+    const probing = new AbortController();
+    const monitor = this.monitor(r, probing.signal).catch((e: unknown) => this.opts.log.error({ err: String(e) }, 'health monitor failed'));
+    const { code, signal } = await r.exited;
+    probing.abort();
+    await monitor;
+    await this.reapGroup(r);
+    r.done = true;
+    clearTimeout(r.killTimer);
+    // A process that left the group (setsid) may still hold our pipes: do not wait for it.
+    await Promise.race([r.streamsClosed, sleep(200, undefined, { ref: false })]);
+    r.child.stdout?.destroy();
+    r.child.stderr?.destroy();
+    this.current = undefined;
+    // A child we stopped because it hung may well exit 0 on our SIGTERM: it still failed.
+    const status = exitCodeOf(code, signal);
+    return { code: r.unresponsive && status === 0 ? 1 : status, signal, unresponsive: r.unresponsive };
+  }
+
+  /** Startup: poll until the first answer or the startup timeout; then a probe per interval. */
+  private async monitor(r: Running, signal: AbortSignal): Promise<void> {
+    const o = this.opts;
+    const wait = (ms: number): Promise<void> => sleep(ms, undefined, { signal }).catch(() => undefined);
+    if (o.startupTimeoutMs > 0) {
+      const deadline = performance.now() + o.startupTimeoutMs;
+      for (;;) {
+        const left = deadline - performance.now();
+        if (await o.probe(Math.max(1, Math.min(this.probeTimeout(), left)), signal)) break;
+        if (signal.aborted) return;
+        if (performance.now() >= deadline) {
+          this.hung(r, `no answer within the startup timeout (${o.startupTimeoutMs / 1000} s)`);
+          return;
+        }
+        await wait(Math.min(100, o.probeIntervalMs));
+        if (signal.aborted) return;
+      }
+    }
+    o.events?.answering?.(r.pid);
+    let misses = 0;
+    for (;;) {
+      await wait(o.probeIntervalMs);
+      if (signal.aborted) return;
+      const ok = o.startupTimeoutMs === 0 || (await o.probe(this.probeTimeout(), signal));
+      if (signal.aborted) return;
+      if (ok) {
+        if (misses >= 1) o.log.info({ pid: r.pid }, 'child answers again');
+        misses = 0;
+        const wasDegraded = this.tracker.degraded;
+        if (this.tracker.alive(o.clock.now()) && wasDegraded) o.events?.degraded?.(false);
+        continue;
+      }
+      misses++;
+      if (misses >= o.probeFailures) {
+        this.hung(r, `${misses} health probes in a row went unanswered`);
+        return;
+      }
+    }
+  }
+
+  private probeTimeout(): number {
+    return Math.max(1000, this.opts.probeIntervalMs);
+  }
+
+  private hung(r: Running, reason: string): void {
+    this.opts.log.error({ pid: r.pid, reason }, 'child is not answering; stopping it');
+    r.unresponsive = true;
+    this.opts.events?.unresponsive?.(r.pid, reason);
+    this.terminate(r);
+  }
+
+  /** SIGTERM to the group now, SIGKILL once the stop timeout has passed. */
+  private terminate(r: Running): void {
+    if (r.done || r.killTimer !== undefined) return;
+    this.opts.log.info({ pid: r.pid, stopTimeoutMs: this.opts.stopTimeoutMs }, 'sending SIGTERM to the child process group');
+    signalGroup(r.pid, 'SIGTERM');
+    r.killTimer = setTimeout(() => {
+      if (groupAlive(r.pid)) {
+        this.opts.log.warn({ pid: r.pid }, 'child process group did not stop in time; sending SIGKILL');
+        signalGroup(r.pid, 'SIGKILL');
+      }
+    }, this.opts.stopTimeoutMs);
+  }
+
+  /**
+   * The leader is gone; its group may not be (workers, a `sleep` a custom node started). They
+   * get the same SIGTERM-then-SIGKILL, so nothing ComfyUI started outlives it. The group's id
+   * cannot be reused while any member lives, so signalling it after the leader died is safe.
+   */
+  private async reapGroup(r: Running): Promise<void> {
+    if (!groupAlive(r.pid)) return;
+    this.terminate(r);
+    const deadline = performance.now() + this.opts.stopTimeoutMs + 1000;
+    while (groupAlive(r.pid) && performance.now() < deadline) await sleep(25);
+  }
+}
+
+/**
+ * Run a short helper (systemd-notify) to completion: secrets-free env, no output kept.
+ * Resolves with its exit code, or undefined when it could not be started.
+ */
+export function runHelper(command: string, args: readonly string[], env: Readonly<Record<string, string>>, timeoutMs = 5000): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn(command, [...args], { env: { ...env }, stdio: 'ignore', timeout: timeoutMs });
+    child.once('error', () => resolve(undefined));
+    child.once('exit', (code, signal) => resolve(exitCodeOf(code, signal)));
+  });
+}

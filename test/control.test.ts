@@ -1,0 +1,217 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../src/log.js';
+import { startControl, type ControlServer } from '../src/daemon/control.js';
+import { DaemonState } from '../src/daemon/state.js';
+import type { SyncOutcome } from '../src/daemon/sync-runner.js';
+import type { Entry, Manifest } from '../src/manifest/types.js';
+import { rawRequest } from './support/http-get.js';
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+interface Family {
+  readonly type: string;
+  readonly help: string;
+  readonly samples: Sample[];
+}
+
+const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/**
+ * A strict reader of the Prometheus text format (0.0.4): HELP and TYPE once per family and
+ * before its samples, samples of a family contiguous, valid names, escaped label values, float
+ * values, no duplicate series, counters named *_total, a final newline.
+ */
+function parsePrometheus(text: string): Map<string, Family> {
+  if (!text.endsWith('\n')) throw new Error('exposition must end with a newline');
+  const families = new Map<string, Family>();
+  const seen = new Set<string>();
+  const help = new Map<string, string>();
+  let current: string | undefined;
+  const lines = text.slice(0, -1).split('\n');
+  lines.forEach((line, i) => {
+    const where = `line ${i + 1} "${line}"`;
+    if (line === '') throw new Error(`${where}: empty line`);
+    const meta = /^# (HELP|TYPE) (\S+) (.*)$/.exec(line);
+    if (meta) {
+      const [, kind, name = '', rest = ''] = meta;
+      if (!NAME.test(name)) throw new Error(`${where}: bad metric name`);
+      if (kind === 'HELP') {
+        if (help.has(name)) throw new Error(`${where}: second HELP`);
+        if (/\\[^\\n]/.test(rest.replace(/\\\\/g, ''))) throw new Error(`${where}: bad escape in HELP`);
+        help.set(name, rest);
+      } else {
+        if (families.has(name)) throw new Error(`${where}: second TYPE`);
+        if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(rest)) throw new Error(`${where}: bad type`);
+        if (rest === 'counter' && !name.endsWith('_total')) throw new Error(`${where}: counter not named *_total`);
+        families.set(name, { type: rest, help: help.get(name) ?? '', samples: [] });
+        current = name;
+      }
+      return;
+    }
+    if (line.startsWith('#')) throw new Error(`${where}: unexpected comment`);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)( -?\d+)?$/.exec(line);
+    if (!m) throw new Error(`${where}: not a sample`);
+    const [, name = '', , rawLabels, rawValue = ''] = m;
+    if (name !== current) throw new Error(`${where}: sample outside its family (TYPE missing or family split)`);
+    const labels: Record<string, string> = {};
+    if (rawLabels !== undefined && rawLabels !== '') {
+      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)/y;
+      let pos = 0;
+      while (pos < rawLabels.length) {
+        re.lastIndex = pos;
+        const lm = re.exec(rawLabels);
+        if (!lm || !LABEL.test(lm[1] ?? '')) throw new Error(`${where}: bad label at ${pos}`);
+        const key = lm[1] ?? '';
+        if (key in labels) throw new Error(`${where}: duplicate label ${key}`);
+        labels[key] = (lm[2] ?? '').replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+        pos = re.lastIndex;
+        if (lm[3] === '' && pos !== rawLabels.length) throw new Error(`${where}: trailing label text`);
+      }
+    }
+    if (!/^([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|NaN|[+-]Inf)$/.test(rawValue)) throw new Error(`${where}: bad value`);
+    const value = rawValue === '+Inf' ? Infinity : rawValue === '-Inf' ? -Infinity : Number(rawValue);
+    const series = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
+    if (seen.has(series)) throw new Error(`${where}: duplicate series`);
+    seen.add(series);
+    families.get(name)?.samples.push({ name, labels, value });
+  });
+  for (const [name, f] of families) if (f.help === '') throw new Error(`${name}: no HELP`);
+  return families;
+}
+
+function value(families: Map<string, Family>, name: string, labels: Record<string, string> = {}): number | undefined {
+  return families.get(name)?.samples.find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+}
+
+function entry(index: number, dest: string, required: boolean): Entry {
+  const url = `https://example.invalid/${dest}`;
+  return { index, source: { kind: 'https', url, uri: url }, dest, sha256: 'ab'.repeat(32), size: 1000, allowPickle: false, required };
+}
+
+function manifest(entries: Entry[]): Manifest {
+  return { path: '/etc/modelsync/manifest.yaml', entries, folders: [], s3: { endpoint: undefined, region: undefined, pathStyle: undefined } };
+}
+
+let server: ControlServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+describe('control API', () => {
+  it('serves Prometheus text that a strict parser accepts, with the cold-start timeline', async () => {
+    const state = new DaemonState('entrypoint');
+    const req = entry(0, 'checkpoints/a "quoted" \\ name.safetensors', true);
+    const opt = entry(1, 'loras/b.safetensors', false);
+    state.setManifest(manifest([req, opt]));
+    state.mark('manifestLoaded');
+    state.syncStarted('startup');
+    state.events.cacheHit?.(req);
+    state.events.entryState?.(req, 'present', { size: 1000 });
+    state.events.entryState?.(opt, 'downloading', { size: 1000, key: { algo: 'sha256', hex: 'cd'.repeat(32) } });
+    state.events.bytes?.(400, { algo: 'sha256', hex: 'cd'.repeat(32) });
+    state.events.verifyFailure?.(opt.source.uri);
+    state.events.retry?.(opt.source.uri, 'reset', 100);
+    state.mark('requiredReady');
+    state.childSpawned(4242);
+    state.childAnswering();
+    state.comfy.restarts = 2;
+    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
+    const res = await rawRequest(`${server.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+    const m = parsePrometheus(res.body.toString());
+    expect(value(m, 'modelsync_bytes_downloaded_total')).toBe(400);
+    expect(value(m, 'modelsync_download_throughput_bytes_per_second')).toBeGreaterThan(0);
+    expect(value(m, 'modelsync_entries', { state: 'present' })).toBe(1);
+    expect(value(m, 'modelsync_entries', { state: 'downloading' })).toBe(1);
+    expect(value(m, 'modelsync_entries', { state: 'failed' })).toBe(0);
+    expect(value(m, 'modelsync_verify_failures_total')).toBe(1);
+    expect(value(m, 'modelsync_cache_hits_total')).toBe(1);
+    expect(value(m, 'modelsync_download_retries_total')).toBe(1);
+    expect(value(m, 'modelsync_comfyui_restarts_total')).toBe(2);
+    expect(value(m, 'modelsync_comfyui_up')).toBe(1);
+    expect(value(m, 'modelsync_ready')).toBe(1);
+    expect(value(m, 'modelsync_sync_in_progress')).toBe(1);
+    expect(m.get('modelsync_syncs_total')?.type).toBe('counter');
+    const phases = m.get('modelsync_cold_start_seconds')?.samples.map((s) => s.labels.phase);
+    expect(phases).toEqual(['manifest_loaded', 'required_models_ready', 'comfyui_spawned', 'comfyui_answering']);
+    for (const s of m.get('modelsync_cold_start_seconds')?.samples ?? []) expect(s.value).toBeGreaterThan(0);
+
+    state.syncFinished('startup', { ok: true, entries: [], bytesFetched: 400, durationMs: 1500 }, undefined);
+    const after = parsePrometheus((await rawRequest(`${server.url}/metrics`)).body.toString());
+    expect(value(after, 'modelsync_syncs_total', { outcome: 'ok' })).toBe(1);
+    expect(value(after, 'modelsync_last_sync_duration_seconds')).toBe(1.5);
+  });
+
+  it('the strict parser refuses what Prometheus would', () => {
+    expect(() => parsePrometheus('a 1')).toThrow(/newline/);
+    expect(() => parsePrometheus('a 1\n')).toThrow(/outside its family/);
+    expect(() => parsePrometheus('# HELP a x\n# TYPE a gauge\na{b="c} 1\n')).toThrow(/bad label/);
+    expect(() => parsePrometheus('# HELP a x\n# TYPE a counter\na 1\n')).toThrow(/_total/);
+    expect(() => parsePrometheus('# HELP a x\n# TYPE a gauge\na one\n')).toThrow(/bad value/);
+  });
+
+  it('answers /healthz, /readyz and /status from the state', async () => {
+    const state = new DaemonState('entrypoint');
+    const req = entry(0, 'checkpoints/a.safetensors', true);
+    state.setManifest(manifest([req, entry(1, 'loras/b.safetensors', false)]));
+    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
+    const get = (p: string): Promise<{ status: number; body: string }> => rawRequest(server?.url + p).then((r) => ({ status: r.status, body: r.body.toString() }));
+
+    expect((await get('/healthz')).status).toBe(200);
+    const notReady = await get('/readyz');
+    expect(notReady.status).toBe(503);
+    expect(notReady.body).toMatch(/required models not verified yet: checkpoints\/a\.safetensors/);
+    state.events.entryState?.(req, 'published', { size: 1000 });
+    expect((await get('/readyz')).body).toMatch(/ComfyUI is none/);
+    state.childSpawned(1);
+    state.childAnswering();
+    expect((await get('/readyz')).status).toBe(200);
+    state.comfy.degraded = true;
+    state.comfy.restarts = 5;
+    const sick = await get('/healthz');
+    expect(sick.status).toBe(503);
+    expect(sick.body).toMatch(/crash-looping \(5 restarts\)/);
+
+    const status = JSON.parse((await get('/status')).body) as { mode: string; healthy: boolean; comfyui: { phase: string; pid: number }; entries: { dest: string; state: string; verified: boolean; required: boolean; progress: number }[] };
+    expect(status.mode).toBe('entrypoint');
+    expect(status.healthy).toBe(false);
+    expect(status.comfyui).toMatchObject({ phase: 'running', pid: 1 });
+    expect(status.entries).toEqual([
+      expect.objectContaining({ dest: 'checkpoints/a.safetensors', state: 'published', verified: true, required: true, progress: 1 }),
+      expect.objectContaining({ dest: 'loras/b.safetensors', state: 'pending', verified: false, required: false, progress: 0 }),
+    ]);
+    expect((await get('/nope')).status).toBe(404);
+    expect((await rawRequest(`${server.url}/metrics`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it('POST /resync answers with the outcome: 200 when it succeeded, 500 when not', async () => {
+    const state = new DaemonState('service');
+    let outcome: SyncOutcome = { ok: true, reason: 'resync requested', report: { ok: true, entries: [], bytesFetched: 0, durationMs: 3 } };
+    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.resolve(outcome) }, silentLogger());
+    const ok = await rawRequest(`${server.url}/resync`, { method: 'POST' });
+    expect(ok.status).toBe(200);
+    expect(JSON.parse(ok.body.toString())).toMatchObject({ ok: true, reason: 'resync requested' });
+    outcome = { ok: false, reason: 'resync requested', error: { code: 'E_NO_SPACE', message: 'not enough free space' } };
+    const bad = await rawRequest(`${server.url}/resync`, { method: 'POST' });
+    expect(bad.status).toBe(500);
+    expect(JSON.parse(bad.body.toString())).toMatchObject({ ok: false, error: { code: 'E_NO_SPACE' } });
+    expect((await rawRequest(`${server.url}/resync`)).status).toBe(405);
+  });
+
+  it('refuses a control address in use with a clear error', async () => {
+    const state = new DaemonState('service');
+    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
+    const port = Number(new URL(server.url).port);
+    await expect(startControl('127.0.0.1', port, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger())).rejects.toMatchObject({
+      code: 'E_DAEMON',
+      message: expect.stringMatching(/EADDRINUSE.*another modelsync/) as unknown,
+    });
+  });
+});

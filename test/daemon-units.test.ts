@@ -1,0 +1,112 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { comfyUrlFromArgs } from '../src/daemon/health-probe.js';
+import { lineSplitter } from '../src/daemon/lines.js';
+import { manifestCacheKey, readCachedManifest, writeCachedManifest } from '../src/daemon/manifest-cache.js';
+import { lockFileOf } from '../src/daemon/manifest-holder.js';
+import { SyncRunner, type SyncOutcome } from '../src/daemon/sync-runner.js';
+import { lockPathFor } from '../src/manifest/lock.js';
+import { parseManifest } from '../src/manifest/load.js';
+
+describe('daemon helpers', () => {
+  it('finds ComfyUI from its own argv', () => {
+    expect(comfyUrlFromArgs(['main.py'])).toBe('http://127.0.0.1:8188');
+    expect(comfyUrlFromArgs(['main.py', '--listen', '0.0.0.0', '--port', '8190'])).toBe('http://127.0.0.1:8190');
+    expect(comfyUrlFromArgs(['main.py', '--listen', '--port', '9000'])).toBe('http://127.0.0.1:9000');
+    expect(comfyUrlFromArgs(['main.py', '--listen', '10.0.0.5,::1', '--port=7000'])).toBe('http://10.0.0.5:7000');
+    expect(comfyUrlFromArgs(['main.py', '--listen=::', '--tls-keyfile', 'k.pem', '--tls-certfile', 'c.pem'])).toBe('https://[::1]:8188');
+    expect(comfyUrlFromArgs(['main.py', '--listen'])).toBe('http://127.0.0.1:8188');
+  });
+
+  it('splits output into lines across chunks, multi-byte characters included', () => {
+    const lines: string[] = [];
+    const s = lineSplitter((l) => lines.push(l));
+    const text = Buffer.from('héllo\r\nwörld\npart');
+    for (let i = 0; i < text.length; i++) s.write(text.subarray(i, i + 1));
+    expect(lines).toEqual(['héllo', 'wörld']);
+    s.end();
+    expect(lines).toEqual(['héllo', 'wörld', 'part']);
+  });
+
+  it('names the lock file exactly as manifest/lock.ts does', () => {
+    for (const p of ['/etc/modelsync/manifest.yaml', '/a/b.YML', '/x/models.json', '/x/no-ext', '/x/y.lock.yaml']) expect(lockFileOf(p)).toBe(lockPathFor(p));
+  });
+
+  it('reads daemon settings from flags and env, refusing bad ones', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-units-'));
+    try {
+      const env = { HOME: dir, MODELSYNC_STATE_DIR: dir, MODELSYNC_RESTART_BASE_MS: '50', NOTIFY_SOCKET: '/run/notify' };
+      const c = loadConfig({ 'models-dir': dir, 'stop-timeout': '1.5', 'startup-timeout': '0' }, env);
+      expect(c.daemon).toMatchObject({ restart: 'on-failure', stopTimeoutMs: 1500, startupTimeoutMs: 0, restartBaseMs: 50, notifySocket: '/run/notify', comfyUrl: undefined });
+      expect(loadConfig({ 'models-dir': dir }, { ...env, MODELSYNC_STOP_TIMEOUT: '3' }).daemon.stopTimeoutMs).toBe(3000);
+      expect(() => loadConfig({ 'models-dir': dir, restart: 'sometimes' }, env)).toThrow(/--restart must be always, on-failure or never/);
+      expect(() => loadConfig({ 'models-dir': dir, 'stop-timeout': '-1' }, env)).toThrow(/--stop-timeout/);
+      expect(() => loadConfig({ 'models-dir': dir, 'comfy-url': 'localhost:8188' }, env)).toThrow(/--comfy-url/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('caches a validated manifest under its exact text and its lock', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-units-'));
+    try {
+      const file = path.join(dir, 'm.yaml');
+      const text = 'version: 1\nmodels:\n  - source: hf://org/name/model.safetensors\n    dest: checkpoints/m.safetensors\n    required: false\n';
+      const m = parseManifest(text, file);
+      const key = manifestCacheKey(file, { manifest: text, lock: '' });
+      expect(await readCachedManifest(dir, key)).toBeUndefined();
+      await writeCachedManifest(dir, key, m);
+      expect(await readCachedManifest(dir, key)).toEqual(JSON.parse(JSON.stringify(m)));
+      expect(await readCachedManifest(dir, manifestCacheKey(file, { manifest: `${text}\n`, lock: '' }))).toBeUndefined();
+      expect(await readCachedManifest(dir, manifestCacheKey(file, { manifest: text, lock: '{}' }))).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('SyncRunner', () => {
+  function controllable(): { runner: SyncRunner; runs: { reason: string; refresh: boolean; requiredOnly: boolean; finish: (ok: boolean) => void }[] } {
+    const runs: { reason: string; refresh: boolean; requiredOnly: boolean; finish: (ok: boolean) => void }[] = [];
+    const runner = new SyncRunner(
+      (reason, refresh, requiredOnly) =>
+        new Promise<SyncOutcome>((resolve) => {
+          runs.push({ reason, refresh, requiredOnly, finish: (ok) => resolve({ ok, reason }) });
+        }),
+    );
+    return { runner, runs };
+  }
+  const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  it('runs one sync at a time; requests made meanwhile share the next one', async () => {
+    const { runner, runs } = controllable();
+    const first = runner.request('startup: required models', false, true);
+    const a = runner.request('manifest changed');
+    const b = runner.request('resync requested', true);
+    await tick();
+    expect(runs.map((r) => r.reason)).toEqual(['startup: required models']);
+    runs[0]?.finish(true);
+    expect(await first).toEqual({ ok: true, reason: 'startup: required models' });
+    await tick();
+    expect(runs).toHaveLength(2);
+    expect(runs[1]).toMatchObject({ reason: 'manifest changed, resync requested', refresh: true, requiredOnly: false });
+    runs[1]?.finish(false);
+    expect(await a).toBe(await b);
+    expect((await a).ok).toBe(false);
+    // Idle again: the next request starts at once.
+    void runner.request('SIGHUP');
+    await tick();
+    expect(runs).toHaveLength(3);
+    runs[2]?.finish(true);
+  });
+
+  it('turns a thrown sync into a failed outcome, and refuses new work once closed', async () => {
+    const runner = new SyncRunner(() => Promise.reject(Object.assign(new Error('boom'))));
+    expect(await runner.request('x')).toMatchObject({ ok: false, error: { code: 'E_SYNC_FAILED' } });
+    await runner.close();
+    expect(await runner.request('y')).toMatchObject({ ok: false, error: { code: 'E_ABORTED' } });
+  });
+});

@@ -1,0 +1,218 @@
+import { describe, expect, it } from 'vitest';
+import type { Clock } from '../src/clock.js';
+import { silentLogger } from '../src/log.js';
+import { backoffDelay, RestartTracker, wantsRestart, type BackoffPolicy } from '../src/daemon/backoff.js';
+import { processAlive } from '../src/daemon/process-group.js';
+import { Supervisor, type SupervisorOptions } from '../src/daemon/supervisor.js';
+
+const POLICY: BackoffPolicy = { initialMs: 1000, maxMs: 4000, stableMs: 60_000, degradedAfter: 3 };
+const OK = { code: 0, signal: null, unresponsive: false } as const;
+const CRASH = { code: 1, signal: null, unresponsive: false } as const;
+
+/** Virtual time: a backoff wait advances the clock and returns at once; `onSleep` can stop things. */
+class VirtualClock implements Clock {
+  t = 0;
+  readonly sleeps: number[] = [];
+  onSleep: (ms: number) => void = () => undefined;
+  now(): number {
+    return this.t;
+  }
+  random(): number {
+    return 0.5;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    this.sleeps.push(ms);
+    this.t += ms;
+    this.onSleep(ms);
+    return signal?.aborted ? Promise.reject(signal.reason) : Promise.resolve();
+  }
+}
+
+function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: Supervisor; clock: VirtualClock; lines: string[]; events: string[] } {
+  const clock = new VirtualClock();
+  const lines: string[] = [];
+  const events: string[] = [];
+  const sup = new Supervisor({
+    command: process.execPath,
+    args: ['-e', script],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ONLY_THIS: 'yes' },
+    restart: 'on-failure',
+    backoff: POLICY,
+    clock,
+    startupTimeoutMs: 0,
+    stopTimeoutMs: 300,
+    probeIntervalMs: 20,
+    probeFailures: 2,
+    probe: () => Promise.resolve(true),
+    log: silentLogger(),
+    output: (stream, line) => lines.push(`${stream}:${line}`),
+    events: {
+      answering: () => events.push('answering'),
+      unresponsive: (_pid, reason) => events.push(`unresponsive:${reason}`),
+      exited: (_pid, exit) => events.push(`exited:${exit.code}`),
+      backoff: (ms) => events.push(`backoff:${ms}`),
+      degraded: (d) => events.push(`degraded:${d}`),
+    },
+    ...over,
+  });
+  return { sup, clock, lines, events };
+}
+
+/** Resolves once a line matching `re` has been forwarded. */
+async function lineMatching(lines: string[], re: RegExp): Promise<RegExpExecArray> {
+  for (let i = 0; i < 500; i++) {
+    for (const l of lines) {
+      const m = re.exec(l);
+      if (m) return m;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`no line matching ${re} in ${JSON.stringify(lines)}`);
+}
+
+describe('backoff policy', () => {
+  it('doubles from the initial delay and stops at the cap', () => {
+    expect([1, 2, 3, 4, 5, 40].map((n) => backoffDelay(POLICY, n))).toEqual([1000, 2000, 4000, 4000, 4000, 4000]);
+    expect(backoffDelay(POLICY, 0)).toBe(0);
+  });
+
+  it('decides restarts by policy', () => {
+    expect(wantsRestart('never', CRASH)).toBe(false);
+    expect(wantsRestart('always', OK)).toBe(true);
+    expect(wantsRestart('on-failure', OK)).toBe(false);
+    expect(wantsRestart('on-failure', CRASH)).toBe(true);
+    expect(wantsRestart('on-failure', { code: 0, signal: null, unresponsive: true })).toBe(true);
+  });
+
+  it('counts quick failures, becomes degraded, and resets after a stable period', () => {
+    const t = new RestartTracker(POLICY, 'on-failure');
+    let now = 0;
+    const delays: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      t.started(now);
+      now += 500;
+      const d = t.exited(now, CRASH);
+      if (d.restart) delays.push(d.delayMs);
+      now += d.restart ? d.delayMs : 0;
+    }
+    expect(delays).toEqual([1000, 2000, 4000]);
+    expect(t.degraded).toBe(true);
+    // Up and answering long enough: the series is over while it still runs.
+    t.started(now);
+    expect(t.alive(now + 1000)).toBe(false);
+    expect(t.alive(now + POLICY.stableMs)).toBe(true);
+    expect(t.degraded).toBe(false);
+    // A crash after a stable run starts a new series at the initial delay.
+    t.started(now);
+    expect(t.exited(now + POLICY.stableMs + 1, CRASH)).toEqual({ restart: true, delayMs: 1000 });
+    expect(t.restarts).toBe(4);
+  });
+
+  it('spaces out `--restart always` restarts of a child that exits 0 at once', () => {
+    const t = new RestartTracker(POLICY, 'always');
+    t.started(0);
+    expect(t.exited(10, OK)).toEqual({ restart: true, delayMs: 1000 });
+    t.started(1010);
+    expect(t.exited(1020, OK)).toEqual({ restart: true, delayMs: 2000 });
+  });
+});
+
+describe('Supervisor', () => {
+  it('restarts a crashing child with exponential backoff and reports degraded (virtual time)', async () => {
+    const h = harness('process.exit(3)');
+    h.clock.onSleep = () => {
+      if (h.clock.sleeps.length === 5) h.sup.stop();
+    };
+    expect(await h.sup.run()).toBe(3);
+    expect(h.clock.sleeps).toEqual([1000, 2000, 4000, 4000, 4000]);
+    // Five runs; the stop came during the fifth wait.
+    expect(h.events.filter((e) => e.startsWith('exited'))).toHaveLength(5);
+    // Degraded once the third failure in a row is in.
+    expect(h.events.indexOf('degraded:true')).toBe(h.events.indexOf('exited:3', h.events.indexOf('backoff:2000')) + 1);
+    expect(h.sup.tracker.restarts).toBe(5);
+  });
+
+  it('passes the exit code on under --restart never, and 128+signal for a signal death', async () => {
+    expect(await harness('process.exit(7)', { restart: 'never' }).sup.run()).toBe(7);
+    const killed = harness("process.kill(process.pid, 'SIGKILL')", { restart: 'never' });
+    expect(await killed.sup.run()).toBe(137);
+    expect(killed.clock.sleeps).toEqual([]);
+  });
+
+  it('ends after a clean exit under on-failure, restarts it under always', async () => {
+    const clean = harness('process.exit(0)');
+    expect(await clean.sup.run()).toBe(0);
+    expect(clean.clock.sleeps).toEqual([]);
+    const always = harness('process.exit(0)', { restart: 'always' });
+    always.clock.onSleep = () => {
+      if (always.clock.sleeps.length === 2) always.sup.stop();
+    };
+    expect(await always.sup.run()).toBe(0);
+    expect(always.clock.sleeps).toEqual([1000, 2000]);
+  });
+
+  it('resolves 127 when the command does not exist', async () => {
+    const h = harness('', { command: '/nonexistent/comfyui-python' });
+    expect(await h.sup.run()).toBe(127);
+    expect(h.lines.join('\n')).toMatch(/cannot start "\/nonexistent\/comfyui-python"/);
+  });
+
+  it('forwards output line by line and gives the child exactly the environment it was handed', async () => {
+    const h = harness("process.stdout.write(JSON.stringify(process.env) + '\\nfirst\\nno newline at the end'); process.stderr.write('on stderr\\n')", { restart: 'never' });
+    expect(await h.sup.run()).toBe(0);
+    const envLine = h.lines.find((l) => l.startsWith('stdout:{'));
+    expect(JSON.parse((envLine ?? '').slice('stdout:'.length))).toEqual({ PATH: process.env.PATH ?? '/usr/bin:/bin', ONLY_THIS: 'yes' });
+    expect(h.lines).toEqual(expect.arrayContaining(['stdout:first', 'stdout:no newline at the end', 'stderr:on stderr']));
+  });
+
+  it('stops a child that never answers within the startup timeout and counts it as a failure', async () => {
+    const h = harness('setInterval(() => {}, 1000)', { restart: 'never', startupTimeoutMs: 200, probe: () => Promise.resolve(false) });
+    // Node dies of the SIGTERM: 128 + 15.
+    expect(await h.sup.run()).toBe(143);
+    expect(h.events[0]).toMatch(/^unresponsive:no answer within the startup timeout/);
+  });
+
+  it('stops a child that stops answering', async () => {
+    let lines: string[] = [];
+    // Answers until its SIGTERM handler is in place, then goes quiet.
+    const h = harness("process.on('SIGTERM', () => process.exit(0)); console.log('armed'); setInterval(() => {}, 1000)", {
+      restart: 'never',
+      startupTimeoutMs: 5000,
+      probe: () => Promise.resolve(!lines.includes('stdout:armed')),
+    });
+    lines = h.lines;
+    // It exits 0 on our SIGTERM, but it was stopped for hanging: a failure all the same.
+    expect(await h.sup.run()).toBe(1);
+    expect(h.events.slice(0, 2)).toEqual(['answering', 'unresponsive:2 health probes in a row went unanswered']);
+  });
+
+  it('escalates to SIGKILL when the child ignores SIGTERM, and leaves no process of its group behind', async () => {
+    const script = [
+      "const { spawn } = require('node:child_process');",
+      // A grandchild in the same group that ignores SIGTERM too.
+      "const g = spawn('sh', ['-c', 'trap \"\" TERM; while :; do sleep 1; done'], { stdio: 'ignore' });",
+      "process.on('SIGTERM', () => console.log('ignoring SIGTERM'));",
+      "console.log('grandchild ' + g.pid);",
+      'setInterval(() => {}, 1000);',
+    ].join('\n');
+    const h = harness(script);
+    const running = h.sup.run();
+    const m = await lineMatching(h.lines, /^stdout:grandchild (\d+)$/);
+    const grandchild = Number(m[1]);
+    expect(processAlive(grandchild)).toBe(true);
+    h.sup.stop();
+    expect(await running).toBe(137);
+    expect(h.lines).toContain('stdout:ignoring SIGTERM');
+    expect(processAlive(grandchild)).toBe(false);
+    expect(h.clock.sleeps).toEqual([]);
+  });
+
+  it('stops what the child left in its group when it exits on its own', async () => {
+    const script = "const g = require('node:child_process').spawn('sleep', ['1000'], { stdio: 'ignore' }); console.log('grandchild ' + g.pid); setTimeout(() => process.exit(0), 50);";
+    const h = harness(script, { restart: 'never' });
+    expect(await h.sup.run()).toBe(0);
+    const m = await lineMatching(h.lines, /^stdout:grandchild (\d+)$/);
+    expect(processAlive(Number(m[1]))).toBe(false);
+  });
+});
