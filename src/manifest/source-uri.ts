@@ -1,3 +1,4 @@
+import { redactUrl } from '../redact.js';
 import type { SourceRef } from './types.js';
 
 const REPO_PART = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
@@ -63,7 +64,9 @@ function parseHttp(uri: string): SourceRef | { error: string } {
   if (u.username || u.password) return { error: 'credentials in the URL are not allowed (use MODELSYNC_HTTP_TOKENS)' };
   // Plain http is accepted only for loopback, where local mirrors and tests live.
   if (u.protocol === 'http:' && !isLoopback(u.hostname)) return { error: 'plain http:// is refused (use https://)' };
-  return { kind: 'https', url: u.toString(), uri };
+  // A presigned URL carries its credential in the query: `uri` is what messages, the state DB and
+  // status show, so it keeps only origin and path; `url` (what is fetched) keeps everything.
+  return { kind: 'https', url: u.toString(), uri: u.search === '' ? uri : redactUrl(u) };
 }
 
 export function isLoopback(host: string): boolean {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, renameSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ModelsyncError } from '../errors.js';
@@ -79,12 +79,14 @@ export class StateDb {
   }
 
   static open(stateDir: string, opts: OpenOptions = {}): StateDb {
-    mkdirSync(stateDir, { recursive: true });
-    const type = opts.statfsType ?? statfsSync(stateDir).type;
+    // Asked of the folder that will hold it (or its nearest existing parent): refused before
+    // anything is created on the network file system.
+    const type = opts.statfsType ?? statfsSync(nearestExisting(stateDir)).type;
     const fsName = NETWORK_FS.get(type >>> 0);
     if (fsName !== undefined) {
       throw new ModelsyncError('E_STATE_DIR', `state dir ${stateDir} is on ${fsName}: SQLite needs a local file system (use --state-dir on local disk; the store may stay on the shared volume)`);
     }
+    mkdirSync(stateDir, { recursive: true });
     const file = path.join(stateDir, 'state.db');
     try {
       return new StateDb(openChecked(file));
@@ -166,6 +168,12 @@ export class StateDb {
   transaction(fn: () => void): void {
     this.db.transaction(fn)();
   }
+}
+
+function nearestExisting(dir: string): string {
+  let d = path.resolve(dir);
+  while (!existsSync(d) && path.dirname(d) !== d) d = path.dirname(d);
+  return d;
 }
 
 function openChecked(file: string): Database.Database {

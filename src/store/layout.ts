@@ -1,6 +1,7 @@
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { withReopen } from './estale.js';
 import type { ContentKey } from '../sources/source.js';
 
 /** Bumped when the on-disk layout changes incompatibly; a newer store is refused, never rewritten. */
@@ -32,15 +33,15 @@ export function blobPath(layout: StoreLayout, key: ContentKey): string {
 /** Create the store's folders and check (or write) its layout version. */
 export async function openStore(root: string): Promise<StoreLayout> {
   const layout = storeLayout(root);
-  await Promise.all([layout.blobs, layout.tmp, layout.leases, layout.refs].map((d) => mkdir(d, { recursive: true })));
   const file = path.join(root, 'layout.json');
   let raw: string | undefined;
   try {
-    raw = await readFile(file, 'utf8');
+    raw = await withReopen(() => readFile(file, 'utf8'));
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
   if (raw === undefined) {
+    await makeFolders(layout);
     // Unique temp + rename: two nodes creating the store at once both write the same content.
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
     await writeFile(tmp, `${JSON.stringify({ layout: LAYOUT_VERSION })}\n`);
@@ -53,8 +54,17 @@ export async function openStore(root: string): Promise<StoreLayout> {
   } catch (e) {
     throw new ModelsyncError('E_STORE_LAYOUT', `store ${root} has an unreadable layout.json`, { cause: e });
   }
-  if (typeof version !== 'number' || version > LAYOUT_VERSION) {
+  if (typeof version !== 'number' || !Number.isInteger(version) || version < 1) {
+    throw new ModelsyncError('E_STORE_LAYOUT', `store ${root} has a layout.json without a valid layout version (${JSON.stringify(version) ?? 'none'}); refusing to touch it`);
+  }
+  if (version > LAYOUT_VERSION) {
     throw new ModelsyncError('E_STORE_LAYOUT', `store ${root} has layout ${String(version)}, newer than this modelsync understands (${LAYOUT_VERSION}); upgrade modelsync`);
   }
+  await makeFolders(layout);
   return layout;
+}
+
+/** Only once the version is known to be ours: a newer store is refused without a byte written. */
+async function makeFolders(layout: StoreLayout): Promise<void> {
+  await Promise.all([layout.blobs, layout.tmp, layout.leases, layout.refs].map((d) => mkdir(d, { recursive: true })));
 }

@@ -4,6 +4,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { withReopen } from './estale.js';
 
 export interface LeaseOptions {
   /** STORE/leases */
@@ -21,16 +22,31 @@ export interface LeaseOptions {
  * comes from unique partials, hashing and rename, so a lease that two nodes briefly both believe
  * they hold wastes bytes, never corrupts. Created with mkdir (atomic on NFS, unlike flock), kept
  * alive by rewriting its content, and judged stale by observers on their own monotonic clock
- * because clocks on different nodes disagree.
+ * because clocks on different nodes disagree: the owner file carries no time that anyone trusts.
+ *
+ * The holder fences itself. An observer breaks the lease only after its content stayed the same
+ * for `staleMs` on the observer's clock, so no one can have broken it within `staleMs` of our last
+ * successful rewrite. A holder that was stopped (SIGSTOP, a VM pause, a partition) longer than
+ * half of that must re-confirm before it writes another byte: `fence()` does that, and the
+ * downloader calls it before every write, so a holder that wakes after a takeover never writes
+ * into the partial its successor adopted.
  */
 export class Lease {
   private readonly ctrl = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly stopBeat = new AbortController();
+  private readonly clock: Clock;
   private beat = 0;
+  /** Our clock when the last successful owner rewrite started. */
+  private lastBeatAt = Number.NEGATIVE_INFINITY;
+  private confirming: Promise<void> | undefined;
+  private beating: Promise<void> = Promise.resolve();
+  private stopped = false;
 
-  private constructor(private readonly opts: LeaseOptions) {}
+  private constructor(private readonly opts: LeaseOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
-  /** Aborted when the lease is lost: the holder must stop writing. */
+  /** Aborted when the lease is lost (E_LEASE_LOST) or released: the holder must stop writing. */
   get signal(): AbortSignal {
     return this.ctrl.signal;
   }
@@ -47,49 +63,116 @@ export class Lease {
       if (errnoCode(e) === 'EEXIST') return undefined;
       throw e;
     }
-    await lease.write();
-    lease.timer = setInterval(() => void lease.heartbeat(), opts.heartbeatMs);
-    lease.timer.unref();
+    try {
+      await lease.write();
+    } catch (e) {
+      // Our new, still ownerless lease was moved away by an observer that had judged the one
+      // before it stale (the race breakStale describes): that observer holds it now.
+      if (errnoCode(e) === 'ENOENT') return undefined;
+      // An ownerless lease would stall every peer for a whole stale period.
+      await rm(lease.path, { recursive: true, force: true }).catch(() => undefined);
+      throw e;
+    }
+    lease.beating = lease.heartbeatLoop();
     return lease;
   }
 
   private async write(): Promise<void> {
-    this.beat++;
+    const beat = ++this.beat;
+    const startedAt = this.clock.now();
     const owner = path.join(this.path, 'owner');
-    const tmp = `${owner}.${this.opts.token}`;
-    await writeFile(tmp, JSON.stringify({ token: this.opts.token, beat: this.beat, host: hostname(), pid: process.pid }));
-    await rename(tmp, owner);
+    const tmp = `${owner}.${this.opts.token}.${beat}`;
+    // `at` is for people reading the file; staleness is judged on content changes alone.
+    await writeFile(tmp, JSON.stringify({ token: this.opts.token, beat, host: hostname(), pid: process.pid, at: new Date().toISOString() }));
+    try {
+      await rename(tmp, owner);
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw e;
+    }
+    this.lastBeatAt = Math.max(this.lastBeatAt, startedAt);
   }
 
-  /** Still ours? Read the owner file: a peer that took over has replaced it. */
+  /** Still ours? Read the owner file: a peer that took over has replaced it (or the whole lease). */
   async check(): Promise<boolean> {
     if (this.ctrl.signal.aborted) return false;
     const owner = await readOwner(this.path);
-    if (owner?.token === this.opts.token) return true;
-    // mkdir happened but the first owner write may not be visible yet
-    if (owner === undefined && this.beat === 0) return true;
-    this.lose();
+    if (owner.state === 'owned' && owner.token === this.opts.token) return true;
+    this.lose(`lost the lease on ${this.opts.name} to another node; stopping`);
     return false;
   }
 
-  private lose(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.ctrl.abort(new ModelsyncError('E_LEASE_LOST', `lost the lease on ${this.opts.name} to another node; stopping`, { retryable: false }));
-  }
-
-  private async heartbeat(): Promise<void> {
+  /**
+   * Resolve when writing is safe, reject with E_LEASE_LOST when it is not. Free while heartbeats
+   * are recent; after a gap (we were stopped or starved) it re-reads and rewrites the owner first.
+   */
+  async fence(): Promise<void> {
+    if (this.ctrl.signal.aborted) throw this.ctrl.signal.reason;
+    if (this.fresh()) return;
     try {
-      if (await this.check()) await this.write();
-    } catch {
-      // A missed beat is not fatal; a peer only takes over after a whole stale period.
+      await this.confirm();
+    } catch (e) {
+      this.lose(`could not renew the lease on ${this.opts.name} (${errnoCode(e) ?? String(e)}); stopping`);
+    }
+    if (this.ctrl.signal.aborted) throw this.ctrl.signal.reason;
+    if (!this.fresh()) {
+      this.lose(`could not renew the lease on ${this.opts.name} in time; stopping`);
+      throw this.ctrl.signal.reason;
     }
   }
 
+  private fresh(): boolean {
+    return this.clock.now() - this.lastBeatAt < this.opts.staleMs / 2;
+  }
+
+  /** check + rewrite, one at a time (the heartbeat and every fence share it). */
+  private confirm(): Promise<void> {
+    if (this.confirming) return this.confirming;
+    const p = (async () => {
+      if (!this.stopped && (await this.check()) && !this.stopped) await this.write();
+    })();
+    this.confirming = p;
+    p.then(
+      () => this.settled(p),
+      () => this.settled(p),
+    );
+    return p;
+  }
+
+  private settled(p: Promise<void>): void {
+    if (this.confirming === p) this.confirming = undefined;
+  }
+
+  private async heartbeatLoop(): Promise<void> {
+    const every = Math.max(1, this.opts.heartbeatMs);
+    while (!this.stopped && !this.ctrl.signal.aborted) {
+      try {
+        await this.clock.sleep(every, this.stopBeat.signal);
+      } catch {
+        return;
+      }
+      try {
+        await this.confirm();
+      } catch {
+        // A missed beat is not fatal: peers wait a whole stale period, and fence() guards writes.
+      }
+    }
+  }
+
+  private lose(message: string): void {
+    this.stopped = true;
+    this.stopBeat.abort();
+    if (!this.ctrl.signal.aborted) this.ctrl.abort(new ModelsyncError('E_LEASE_LOST', message, { retryable: false }));
+  }
+
   async release(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    if (this.ctrl.signal.aborted) return;
-    if (await this.check()) {
-      const away = `${this.path}.released-${this.opts.token}`;
+    const held = !this.ctrl.signal.aborted;
+    this.stopped = true;
+    this.stopBeat.abort();
+    // An owner rewrite still in flight must not land after the lease is gone (or someone else's).
+    await Promise.allSettled([this.beating, this.confirming]);
+    if (held && !this.ctrl.signal.aborted && (await this.check().catch(() => false))) {
+      const away = `${this.path}.released-${this.opts.token}${randomBytes(3).toString('hex')}`;
       try {
         await rename(this.path, away);
         await rm(away, { recursive: true, force: true });
@@ -97,18 +180,32 @@ export class Lease {
         /* already gone */
       }
     }
-    this.ctrl.abort(new ModelsyncError('E_ABORTED', 'lease released'));
+    if (!this.ctrl.signal.aborted) this.ctrl.abort(new ModelsyncError('E_ABORTED', 'lease released'));
   }
 }
 
-async function readOwner(leasePath: string): Promise<{ token: string; raw: string } | undefined> {
+type Owner = { state: 'absent' } | { state: 'owned'; token: string; raw: string } | { state: 'unreadable'; raw: string };
+
+/** The lease's owner file. ENOENT means no owner (no lease, or one not yet written). */
+async function readOwner(leasePath: string): Promise<Owner> {
+  let raw: string;
   try {
-    const raw = await readFile(path.join(leasePath, 'owner'), 'utf8');
-    const j = JSON.parse(raw) as { token?: unknown };
-    return typeof j.token === 'string' ? { token: j.token, raw } : undefined;
-  } catch {
-    return undefined;
+    raw = await withReopen(() => readFile(path.join(leasePath, 'owner'), 'utf8'));
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return { state: 'absent' };
+    throw e;
   }
+  try {
+    const j = JSON.parse(raw) as { token?: unknown };
+    if (typeof j.token === 'string') return { state: 'owned', token: j.token, raw };
+  } catch {
+    /* a foreign or damaged file: still content whose changes we can watch */
+  }
+  return { state: 'unreadable', raw };
+}
+
+function contentOf(o: Owner): string {
+  return o.state === 'absent' ? '' : o.raw;
 }
 
 export function newToken(): string {
@@ -118,7 +215,8 @@ export function newToken(): string {
 /**
  * Take the lease, or wait while a live peer holds it. Returns 'done' once `isDone` says the blob
  * was committed (by the peer), or the lease once we hold it (fresh or taken over from a peer
- * whose heartbeat stopped for `staleMs` on our clock).
+ * whose heartbeat stopped for `staleMs` on our clock). `isDone` is asked again after winning the
+ * lease: a peer may have committed and released between our last look and our mkdir.
  */
 export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<boolean>, signal: AbortSignal, onWait?: () => void): Promise<Lease | 'done'> {
   const clock = opts.clock ?? systemClock;
@@ -126,22 +224,28 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
   let seen: string | undefined;
   let seenAt = clock.now();
   let waited = false;
-  const pollMs = Math.max(10, Math.min(opts.heartbeatMs, 1000));
+  // No fs.watch: change notification does not cross NFS clients. Polling four times a second
+  // costs a stat, a failed mkdir and a small read, and lets a waiter publish within 250 ms of
+  // the commit: on a file that downloads in seconds, a 1 s poll was a tenth of the wall time.
+  const pollMs = Math.max(10, Math.min(opts.heartbeatMs, 250));
   for (;;) {
     if (signal.aborted) throw signal.reason;
     if (await isDone()) return 'done';
     const lease = await Lease.tryAcquire(opts);
-    if (lease) return lease;
+    if (lease) {
+      if (!(await isDone())) return lease;
+      await lease.release();
+      return 'done';
+    }
     if (!waited) {
       waited = true;
       onWait?.();
     }
-    const owner = await readOwner(leasePath);
-    const content = owner?.raw ?? '';
+    const content = contentOf(await readOwner(leasePath));
     if (content !== seen) {
       seen = content;
       seenAt = clock.now();
-    } else if (clock.now() - seenAt > opts.staleMs) {
+    } else if (clock.now() - seenAt >= opts.staleMs) {
       await breakStale(leasePath, opts.token, content);
       seen = undefined;
       continue;
@@ -150,11 +254,14 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
   }
 }
 
-/** Move a stale lease out of the way; only one of several observers' renames can succeed. */
+/**
+ * Move a stale lease out of the way; of several observers' renames only one can take a given
+ * directory. (An observer that looked just before another's takeover can still move the new
+ * lease: its holder then finds itself replaced at its next check and yields. Bytes, not data.)
+ */
 async function breakStale(leasePath: string, token: string, staleContent: string): Promise<void> {
-  const again = await readOwner(leasePath);
-  if ((again?.raw ?? '') !== staleContent) return;
-  const away = `${leasePath}.stale-${token}`;
+  if (contentOf(await readOwner(leasePath)) !== staleContent) return;
+  const away = `${leasePath}.stale-${token}${randomBytes(3).toString('hex')}`;
   try {
     await rename(leasePath, away);
   } catch (e) {
@@ -162,4 +269,9 @@ async function breakStale(leasePath: string, token: string, staleContent: string
     throw e;
   }
   await rm(away, { recursive: true, force: true });
+}
+
+/** Names in STORE/leases that are leftovers of a break or a release, never a live lease. */
+export function isLeaseLeftover(name: string): boolean {
+  return /\.(stale|released)-[0-9a-f]+$/.test(name);
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, rename, symlink, unlink } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, readdir, rename, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { fsyncDir } from './blobs.js';
@@ -14,7 +14,7 @@ export type PublishMode = 'present' | 'hardlink' | 'symlink' | 'copy';
  * one, never a half-written one. Hard link first (no extra space, same inode); symlink, then a
  * copy, where the file system refuses hard links.
  */
-export async function publish(blob: string, modelsDir: string, dest: string): Promise<PublishMode> {
+export async function publish(blob: string, modelsDir: string, dest: string, retries = 4): Promise<PublishMode> {
   const segs = dest.split('/');
   let dir = modelsDir;
   for (const seg of segs.slice(0, -1)) {
@@ -30,6 +30,7 @@ export async function publish(blob: string, modelsDir: string, dest: string): Pr
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
+  await clearLeftoverTemps(dir, path.basename(final));
   const tmp = path.join(dir, `.${path.basename(final)}.modelsync-${randomBytes(6).toString('hex')}`);
   let mode: PublishMode = 'hardlink';
   try {
@@ -48,10 +49,34 @@ export async function publish(blob: string, modelsDir: string, dest: string): Pr
     await rename(tmp, final);
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
+    // A concurrent publish of this dest (nodes sharing a models dir) cleared our temp as a
+    // leftover: do it over; once any of them has renamed, the retry finds the blob 'present'.
+    if (errnoCode(e) === 'ENOENT' && retries > 0) return publish(blob, modelsDir, dest, retries - 1);
     throw publishError(e, dest);
   }
+  // rename() of two links to one inode (a concurrent publish of this blob got there first)
+  // succeeds and does nothing: our temp name would stay behind.
+  await unlink(tmp).catch(() => undefined);
   await fsyncDir(dir);
   return mode;
+}
+
+/**
+ * A publish killed between its link and its rename leaves `.<name>.modelsync-<hex>` behind:
+ * never a final path, but a hidden second name for a blob (a dangling symlink once gc removes
+ * it). The next publish of the same name clears them; the names are ours alone.
+ */
+async function clearLeftoverTemps(dir: string, name: string): Promise<void> {
+  const prefix = `.${name}.modelsync-`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    if (n.startsWith(prefix) && /^[0-9a-f]{12}$/.test(n.slice(prefix.length))) await unlink(path.join(dir, n)).catch(() => undefined);
+  }
 }
 
 async function ensureRealDir(dir: string, dest: string): Promise<void> {

@@ -16,6 +16,8 @@ export async function presentLocally(ctx: SyncContext, entry: Entry): Promise<{ 
   if (!rec || rec.source !== entry.source.uri) return undefined;
   if (entry.sha256 !== undefined && (rec.key.algo !== 'sha256' || rec.key.hex !== entry.sha256)) return undefined;
   if (entry.size !== undefined && rec.size !== entry.size) return undefined;
+  // A lock moved to other content (e.g. `lock --refresh` pinned a newer commit of a branch).
+  if (entry.pinned !== undefined && (rec.key.algo !== entry.pinned.algo || rec.key.hex !== entry.pinned.hex)) return undefined;
   // --refresh asks the Hub whether a branch moved; a commit cannot move.
   if (ctx.config.refresh && !ctx.config.hf.offline && entry.source.kind === 'hf' && !COMMIT.test(entry.source.revision)) return undefined;
   const final = path.join(ctx.config.modelsDir, entry.dest);

@@ -1,5 +1,7 @@
-import { readdir, rename, rm } from 'node:fs/promises';
+import { chmod, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode } from '../errors.js';
+import { withReopen } from '../store/estale.js';
 import { readJournal } from '../transfer/journal.js';
 import type { StoreLayout } from '../store/layout.js';
 
@@ -15,37 +17,60 @@ export function partPaths(store: StoreLayout, keyName: string, token: string): P
 
 /**
  * Take over the best earlier partial of this blob (ours from before a crash, or a dead peer's),
- * by renaming it to our own name. Called only while holding the blob's lease. Partials of another
- * version of the source are useless and removed.
+ * by renaming it to our own name. Called only while holding the blob's lease, so every other
+ * writer of this blob is dead or fenced off; what they left is ours to adopt or clear: partials
+ * of another version of the source, journals whose partial is gone, partials with no journal
+ * (nothing in them can be trusted). The adopted bytes are not trusted either: the downloader
+ * re-hashes them from disk, and a mismatch discards them.
  */
 export async function adoptPartial(store: StoreLayout, keyName: string, token: string, version: string): Promise<PartPaths & { adopted: boolean }> {
   const mine = partPaths(store, keyName, token);
   let names: string[];
   try {
-    names = await readdir(store.tmp);
+    names = await withReopen(() => readdir(store.tmp));
   } catch {
     return { ...mine, adopted: false };
   }
+  const ours = names.filter((n) => n.startsWith(`${keyName}.`));
   let best: { paths: PartPaths; bytes: number } | undefined;
-  for (const n of names) {
-    if (!n.startsWith(`${keyName}.`) || !n.endsWith('.journal')) continue;
+  for (const n of ours) {
+    if (!n.endsWith('.journal')) continue;
     const theirs = { journal: path.join(store.tmp, n), part: path.join(store.tmp, n.replace(/\.journal$/, '.part')) };
     if (theirs.part === mine.part) continue;
     const j = await readJournal(theirs.journal);
-    if (!j || j.version !== version) {
-      await Promise.all([rm(theirs.part, { force: true }), rm(theirs.journal, { force: true })]);
+    const partSize = await sizeOf(theirs.part);
+    if (!j || j.version !== version || partSize !== j.size) {
+      await removePart(theirs);
       continue;
     }
     const bytes = j.written.reduce((a, b) => a + b, 0);
     if (!best || bytes > best.bytes) best = { paths: theirs, bytes };
   }
+  // A partial whose journal never got written (its writer died in its first second).
+  for (const n of ours) {
+    if (!n.endsWith('.part')) continue;
+    const part = path.join(store.tmp, n);
+    if (part === mine.part || ours.includes(`${n.slice(0, -'.part'.length)}.journal`)) continue;
+    await rm(part, { force: true });
+  }
   if (!best) return { ...mine, adopted: false };
   try {
     await rename(best.paths.part, mine.part);
     await rename(best.paths.journal, mine.journal);
+    // A writer that died between chmod and rename of its commit left it read-only.
+    await chmod(mine.part, 0o644);
     return { ...mine, adopted: true };
   } catch {
     return { ...mine, adopted: false };
+  }
+}
+
+async function sizeOf(file: string): Promise<number | undefined> {
+  try {
+    return (await withReopen(() => stat(file))).size;
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined;
+    throw e;
   }
 }
 

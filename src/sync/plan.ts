@@ -80,8 +80,11 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
     }
     need += Math.max(0, (j.file.size ?? 0) - (partials.get(k)?.written ?? 0));
   }
+  // Only downloads in progress will still grow: a partial whose lease is gone was left by a dead
+  // writer and grows only if someone who needs it resumes it (then it is in their plan).
+  const leased = new Set(await readdir(ctx.store.leases).catch(() => []));
   let othersPending = 0;
-  for (const [k, p] of partials) if (!byKey.has(k)) othersPending += Math.max(0, p.size - p.written);
+  for (const [k, p] of partials) if (!byKey.has(k) && leased.has(k)) othersPending += Math.max(0, p.size - p.written);
   const fs = await statfs(ctx.store.root);
   return { present, jobs, failed, inStore, bytesToFetch: need, freeBytes: fs.bavail * fs.bsize, othersPendingBytes: othersPending };
 }
@@ -128,7 +131,7 @@ async function partialProgress(ctx: SyncContext): Promise<Map<string, { size: nu
   }
   for (const n of names) {
     if (!n.endsWith('.journal')) continue;
-    const j = await readJournal(path.join(ctx.store.tmp, n));
+    const j = await readJournal(path.join(ctx.store.tmp, n)).catch(() => undefined);
     if (!j) continue;
     const k = n.split('.')[0] ?? '';
     const w = j.written.reduce((a, b) => a + b, 0);

@@ -1,19 +1,48 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode } from '../errors.js';
+import { withReopen } from '../store/estale.js';
 import type { SyncContext } from './context.js';
 
 /**
  * Record, in the shared store, which blobs this node's manifest references. Nodes sharing a
  * volume may use different manifests; gc only collects what no live record references.
  * The record is keyed by a node id kept in the local state DB, stable across restarts.
+ *
+ * A record only shrinks after a complete, successful sync of the whole manifest: a sync that
+ * could not resolve an entry (Hub down, offline) does not know that entry's key, and dropping
+ * it would let gc collect a blob the manifest still wants. Anything less merges: the keys a sync
+ * is about to fetch are added before the first byte moves, so a gc running meanwhile sees them.
  */
-export async function writeRefs(ctx: SyncContext, manifestPath: string, keys: readonly string[]): Promise<void> {
+export async function writeRefs(ctx: SyncContext, manifestPath: string, keys: readonly string[], opts: { merge?: boolean } = {}): Promise<void> {
   const node = ctx.db.nodeId();
   const file = path.join(ctx.store.refs, `${node}.json`);
+  const previous = opts.merge ? await readKeys(file) : [];
+  const record = { node, host: hostname(), manifest: manifestPath, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys])].sort() };
   const tmp = `${file}.${randomBytes(4).toString('hex')}`;
-  const record = { node, host: hostname(), manifest: manifestPath, updatedAt: Date.now(), keys: [...new Set(keys)].sort() };
-  await writeFile(tmp, `${JSON.stringify(record)}\n`);
-  await rename(tmp, file);
+  try {
+    await writeFile(tmp, `${JSON.stringify(record)}\n`);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+async function readKeys(file: string): Promise<string[]> {
+  let raw: string;
+  try {
+    raw = await withReopen(() => readFile(file, 'utf8'));
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return [];
+    throw e;
+  }
+  try {
+    const keys = (JSON.parse(raw) as { keys?: unknown }).keys;
+    return Array.isArray(keys) ? keys.filter((k): k is string => typeof k === 'string') : [];
+  } catch {
+    return [];
+  }
 }

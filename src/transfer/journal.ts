@@ -1,4 +1,6 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { errnoCode } from '../errors.js';
+import { withReopen } from '../store/estale.js';
 
 /**
  * The download journal lives beside its partial file in the store, not in the local state DB:
@@ -15,9 +17,20 @@ export interface Journal {
   readonly written: readonly number[];
 }
 
+/**
+ * The journal, or undefined when there is none or it is not one of ours. A read error that
+ * outlasts the reopen retries is thrown: "no journal" would make the caller discard the bytes.
+ */
 export async function readJournal(file: string): Promise<Journal | undefined> {
+  let raw: string;
   try {
-    const j = JSON.parse(await readFile(file, 'utf8')) as Partial<Journal>;
+    raw = await withReopen(() => readFile(file, 'utf8'));
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    const j = JSON.parse(raw) as Partial<Journal>;
     if (j.v !== 1 || typeof j.version !== 'string' || typeof j.size !== 'number' || typeof j.chunkSize !== 'number' || !Array.isArray(j.written)) return undefined;
     if (!j.written.every((n) => Number.isInteger(n) && n >= 0)) return undefined;
     return j as Journal;
@@ -28,6 +41,12 @@ export async function readJournal(file: string): Promise<Journal | undefined> {
 
 export async function writeJournal(file: string, j: Journal): Promise<void> {
   const tmp = `${file}.tmp`;
-  await writeFile(tmp, JSON.stringify(j));
-  await rename(tmp, file);
+  try {
+    await writeFile(tmp, JSON.stringify(j));
+    await rename(tmp, file);
+  } catch (e) {
+    // A full disk fails the write half-way: leave no stray temp behind for the next run to find.
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
 }
