@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -83,7 +84,7 @@ export class Lease {
     const owner = path.join(this.path, 'owner');
     const tmp = `${owner}.${this.opts.token}.${beat}`;
     // `at` is for people reading the file; staleness is judged on content changes alone.
-    await writeFile(tmp, JSON.stringify({ token: this.opts.token, beat, host: hostname(), pid: process.pid, at: new Date().toISOString() }));
+    await writeFile(tmp, JSON.stringify({ token: this.opts.token, beat, host: hostname(), pid: process.pid, here: HERE, at: new Date().toISOString() }));
     try {
       await rename(tmp, owner);
     } catch (e) {
@@ -204,6 +205,36 @@ async function readOwner(leasePath: string): Promise<Owner> {
   return { state: 'unreadable', raw };
 }
 
+/**
+ * Where a pid means something: this machine's boot and this pid namespace. Hostnames repeat
+ * (hostNetwork pods share the node's), so a pid is only checked when both match; otherwise the
+ * stale timeout decides, as for any remote holder.
+ */
+const HERE: string | undefined = (() => {
+  try {
+    return `${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}/${readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return undefined;
+  }
+})();
+
+function holderDiedHere(o: Owner): boolean {
+  if (o.state !== 'owned' || HERE === undefined) return false;
+  let j: { here?: unknown; pid?: unknown };
+  try {
+    j = JSON.parse(o.raw) as { here?: unknown; pid?: unknown };
+  } catch {
+    return false;
+  }
+  if (j.here !== HERE || typeof j.pid !== 'number' || j.pid === process.pid) return false;
+  try {
+    process.kill(j.pid, 0);
+    return false;
+  } catch (e) {
+    return errnoCode(e) === 'ESRCH';
+  }
+}
+
 function contentOf(o: Owner): string {
   return o.state === 'absent' ? '' : o.raw;
 }
@@ -241,7 +272,14 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
       waited = true;
       onWait?.();
     }
-    const content = contentOf(await readOwner(leasePath));
+    const owner = await readOwner(leasePath);
+    const content = contentOf(owner);
+    if (holderDiedHere(owner)) {
+      // A restarted container or a crashed run on this machine: no need to wait out the timeout.
+      await breakStale(leasePath, opts.token, content);
+      seen = undefined;
+      continue;
+    }
     if (content !== seen) {
       seen = content;
       seenAt = clock.now();
