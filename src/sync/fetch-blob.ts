@@ -116,7 +116,7 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
       try {
         await commitBlob(paths.part, final);
       } catch (e) {
-        if (errnoCode(e) === 'ENOSPC') throw new ModelsyncError('E_DISK_FULL', `disk full committing ${job.file.uri}`, { cause: e });
+        if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT') throw new ModelsyncError('E_DISK_FULL', `disk full committing ${job.file.uri}`, { cause: e });
         // Our partial is gone from under its name: a peer that took over adopted it.
         if (errnoCode(e) === 'ENOENT') throw new ModelsyncError('E_LEASE_LOST', `${job.file.uri}: a peer took over this download`, { cause: e });
         throw e;

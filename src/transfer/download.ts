@@ -69,7 +69,7 @@ const WRITE_BATCH = 256 * 1024;
 export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
   let size = p.file.size;
   if (size === undefined) {
-    const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: p.chunkSize }, signal: p.signal }), p.policy, {
+    const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: 1 }, signal: p.signal }), p.policy, {
       signal: p.signal,
       onRetry: (e, w) => p.onRetry?.(e, w),
     });
