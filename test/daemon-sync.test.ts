@@ -33,6 +33,30 @@ async function replaceManifest(s: Sandbox, models: readonly Record<string, unkno
 const ready = (d: RunningDaemon) => async (): Promise<boolean> => (await d.get('/readyz'))?.status === 200;
 
 describe('modelsync run (service mode, no child)', () => {
+  it('a manifest edit during a sync: that sync finishes whole, then the edit is applied', async () => {
+    sb = await sandbox(hub.endpoint);
+    const slow = addModel(hub, 900_000);
+    const added = addModel(hub, 20_000);
+    hub.setFaults(slow.sha256, { bytesPerSecond: 300_000 });
+    const entrySlow = { source: slow.uri, dest: 'checkpoints/slow.safetensors', required: false };
+    await sb.writeManifest([entrySlow]);
+    const d = startRun([], sb.env({ MODELSYNC_WATCH_DEBOUNCE_MS: '50' }), await freePort());
+    await waitFor('the control API', async () => (await d.get('/healthz')) !== undefined);
+    await waitFor('the slow download to be under way', async () => (await d.status()).entries.find((e) => e.dest === entrySlow.dest)?.state === 'downloading');
+    await replaceManifest(sb, [entrySlow, { source: added.uri, dest: 'loras/added.safetensors', required: false }]);
+    const slowPath = path.join(sb.models, entrySlow.dest);
+    // Nothing half-published meanwhile: the dest is absent or complete whenever we look.
+    await waitFor('the added entry to be synced', async () => {
+      const got = await readFile(slowPath).catch(() => undefined);
+      if (got !== undefined) expect(sha256(got)).toBe(slow.sha256);
+      return (await d.status()).entries.find((e) => e.dest === 'loras/added.safetensors')?.verified;
+    }, 30_000);
+    expect(await fileSha256(slowPath)).toBe(slow.sha256);
+    expect(await fileSha256(path.join(sb.models, 'loras/added.safetensors'))).toBe(added.sha256);
+    expect((await d.status()).sync.last?.reason).toBe('manifest changed');
+    hub.clearFaults();
+  });
+
   it('picks up a manifest edit; rejects an invalid one and keeps the last good manifest', async () => {
     sb = await sandbox(hub.endpoint);
     const a = addModel(hub, 20_000);
