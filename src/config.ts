@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { intSetting, parseHostPort, secondsSetting, sizeSetting, truthy } from './config-values.js';
 import { ModelsyncError } from './errors.js';
 
 /**
@@ -134,33 +135,6 @@ function isSecretVar(name: string): boolean {
   return SECRET_VARS.includes(name) || /^MODELSYNC_.*TOKEN/.test(name);
 }
 
-function intSetting(name: string, raw: string | undefined, dflt: number, min: number): number {
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) {
-    throw new ModelsyncError('E_USAGE', `${name} must be an integer >= ${min}, got "${raw}"`);
-  }
-  return n;
-}
-
-function sizeSetting(name: string, raw: string | undefined, dflt: number): number {
-  if (raw === undefined || raw === '') return dflt;
-  const m = /^(\d+)\s*([kKmMgG]?)i?[bB]?$/.exec(raw.trim());
-  if (!m) throw new ModelsyncError('E_USAGE', `${name} must be a size such as 16M, got "${raw}"`);
-  const unit = (m[2] ?? '').toLowerCase();
-  const mult = unit === 'k' ? 1024 : unit === 'm' ? MiB : unit === 'g' ? 1024 * MiB : 1;
-  const n = Number(m[1]) * mult;
-  if (n < 64 * 1024) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
-  return n;
-}
-
-function secondsSetting(name: string, raw: string | undefined, dflt: number): number {
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < 0) throw new ModelsyncError('E_USAGE', `${name} must be a number of seconds >= 0, got "${raw}"`);
-  return Math.round(n * 1000);
-}
-
 function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSettings {
   const restart = flags.restart ?? env.MODELSYNC_RESTART ?? 'on-failure';
   if (restart !== 'always' && restart !== 'on-failure' && restart !== 'never') {
@@ -183,18 +157,6 @@ function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSettings {
     watchDebounceMs: intSetting('MODELSYNC_WATCH_DEBOUNCE_MS', env.MODELSYNC_WATCH_DEBOUNCE_MS, 300, 0),
     notifySocket: env.NOTIFY_SOCKET === '' ? undefined : env.NOTIFY_SOCKET,
   };
-}
-
-function truthy(v: string | undefined): boolean {
-  return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
-}
-
-function parseHostPort(raw: string): { host: string; port: number } {
-  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
-  if (!m) throw new ModelsyncError('E_USAGE', `--control must be HOST:PORT, got "${raw}"`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new ModelsyncError('E_USAGE', `--control port out of range: ${port}`);
-  return { host: (m[1] ?? '').replace(/^\[|\]$/g, ''), port };
 }
 
 function readHfToken(env: NodeJS.ProcessEnv, home: string): string | undefined {

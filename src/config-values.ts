@@ -1,0 +1,44 @@
+import { ModelsyncError } from './errors.js';
+
+/** Parsers for one setting's text (a flag or an env var): each names the setting when it refuses. */
+
+const MiB = 1024 * 1024;
+
+export function intSetting(name: string, raw: string | undefined, dflt: number, min: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    throw new ModelsyncError('E_USAGE', `${name} must be an integer >= ${min}, got "${raw}"`);
+  }
+  return n;
+}
+
+export function sizeSetting(name: string, raw: string | undefined, dflt: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const m = /^(\d+)\s*([kKmMgG]?)i?[bB]?$/.exec(raw.trim());
+  if (!m) throw new ModelsyncError('E_USAGE', `${name} must be a size such as 16M, got "${raw}"`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const mult = unit === 'k' ? 1024 : unit === 'm' ? MiB : unit === 'g' ? 1024 * MiB : 1;
+  const n = Number(m[1]) * mult;
+  if (n < 64 * 1024) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
+  return n;
+}
+
+export function secondsSetting(name: string, raw: string | undefined, dflt: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new ModelsyncError('E_USAGE', `${name} must be a number of seconds >= 0, got "${raw}"`);
+  return Math.round(n * 1000);
+}
+
+export function truthy(v: string | undefined): boolean {
+  return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
+}
+
+export function parseHostPort(raw: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
+  if (!m) throw new ModelsyncError('E_USAGE', `--control must be HOST:PORT, got "${raw}"`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ModelsyncError('E_USAGE', `--control port out of range: ${port}`);
+  return { host: (m[1] ?? '').replace(/^\[|\]$/g, ''), port };
+}
