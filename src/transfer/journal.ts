@@ -5,7 +5,8 @@ import { withReopen } from '../store/estale.js';
 /**
  * The download journal lives beside its partial file in the store, not in the local state DB:
  * a node that takes over a dead peer's download on the shared volume must be able to read it.
- * It is written only after the partial's bytes were fdatasync'ed, so what it claims is on disk.
+ * `written` is recorded only after the partial's bytes were fdatasync'ed, so it is on disk;
+ * `cached` may be ahead of it and is trusted only under the same `boot` (see journal-flusher.ts).
  */
 export interface Journal {
   readonly v: 1;
@@ -15,6 +16,10 @@ export interface Journal {
   readonly chunkSize: number;
   /** Bytes written from the start of each chunk. */
   readonly written: readonly number[];
+  /** Kernel boot id under which `cached` was noted. */
+  readonly boot?: string;
+  /** Bytes written from the start of each chunk, maybe still only in the page cache. */
+  readonly cached?: readonly number[];
 }
 
 /**

@@ -1,0 +1,89 @@
+import path from 'node:path';
+import { BIG_FILE, BIG_REPO, checkOutput, summarise, type BenchContext } from './context.js';
+import { aria2Split, curl, hfClient, resolveUrl } from './peers.js';
+import { ratioGoal, type Row } from './report.js';
+import type { Measured } from './rss.js';
+import { workDir } from './setup.js';
+
+type Tool = 'modelsync' | 'curl' | 'aria2c' | 'hf';
+
+const LABEL: Record<Tool, string> = {
+  modelsync: 'modelsync sync (verified, fsynced)',
+  curl: 'curl -L -o',
+  aria2c: 'aria2c -x16 -s16',
+  hf: '@huggingface/hub downloadFile -> file',
+};
+
+/**
+ * Cases 1 and 2: one LFS file to disk, modelsync against each peer, each on a fresh dir. The
+ * order of tools rotates between repeats so that none always runs on a cooler machine.
+ */
+export async function oneFileCase(ctx: BenchContext, caseId: 1 | 2): Promise<void> {
+  const paced = caseId === 2;
+  const tools: Tool[] = paced ? ['modelsync', 'aria2c', 'curl'] : ['modelsync', 'curl', 'aria2c', 'hf'];
+  const name = paced ? `1 file, CDN paced ${(ctx.opts.pace / 1e6).toFixed(0)} MB/s per connection` : '1 file to disk';
+  const hub = await ctx.hub();
+  const big = await ctx.big();
+  const url = resolveUrl(hub.endpoint, BIG_REPO, BIG_FILE);
+  const runs = new Map<Tool, (Measured & { failed?: string })[]>(tools.map((t) => [t, []]));
+  if (paced) await hub.setFaults(big.sha256, { bytesPerSecond: ctx.opts.pace });
+  try {
+    for (let rep = 0; rep < ctx.opts.repeat; rep++) {
+      const order = tools.map((_, i) => tools[(i + rep) % tools.length] as Tool);
+      for (const tool of order) {
+        if (tool === 'aria2c' && !ctx.aria2) continue;
+        ctx.log(`case ${caseId}: ${LABEL[tool]} (run ${rep + 1}/${ctx.opts.repeat})`);
+        runs.get(tool)?.push(await runTool(ctx, tool, url, big.size, caseId === 1 && rep === ctx.opts.repeat - 1));
+      }
+    }
+  } finally {
+    if (paced) await hub.clearFaults();
+  }
+  const rows = new Map<Tool, Row>();
+  for (const tool of tools) {
+    const rs = runs.get(tool) ?? [];
+    const skipped = tool === 'aria2c' && !ctx.aria2;
+    const row = summarise(caseId, name, LABEL[tool], big.size, rs, {
+      isModelsync: tool === 'modelsync',
+      ...(skipped ? { note: 'skipped: aria2c not installed' } : {}),
+    });
+    rows.set(tool, row);
+    ctx.rows.push(row);
+  }
+  const ms = rows.get('modelsync');
+  // Case 4 compares against the cold time: the median, like every other number here.
+  if (caseId === 1 && ctx.cold && ms?.seconds !== undefined) ctx.cold.seconds = ms.seconds;
+  const ratio = (t: Tool): number | undefined => {
+    const p = rows.get(t);
+    return ms?.seconds === undefined || p?.seconds === undefined ? undefined : p.seconds / ms.seconds;
+  };
+  if (paced) {
+    ctx.goals.push(ratioGoal(2, 'paced: modelsync speed / aria2c -x16', ratio('aria2c'), 0.9));
+  } else {
+    ctx.goals.push(ratioGoal(1, 'modelsync speed / curl', ratio('curl'), 1.0));
+    ctx.goals.push(ratioGoal(1, 'modelsync speed / @huggingface/hub', ratio('hf'), 2.0));
+  }
+}
+
+async function runTool(ctx: BenchContext, tool: Tool, url: string, size: number, keepForWarm: boolean): Promise<Measured & { failed?: string }> {
+  if (tool === 'modelsync') {
+    const { run, dirs } = await ctx.freshSync('one-file-modelsync', [{ source: `hf://${BIG_REPO}/${BIG_FILE}`, dest: `checkpoints/${BIG_FILE}` }]);
+    const failed = run.ok ? await checkOutput(run, path.join(dirs.models, 'checkpoints', BIG_FILE), size) : `exit ${run.code ?? run.signal}`;
+    if (keepForWarm && failed === undefined) {
+      if (ctx.cold) await ctx.cleanup(ctx.cold.dirs.dir);
+      ctx.cold = { dirs, seconds: run.wallMs / 1000 };
+    } else await ctx.cleanup(dirs.dir);
+    return failed === undefined ? run : { ...run, failed };
+  }
+  const dir = await workDir(`one-file-${tool}`);
+  const out = path.join(dir, BIG_FILE);
+  try {
+    await ctx.settle();
+    const hub = await ctx.hub();
+    const m = tool === 'curl' ? await curl(url, out, dir) : tool === 'aria2c' ? await aria2Split(url, out, dir) : await hfClient(hub.endpoint, BIG_REPO, BIG_FILE, out, dir);
+    const failed = await checkOutput(m, out, size);
+    return failed === undefined ? m : { ...m, failed };
+  } finally {
+    await ctx.cleanup(dir);
+  }
+}

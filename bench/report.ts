@@ -1,0 +1,78 @@
+/** One measured tool in one case (medians over --repeat runs). */
+export interface Row {
+  readonly caseId: number;
+  readonly caseName: string;
+  readonly tool: string;
+  /** undefined: the tool was skipped or failed (see note). */
+  readonly seconds: number | undefined;
+  /** Payload bytes moved, for MB/s. */
+  readonly bytes: number;
+  readonly peakRssBytes: number | undefined;
+  readonly note?: string;
+  /** The row modelsync is compared against in this case. */
+  readonly isModelsync?: boolean;
+}
+
+export interface Goal {
+  readonly caseId: number;
+  readonly what: string;
+  readonly measured: string;
+  readonly target: string;
+  /** undefined: could not be judged (a peer was skipped or failed). */
+  readonly pass: boolean | undefined;
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
+
+const MiB = 1024 * 1024;
+
+export function mib(n: number): string {
+  return (n / MiB).toFixed(n < 10 * MiB ? 1 : 0);
+}
+
+/** Decimal MB/s, the unit download tools print. */
+export function mbps(bytes: number, seconds: number): string {
+  return (bytes / 1e6 / seconds).toFixed(0);
+}
+
+/** How much faster modelsync is than the peer: peer time / modelsync time. */
+export function speedRatio(modelsync: Row | undefined, peer: Row | undefined): number | undefined {
+  if (modelsync?.seconds === undefined || peer?.seconds === undefined) return undefined;
+  return peer.seconds / modelsync.seconds;
+}
+
+export function fmtRatio(r: number | undefined): string {
+  return r === undefined ? 'n/a' : `${r.toFixed(2)}x`;
+}
+
+export function renderRows(rows: readonly Row[]): string {
+  const out = ['| case | tool | time (s) | MB/s | modelsync speed vs this | peak RSS (MiB) | notes |', '| --- | --- | ---: | ---: | ---: | ---: | --- |'];
+  for (const r of rows) {
+    const ms = rows.find((x) => x.caseId === r.caseId && x.isModelsync);
+    const ratio = r.isModelsync ? '' : fmtRatio(speedRatio(ms, r));
+    const time = r.seconds === undefined ? 'n/a' : r.seconds.toFixed(2);
+    const rate = r.seconds === undefined || r.bytes === 0 ? '' : mbps(r.bytes, r.seconds);
+    const rss = r.peakRssBytes === undefined ? 'n/a' : mib(r.peakRssBytes);
+    out.push(`| ${r.caseId}. ${r.caseName} | ${r.tool} | ${time} | ${rate} | ${ratio} | ${rss} | ${r.note ?? ''} |`);
+  }
+  return out.join('\n');
+}
+
+export function renderGoals(goals: readonly Goal[]): string {
+  const out = ['| case | goal | measured | target | pass |', '| --- | --- | --- | --- | --- |'];
+  for (const g of goals) {
+    const pass = g.pass === undefined ? 'n/a' : g.pass ? 'PASS' : 'FAIL';
+    out.push(`| ${g.caseId} | ${g.what} | ${g.measured} | ${g.target} | ${pass} |`);
+  }
+  return out.join('\n');
+}
+
+export function ratioGoal(caseId: number, what: string, r: number | undefined, min: number): Goal {
+  // Two decimals would show 0.897 as "0.90x" next to FAIL for ">= 0.9x".
+  const measured = r !== undefined && Math.abs(r - min) < 0.005 ? `${r.toFixed(3)}x` : fmtRatio(r);
+  return { caseId, what, measured, target: `>= ${min.toFixed(1)}x`, pass: r === undefined ? undefined : r >= min };
+}
