@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { processEnvironment } from './config.js';
 import { ModelsyncError } from './errors.js';
 import type { CommandIo } from './commands/common.js';
 
@@ -124,7 +125,7 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
 
 /** The bin's entry: exit codes and the two error tiers live here. */
 export function runMain(argv: readonly string[]): void {
-  main(argv, { env: process.env, stdout: process.stdout, stderr: process.stderr }).then(
+  main(argv, { env: processEnvironment(), stdout: process.stdout, stderr: process.stderr }).then(
     (code) => {
       process.exitCode = code;
     },

@@ -201,7 +201,12 @@ function childEnvFrom(env: NodeJS.ProcessEnv): Record<string, string> {
   return out;
 }
 
-export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, isTty = Boolean(process.stderr.isTTY)): Config {
+/** The process environment, handed to `main` by the entry point: this module is its only reader. */
+export function processEnvironment(): NodeJS.ProcessEnv {
+  return process.env;
+}
+
+export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnvironment(), isTty = Boolean(process.stderr.isTTY)): Config {
   const home = env.HOME ?? homedir();
   const manifest = flags.manifest ?? env.MODELSYNC_MANIFEST;
   const modelsRaw = flags['models-dir'] ?? env.MODELSYNC_MODELS_DIR;

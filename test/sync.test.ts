@@ -144,6 +144,20 @@ describe('modelsync sync', () => {
     expect(await exists(path.join(sb.models, 'checkpoints/g.safetensors'))).toBe(false);
   });
 
+  it('one bad path in a repo fails that entry alone; the repo\'s other files still arrive', async () => {
+    sb = await sandbox(hub.endpoint);
+    const m = addModel(hub, 50_000);
+    await sb.writeManifest([
+      { source: `hf://${m.repo}/typo.safetensors`, dest: 'checkpoints/typo.safetensors' },
+      { source: m.uri, dest: 'checkpoints/good.safetensors' },
+    ]);
+    const r = await runCli(['sync'], sb.env());
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/FAILED\s+checkpoints\/typo\.safetensors: .*typo\.safetensors does not exist/);
+    expect(r.stdout).toMatch(/published\s+checkpoints\/good\.safetensors/);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/good.safetensors'))).toBe(m.sha256);
+  });
+
   it('a missing file, revision or repo is named', async () => {
     sb = await sandbox(hub.endpoint);
     const m = addModel(hub, 1000);

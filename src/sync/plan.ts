@@ -9,6 +9,8 @@ import type { SyncContext } from './context.js';
 import { presentLocally } from './local.js';
 import type { BlobJob, SyncEvents } from './types.js';
 
+const ENTRY_LEVEL: ReadonlySet<string> = new Set(['E_NOT_FOUND', 'E_HASH_MISMATCH', 'E_SIZE_MISMATCH']);
+
 export interface Plan {
   readonly present: readonly { entry: Entry; key: ContentKey; size: number }[];
   readonly jobs: readonly BlobJob[];
@@ -49,13 +51,27 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
     [...groups.values()].map(async (group) => {
       const first = group[0] as Entry;
       group.forEach((e) => events.entryState?.(e, 'resolving'));
-      try {
-        const source = await ctx.sourceFor(first.source.kind, manifest);
-        const files = await source.resolve(group, signal);
-        group.forEach((e, i) => resolved.set(e, files[i] as RemoteFile));
-      } catch (err) {
-        const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
-        for (const e of group) failed.push({ entry: e, error: me.forEntry(e.index, e.dest) });
+      let rest = group;
+      while (rest.length > 0) {
+        try {
+          const source = await ctx.sourceFor(first.source.kind, manifest);
+          const files = await source.resolve(rest, signal);
+          rest.forEach((e, i) => resolved.set(e, files[i] as RemoteFile));
+          rest = [];
+        } catch (err) {
+          const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
+          // One bad path in a repo (a typo, a hash that disagrees) fails that entry alone; the
+          // others are resolved again from what the first call cached. Repo-wide failures (an HTTP
+          // answer: auth, gated, missing repo) fail the whole group at once.
+          const culprit = rest.find((e) => e.index === me.entry);
+          if (culprit && me.status === undefined && rest.length > 1 && ENTRY_LEVEL.has(me.code)) {
+            failed.push({ entry: culprit, error: me });
+            rest = rest.filter((e) => e !== culprit);
+            continue;
+          }
+          for (const e of rest) failed.push({ entry: e, error: me.forEntry(e.index, e.dest) });
+          rest = [];
+        }
       }
     }),
   );
