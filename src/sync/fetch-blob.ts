@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { keyName, type RemoteFile, type Source } from '../sources/source.js';
 import { commitBlob, stampOf } from '../store/blobs.js';
@@ -136,22 +136,16 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
  * addressed). Its size is always checked; after the state DB was lost, it is re-hashed once.
  */
 async function usableBlob(ctx: SyncContext, job: BlobJob, final: string): Promise<boolean> {
-  let size: number;
-  try {
-    size = (await withReopen(() => stat(final))).size;
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return false;
-    throw e;
-  }
-  const ok = job.file.size === undefined || size === job.file.size;
-  const stamp = await stampOf(final);
+  const stamp = await withReopen(() => stampOf(final));
+  if (!stamp) return false;
+  const ok = job.file.size === undefined || stamp.size === job.file.size;
   const known = ctx.db.verifiedStamp(final);
-  const trusted = known !== undefined && stamp !== undefined && known.ino === stamp.ino && known.size === stamp.size;
+  const trusted = known !== undefined && known.ino === stamp.ino && known.size === stamp.size;
   if (ok && (trusted || !ctx.dbRecreated)) return true;
   if (ok) {
     const h = await withReopen(() => hashFile(final, job.key.algo));
     if (h.hex === job.key.hex) {
-      if (stamp) ctx.db.putVerified(final, stamp, job.key);
+      ctx.db.putVerified(final, stamp, job.key);
       return true;
     }
   }
