@@ -1,0 +1,73 @@
+import type { Flags } from './config.js';
+import { intSetting, secondsSetting } from './config-values.js';
+import { ModelsyncError } from './errors.js';
+
+/** The settings of `modelsync run` and `modelsync gc`, read from flags and the env given to them. */
+
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+export interface GcSettings {
+  /** A blob is collected only after it has been unreferenced (and untouched) this long. */
+  graceMs: number;
+  /** A node's reference record older than this is dead: its node is gone or stopped syncing. */
+  refsMaxAgeMs: number;
+  /** Partials, journals, temp files and leases untouched this long are orphans. */
+  tmpMaxAgeMs: number;
+}
+
+const DAY_S = 86_400;
+
+export function gcSettings(flags: Flags, env: NodeJS.ProcessEnv): GcSettings {
+  return {
+    graceMs: secondsSetting('--grace-period', flags['grace-period'] ?? env.MODELSYNC_GC_GRACE_PERIOD, DAY_S * 1000),
+    refsMaxAgeMs: secondsSetting('MODELSYNC_GC_REFS_MAX_AGE', env.MODELSYNC_GC_REFS_MAX_AGE, 30 * DAY_S * 1000),
+    tmpMaxAgeMs: secondsSetting('MODELSYNC_GC_TMP_MAX_AGE', env.MODELSYNC_GC_TMP_MAX_AGE, DAY_S * 1000),
+  };
+}
+
+export interface DaemonSettings {
+  /** Base URL of the child's HTTP API; undefined: derived from its --listen/--port argv. */
+  comfyUrl: string | undefined;
+  /** The child must answer GET /system_stats within this; 0: do not probe it at all. */
+  startupTimeoutMs: number;
+  /** SIGTERM to the child's process group, then SIGKILL after this. */
+  stopTimeoutMs: number;
+  restart: RestartPolicy;
+  restartBaseMs: number;
+  restartMaxMs: number;
+  /** A child up this long is stable: the backoff and the degraded state reset. */
+  stableMs: number;
+  /** Failed starts in a row after which the daemon reports degraded. */
+  degradedAfter: number;
+  probeIntervalMs: number;
+  /** Unanswered probes in a row after which a running child counts as hung. */
+  probeFailures: number;
+  /** Debounce of manifest file events. */
+  watchDebounceMs: number;
+  /** systemd's NOTIFY_SOCKET (Type=notify units). */
+  notifySocket: string | undefined;
+}
+
+export function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSettings {
+  const restart = flags.restart ?? env.MODELSYNC_RESTART ?? 'on-failure';
+  if (restart !== 'always' && restart !== 'on-failure' && restart !== 'never') {
+    throw new ModelsyncError('E_USAGE', `--restart must be always, on-failure or never, got "${restart}"`);
+  }
+  const comfyUrl = flags['comfy-url'] ?? env.MODELSYNC_COMFY_URL;
+  if (comfyUrl !== undefined && !/^https?:\/\/[^/]+/.test(comfyUrl)) throw new ModelsyncError('E_USAGE', `--comfy-url must be an http(s) URL, got "${comfyUrl}"`);
+  const stop = flags['stop-timeout'] ?? env.MODELSYNC_STOP_TIMEOUT;
+  return {
+    comfyUrl: comfyUrl?.replace(/\/+$/, ''),
+    startupTimeoutMs: secondsSetting('--startup-timeout', flags['startup-timeout'] ?? env.MODELSYNC_STARTUP_TIMEOUT, 600_000),
+    stopTimeoutMs: secondsSetting('--stop-timeout', stop, 10_000),
+    restart,
+    restartBaseMs: intSetting('MODELSYNC_RESTART_BASE_MS', env.MODELSYNC_RESTART_BASE_MS, 1000, 0),
+    restartMaxMs: intSetting('MODELSYNC_RESTART_MAX_MS', env.MODELSYNC_RESTART_MAX_MS, 60_000, 0),
+    stableMs: intSetting('MODELSYNC_RESTART_STABLE_MS', env.MODELSYNC_RESTART_STABLE_MS, 60_000, 0),
+    degradedAfter: intSetting('MODELSYNC_DEGRADED_AFTER', env.MODELSYNC_DEGRADED_AFTER, 5, 1),
+    probeIntervalMs: intSetting('MODELSYNC_PROBE_INTERVAL_MS', env.MODELSYNC_PROBE_INTERVAL_MS, 5000, 10),
+    probeFailures: intSetting('MODELSYNC_PROBE_FAILURES', env.MODELSYNC_PROBE_FAILURES, 3, 1),
+    watchDebounceMs: intSetting('MODELSYNC_WATCH_DEBOUNCE_MS', env.MODELSYNC_WATCH_DEBOUNCE_MS, 300, 0),
+    notifySocket: env.NOTIFY_SOCKET === '' ? undefined : env.NOTIFY_SOCKET,
+  };
+}
