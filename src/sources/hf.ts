@@ -198,14 +198,14 @@ export class HfSource implements Source {
       const viaCdn = cdn !== undefined || res.hops.length > 0;
       // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.
       if ((res.status === 403 || res.status === 401) && loc.lfs && viaCdn && fresh < 2) {
-        res.body.resume();
+        res.body.discard();
         this.cdnUrls.delete(file.key.hex);
         continue;
       }
       if (loc.lfs && cdn === undefined && res.hops.length > 0) {
         const linked = headerValue(res.hops[0]?.headers ?? {}, 'x-linked-etag')?.replace(/"/g, '');
         if (linked !== undefined && linked !== file.key.hex) {
-          res.body.resume();
+          res.body.discard();
           throw new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${linked} for ${file.uri}, expected ${file.key.hex}`, { url: file.uri });
         }
         if (res.status === 200 || res.status === 206) this.cdnUrls.set(file.key.hex, res.url);
@@ -213,7 +213,7 @@ export class HfSource implements Source {
       if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
       if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);
       if (res.status === 401 || res.status === 403) {
-        res.body.resume();
+        res.body.discard();
         const repo = loc.ref.repo;
         if (headerValue(res.headers, 'x-error-code') === 'GatedRepo') {
           throw new ModelsyncError('E_GATED', `${repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { url: file.uri, status: res.status });
@@ -222,7 +222,7 @@ export class HfSource implements Source {
         throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status} from ${redactUrl(res.url)}; ${hint}`, { url: file.uri, status: res.status });
       }
       if (res.status === 404) {
-        res.body.resume();
+        res.body.discard();
         throw new ModelsyncError('E_NOT_FOUND', `${file.uri}: not found (HTTP 404)`, { url: file.uri, status: 404 });
       }
       throw statusError(res, `download of ${file.uri}`);

@@ -10,7 +10,7 @@ export function bodyFromResponse(res: HttpResponse): OpenBody {
     const cr = headerValue(res.headers, 'content-range');
     const m = cr === undefined ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr.trim());
     if (!m) {
-      res.body.resume();
+      res.body.discard();
       throw new ModelsyncError('E_RANGE', `206 without a usable Content-Range ("${cr ?? ''}")`, { retryable: false });
     }
     const total = m[3] === '*' ? undefined : Number(m[3]);

@@ -47,12 +47,12 @@ export class HttpsSource implements Source {
     });
     if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
     if (res.status === 401 || res.status === 403) {
-      res.body.resume();
+      res.body.discard();
       const hint = token === undefined ? `set a token for ${host} in MODELSYNC_HTTP_TOKENS` : `check the token for ${host}`;
       throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status}; ${hint}`, { url: file.uri, status: res.status });
     }
     if (res.status === 404 || res.status === 410) {
-      res.body.resume();
+      res.body.discard();
       throw new ModelsyncError('E_NOT_FOUND', `${file.uri}: HTTP ${res.status}`, { url: file.uri, status: res.status });
     }
     throw statusError(res, `download of ${file.uri}`);

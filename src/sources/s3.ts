@@ -1,6 +1,7 @@
 import { PassThrough, Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type S3Client } from '@aws-sdk/client-s3';
 import type { Config } from '../config.js';
+import { readableBody } from '../transfer/body-reader.js';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, Manifest, S3Ref } from '../manifest/types.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
@@ -122,14 +123,14 @@ export class S3Source implements Source {
       throw sourceChanged(f);
     }
     const length = typeof out.ContentLength === 'number' ? out.ContentLength : undefined;
-    if (out.$metadata.httpStatusCode !== 206) return { status: 200, range: undefined, length, body: guardBody(body, req.signal, f) };
+    if (out.$metadata.httpStatusCode !== 206) return { status: 200, range: undefined, length, body: readableBody(guardBody(body, req.signal, f)) };
     const m = out.ContentRange === undefined ? null : CONTENT_RANGE.exec(out.ContentRange.trim());
     if (!m) {
       body.destroy();
       throw new ModelsyncError('E_RANGE', `${file.uri}: 206 without a usable Content-Range ("${out.ContentRange ?? ''}")`, { url: file.uri });
     }
     const total = m[3] === '*' ? undefined : Number(m[3]);
-    return { status: 206, range: { start: Number(m[1]), end: Number(m[2]) + 1, total }, length, body: guardBody(body, req.signal, f) };
+    return { status: 206, range: { start: Number(m[1]), end: Number(m[2]) + 1, total }, length, body: readableBody(guardBody(body, req.signal, f)) };
   }
 
   private failure(bucket: string, uri: string): S3Failure {

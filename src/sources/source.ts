@@ -1,5 +1,5 @@
-import type { Readable } from 'node:stream';
 import type { Entry } from '../manifest/types.js';
+import type { BodyReader } from '../transfer/body-reader.js';
 
 /** What content must hash to: sha256 for LFS/S3/HTTPS content, git blob sha1 for small Hub files. */
 export interface ContentKey {
@@ -33,7 +33,7 @@ export interface OpenBody {
   readonly range: { readonly start: number; readonly end: number; readonly total: number | undefined } | undefined;
   /** Body length as declared by the server, if it declared one. */
   readonly length: number | undefined;
-  readonly body: Readable;
+  readonly body: BodyReader;
   /** Where the bytes come from (origin only), for messages about a broken body. */
   readonly origin?: string | undefined;
 }

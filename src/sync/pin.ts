@@ -180,7 +180,7 @@ async function hashRemote(ctx: SyncContext, source: Source, file: RemoteFile, si
       const limit = file.size ?? Number.MAX_SAFE_INTEGER;
       let n = 0;
       try {
-        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        for (let chunk = await res.body.next(); chunk !== null; chunk = await res.body.next()) {
           n += chunk.length;
           if (n > limit) throw new ModelsyncError('E_SIZE_MISMATCH', `${file.uri}: more than the expected ${limit} bytes`, { url: file.uri });
           sha.update(chunk);

@@ -1,16 +1,17 @@
 import { setMaxListeners } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
 import type PQueue from 'p-queue';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OpenBody, RemoteFile, Source } from '../sources/source.js';
+import type { BodyReader } from './body-reader.js';
 import { ChunkMap } from './chunks.js';
-import { networkError } from './http.js';
+import { networkError } from './network-error.js';
 import { bootId } from './boot-id.js';
 import { readJournal } from './journal.js';
 import { journalFlusher, resumePoint } from './journal-flusher.js';
 import { PrefixHasher } from './prefix-hasher.js';
+import { ThreadHasher } from './thread-hasher.js';
 import { withRetry, type RetryPolicy } from './retry.js';
 import { keyHasher } from './verify.js';
 
@@ -51,12 +52,8 @@ class Unranged extends Error {
   }
 }
 
-/**
- * Bytes gathered per positional write. Small enough that received buffers die young: at 1 MiB a
- * batch outlived two scavenges, its buffers were promoted, and only full mark-compacts freed them
- * (43 per GiB, +0.7 s of CPU); at 256 KiB it is 2 per GiB. It also bounds memory per connection.
- */
-const WRITE_BATCH = 256 * 1024;
+/** From this size a file is hashed on a thread of its own; below it the thread's start-up (~30 ms) is not worth it. */
+const THREAD_HASH_MIN = 64 * 1024 * 1024;
 
 /**
  * Download a file into its partial: ranged chunks over several connections, written in place,
@@ -106,7 +103,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   setMaxListeners(0, ctrl.signal);
   const onAbort = (): void => ctrl.abort(p.signal.reason);
   p.signal.addEventListener('abort', onAbort, { once: true });
-  const hasher = new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
+  const hasher = size >= THREAD_HASH_MIN ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   try {
@@ -199,11 +196,11 @@ async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: n
 }
 
 /**
- * Copy a response body to [start, limit) of the file in batches of positional writes. Bytes past
+ * Copy a response body to [start, limit) of the file, one positional write per block. Bytes past
  * `limit` are never written: a body longer than promised is cut off there.
  */
 async function streamInto(
-  body: Readable,
+  body: BodyReader,
   fh: FileHandle,
   start: number,
   limit: number,
@@ -213,37 +210,21 @@ async function streamInto(
   fence?: () => Promise<void>,
 ): Promise<number> {
   let pos = start;
-  let batch: Buffer[] = [];
-  let batchLen = 0;
-  const drain = async (): Promise<void> => {
-    if (batchLen === 0) return;
-    const bufs = batch;
-    const n = batchLen;
-    batch = [];
-    batchLen = 0;
-    if (fence) await fence();
-    await fh.writev(bufs, pos);
-    pos += n;
-    wrote(n);
-  };
   try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      const room = limit - (pos + batchLen);
-      const piece = chunk.length > room ? chunk.subarray(0, room) : chunk;
-      batch.push(piece);
-      batchLen += piece.length;
+    for (let block = await body.next(); block !== null; block = await body.next()) {
+      const piece = block.length > limit - pos ? block.subarray(0, limit - pos) : block;
       onPiece?.(piece);
-      if (batchLen >= WRITE_BATCH || piece.length < chunk.length) await drain();
-      if (piece.length < chunk.length) {
-        body.destroy();
-        break;
-      }
+      if (fence) await fence();
+      for (let off = 0; off < piece.length; ) off += (await fh.write(piece, off, piece.length - off, pos + off)).bytesWritten;
+      pos += piece.length;
+      wrote(piece.length);
+      if (piece.length < block.length) break;
     }
-    await drain();
   } catch (e) {
-    await drain().catch(() => undefined);
     if (isDiskFull(e)) throw diskFull(e, from);
     throw e instanceof ModelsyncError ? e : networkError(e, /^https?:/.test(from) ? from : 'http://unknown.invalid/');
+  } finally {
+    body.destroy();
   }
   return pos - start;
 }

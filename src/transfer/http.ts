@@ -1,11 +1,11 @@
-import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import https from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
 import { ModelsyncError } from '../errors.js';
 import { redactUrl } from '../redact.js';
+import type { BodyReader } from './body-reader.js';
+import { wireRequest } from './wire.js';
 
 export interface HttpRequest {
   readonly url: string;
-  readonly method?: 'GET' | 'HEAD';
   /** Sent to the first host only: dropped as soon as a redirect leaves it. */
   readonly authorization?: string | undefined;
   readonly headers?: Readonly<Record<string, string>>;
@@ -31,21 +31,15 @@ export interface HttpResponse {
   readonly url: string;
   /** The redirects answered on the way, in order (the Hub puts X-Linked-Etag on its 302). */
   readonly hops: readonly Hop[];
-  readonly body: IncomingMessage;
+  readonly body: BodyReader;
 }
-
-// Keep-alive saves a TLS handshake per chunk; sockets are per host, so the budget is the caller's.
-const agents = {
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 256 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 256 }),
-};
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
- * One HTTP request, redirects followed by hand: undici's fetch keeps custom auth headers across
- * hosts, so auth is ours to drop. https -> http is refused. The idle timeout covers waiting for
- * headers and every gap in the body (a stalled server keeps the socket open forever otherwise).
+ * One GET, redirects followed by hand: undici's fetch keeps custom auth headers across hosts, so
+ * auth is ours to drop. https -> http is refused. The idle timeout covers waiting for headers
+ * and every gap in the body (a stalled server keeps the socket open forever otherwise).
  */
 export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
   const max = req.maxRedirects ?? 10;
@@ -56,11 +50,11 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
     const sameHost = url.host === firstHost;
     const res = await once(url, req, sameHost ? req.authorization : undefined);
     const location = res.headers.location;
-    if (req.followRedirects === false || !REDIRECTS.has(res.statusCode ?? 0) || location === undefined) {
-      return { status: res.statusCode ?? 0, headers: res.headers, url: url.toString(), hops, body: res };
+    if (req.followRedirects === false || !REDIRECTS.has(res.status) || location === undefined) {
+      return { status: res.status, headers: res.headers, url: url.toString(), hops, body: res.body };
     }
-    res.resume();
-    hops.push({ url: url.toString(), status: res.statusCode ?? 0, headers: res.headers });
+    res.body.discard();
+    hops.push({ url: url.toString(), status: res.status, headers: res.headers });
     if (hops.length > max) {
       throw new ModelsyncError('E_REDIRECT', `more than ${max} redirects from ${redactUrl(req.url)}`, { url: redactUrl(req.url) });
     }
@@ -75,7 +69,7 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
   }
 }
 
-function once(url: URL, req: HttpRequest, authorization: string | undefined): Promise<IncomingMessage> {
+function once(url: URL, req: HttpRequest, authorization: string | undefined): ReturnType<typeof wireRequest> {
   const headers: Record<string, string> = {
     'accept-encoding': 'identity',
     'user-agent': 'modelsync/0.1',
@@ -83,61 +77,7 @@ function once(url: URL, req: HttpRequest, authorization: string | undefined): Pr
   };
   if (authorization !== undefined) headers.authorization = authorization;
   if (req.range) headers.range = `bytes=${req.range.start}-${req.range.end - 1}`;
-  const mod = url.protocol === 'https:' ? https : http;
-  const agent = url.protocol === 'https:' ? agents['https:'] : agents['http:'];
-  return new Promise((resolve, reject) => {
-    if (req.signal?.aborted) {
-      reject(abortError(url, req.signal.reason));
-      return;
-    }
-    let settled = false;
-    let response: IncomingMessage | undefined;
-    const r = mod.request(url, { method: req.method ?? 'GET', headers, agent }, (res) => {
-      settled = true;
-      response = res;
-      // The idle timer stays armed on the socket for the body; callers see it as a stream error.
-      resolve(res);
-    });
-    const onAbort = (): void => {
-      r.destroy(abortError(url, req.signal?.reason));
-    };
-    // Stays attached for the request's whole life: once the response has arrived, a destroy()
-    // surfaces as an error on the body stream, and an unheard 'error' here would crash the process.
-    r.on('error', (e: Error) => {
-      req.signal?.removeEventListener('abort', onAbort);
-      if (!settled) {
-        settled = true;
-        reject(networkError(e, url));
-      }
-    });
-    r.setTimeout(req.idleTimeoutMs, () => {
-      const err = new ModelsyncError('E_TIMEOUT', `no data from ${url.host} for ${req.idleTimeoutMs} ms`, { url: redactUrl(url), retryable: true });
-      // Destroy the body with our error first, or its reader only sees a generic "aborted".
-      response?.destroy(err);
-      r.destroy(err);
-    });
-    req.signal?.addEventListener('abort', onAbort, { once: true });
-    r.on('close', () => req.signal?.removeEventListener('abort', onAbort));
-    r.end();
-  });
-}
-
-function abortError(url: URL, reason: unknown): ModelsyncError {
-  return new ModelsyncError('E_ABORTED', `request to ${url.host} aborted`, { url: redactUrl(url), cause: reason });
-}
-
-/** Turn a socket-level failure into a typed error that names the host and carries no secret. */
-export function networkError(e: unknown, url: URL | string): ModelsyncError {
-  if (e instanceof ModelsyncError) return e;
-  const u = typeof url === 'string' ? new URL(url) : url;
-  const code = typeof e === 'object' && e !== null && 'code' in e ? String(e.code) : '';
-  const permanent = ['ENOTFOUND', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_TLS_CERT_ALTNAME_INVALID'];
-  const what = code === 'ENOTFOUND' ? 'cannot resolve host' : code.includes('CERT') ? 'TLS certificate rejected for' : 'network error talking to';
-  return new ModelsyncError('E_NETWORK', `${what} ${u.host}${code ? ` (${code})` : ''}`, {
-    url: redactUrl(u),
-    retryable: !permanent.includes(code),
-    cause: e,
-  });
+  return wireRequest({ url, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal });
 }
 
 /** Milliseconds from a Retry-After header (seconds or an HTTP date). */
@@ -151,7 +91,7 @@ export function parseRetryAfter(value: string | undefined, now = Date.now()): nu
 
 /** An error for a non-success answer; the body is drained so the socket can be reused. */
 export function statusError(res: HttpResponse, what: string): ModelsyncError {
-  res.body.resume();
+  res.body.discard();
   const s = res.status;
   const retryable = s === 408 || s === 429 || s >= 500;
   const ra = s === 429 || s === 503 ? parseRetryAfter(headerValue(res.headers, 'retry-after')) : undefined;
