@@ -52,9 +52,6 @@ class Unranged extends Error {
   }
 }
 
-/** From this size a file is hashed on a thread of its own; below it the thread's start-up (~30 ms) is not worth it. */
-const THREAD_HASH_MIN = 64 * 1024 * 1024;
-
 /**
  * Download a file into its partial: ranged chunks over several connections, written in place,
  * hashed as the contiguous prefix grows, resumable from the journal. Returns the digest; the
@@ -103,7 +100,8 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   setMaxListeners(0, ctrl.signal);
   const onAbort = (): void => ctrl.abort(p.signal.reason);
   p.signal.addEventListener('abort', onAbort, { once: true });
-  const hasher = size >= THREAD_HASH_MIN ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
+  // A file big enough to come over several connections is big enough for the hash thread.
+  const hasher = map.count > 1 ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   try {

@@ -3,44 +3,123 @@ import type { ContentKey } from '../sources/source.js';
 import type { ChunkMap } from './chunks.js';
 
 /**
- * The worker's code, as a string run with `eval`: it needs nothing but node:fs and node:crypto,
- * and a string works the same from dist/ and from the TypeScript sources the tests run.
- * It reads the partial file behind the frontier it is told of (from the page cache, just
- * written) and hashes it; synchronous reads are right in a thread of its own.
+ * The hash thread's code, run with `eval`: it needs nothing but node:fs and node:crypto, and a
+ * string works the same from dist/ and from the TypeScript sources the tests run. Each job reads
+ * its partial file behind the frontier it is told of (from the page cache, just written) and
+ * hashes it; jobs interleave a message at a time.
  */
 const WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const crypto = require('node:crypto');
-const { file, algo, size } = workerData;
-const hash = crypto.createHash(algo === 'gitsha1' ? 'sha1' : 'sha256');
-if (algo === 'gitsha1') hash.update('blob ' + size + '\\0');
 const buf = Buffer.allocUnsafe(1024 * 1024);
-const fd = fs.openSync(file, 'r');
-let frontier = 0;
-parentPort.on('message', (limit) => {
+const jobs = new Map();
+parentPort.on('message', (m) => {
   try {
-    while (frontier < limit) {
-      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, limit - frontier), frontier);
-      if (n === 0) throw new Error('partial file shorter than its journal at ' + frontier);
-      hash.update(buf.subarray(0, n));
-      frontier += n;
+    if (m.open) {
+      const hash = crypto.createHash(m.open.algo === 'gitsha1' ? 'sha1' : 'sha256');
+      if (m.open.algo === 'gitsha1') hash.update('blob ' + m.open.size + '\\0');
+      jobs.set(m.id, { hash, size: m.open.size, fd: fs.openSync(m.open.file, 'r'), frontier: 0 });
+      return;
     }
-    if (frontier >= size) parentPort.postMessage({ hex: hash.digest('hex') });
+    const j = jobs.get(m.id);
+    if (!j) return;
+    if (m.stop) {
+      jobs.delete(m.id);
+      fs.closeSync(j.fd);
+      return;
+    }
+    while (j.frontier < m.limit) {
+      const n = fs.readSync(j.fd, buf, 0, Math.min(buf.length, m.limit - j.frontier), j.frontier);
+      if (n === 0) throw new Error('partial file shorter than its journal at ' + j.frontier);
+      j.hash.update(buf.subarray(0, n));
+      j.frontier += n;
+    }
+    if (j.frontier >= j.size) {
+      jobs.delete(m.id);
+      fs.closeSync(j.fd);
+      parentPort.postMessage({ id: m.id, hex: j.hash.digest('hex') });
+    }
   } catch (e) {
-    parentPort.postMessage({ error: String(e && e.message || e) });
+    const j = jobs.get(m.id);
+    jobs.delete(m.id);
+    if (j) try { fs.closeSync(j.fd); } catch {}
+    parentPort.postMessage({ id: m.id, error: String((e && e.message) || e) });
   }
 });
 `;
 
+interface Job {
+  resolve(hex: string | undefined): void;
+  reject(e: Error): void;
+}
+
 /**
- * PrefixHasher's work on a thread of its own: sha256 runs at ~1.7 GB/s on one core, which on a
- * fast link is as much CPU as receiving and writing the bytes together. The main thread only
- * posts the contiguous frontier; the thread reads behind it and hashes.
+ * One thread hashes for every large download of the process: sha256 runs at ~1.7 GB/s on one
+ * core, as much CPU as receiving and writing the bytes together, and one thread is enough for
+ * any link this tool meets while a thread per file would cost ~9 MiB of memory each. The thread
+ * keeps the process alive only while a job is open.
  */
+class HashThread {
+  private worker: Worker | undefined;
+  private readonly jobs = new Map<number, Job>();
+  private nextId = 1;
+
+  open(file: string, algo: ContentKey['algo'], size: number, job: Job): number {
+    const id = this.nextId++;
+    this.jobs.set(id, job);
+    this.ensure().postMessage({ id, open: { file, algo, size } });
+    this.worker?.ref();
+    return id;
+  }
+
+  frontier(id: number, limit: number): void {
+    if (this.jobs.has(id)) this.worker?.postMessage({ id, limit });
+  }
+
+  stop(id: number): void {
+    const job = this.jobs.get(id);
+    if (!job) return;
+    this.worker?.postMessage({ id, stop: true });
+    this.settle(id);
+    job.resolve(undefined);
+  }
+
+  private settle(id: number): void {
+    this.jobs.delete(id);
+    if (this.jobs.size === 0) this.worker?.unref();
+  }
+
+  private ensure(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(WORKER, { eval: true });
+    w.on('message', (m: { id: number; hex?: string; error?: string }) => {
+      const job = this.jobs.get(m.id);
+      if (!job) return;
+      this.settle(m.id);
+      if (m.hex !== undefined) job.resolve(m.hex);
+      else job.reject(new Error(m.error ?? 'hash thread failed'));
+    });
+    const crashed = (e: Error): void => {
+      this.worker = undefined;
+      for (const [id, job] of this.jobs) {
+        this.jobs.delete(id);
+        job.reject(e);
+      }
+    };
+    w.on('error', crashed);
+    w.on('exit', (code) => crashed(new Error(`hash thread exited (${code})`)));
+    this.worker = w;
+    return w;
+  }
+}
+
+const thread = new HashThread();
+
+/** PrefixHasher's work, done on the shared hash thread: the main thread only posts the frontier. */
 export class ThreadHasher {
-  private readonly worker: Worker;
   private told = 0;
+  private readonly id: number;
   private readonly done: Promise<string | undefined>;
 
   constructor(
@@ -48,27 +127,20 @@ export class ThreadHasher {
     private readonly map: ChunkMap,
     algo: ContentKey['algo'],
   ) {
-    this.worker = new Worker(WORKER, { eval: true, workerData: { file, algo, size: map.size } });
-    this.done = new Promise((resolve, reject) => {
-      this.worker.on('message', (m: { hex?: string; error?: string }) => {
-        if (m.hex !== undefined) resolve(m.hex);
-        else reject(new Error(m.error ?? 'hash thread failed'));
-        void this.worker.terminate();
-      });
-      this.worker.on('error', reject);
-      this.worker.on('exit', () => resolve(undefined));
-    });
+    let job: Job | undefined;
+    this.done = new Promise((resolve, reject) => (job = { resolve, reject }));
+    this.id = thread.open(file, algo, map.size, job as Job);
   }
 
   notify(): void {
     const limit = this.map.contiguousEnd();
     if (limit <= this.told) return;
     this.told = limit;
-    this.worker.postMessage(limit);
+    thread.frontier(this.id, limit);
   }
 
   stop(): void {
-    void this.worker.terminate();
+    thread.stop(this.id);
   }
 
   /** Resolves with the hex digest once every byte is hashed; undefined if stopped first. */
