@@ -118,7 +118,8 @@ describe('modelsync run', () => {
 
   it('on SIGTERM during the required download: stops at once, keeps the partial for a resume, exits 128+15', async () => {
     sb = await sandbox(hub.endpoint);
-    const big = addModel(hub, 400_000);
+    // Over SMALL_BLOB_BYTES: only leased downloads are resumable (small ones just start over).
+    const big = addModel(hub, 2 * 1024 * 1024);
     hub.setFaults(big.sha256, { bytesPerSecond: 50_000 });
     await sb.writeManifest([{ source: big.uri, dest: 'checkpoints/big.safetensors' }]);
     const s = await stub(sb);

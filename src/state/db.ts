@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -115,9 +114,16 @@ export class StateDb {
   }
 
   putVerified(p: string, stamp: FileStamp, key: ContentKey): void {
-    this.db
-      .prepare('INSERT OR REPLACE INTO verified (path, dev, ino, size, mtime_ns, algo, hex, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(p, stamp.dev, stamp.ino, stamp.size, stamp.mtimeNs, key.algo, key.hex, Date.now());
+    this.stmt('INSERT OR REPLACE INTO verified (path, dev, ino, size, mtime_ns, algo, hex, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+      p,
+      stamp.dev,
+      stamp.ino,
+      stamp.size,
+      stamp.mtimeNs,
+      key.algo,
+      key.hex,
+      Date.now(),
+    );
   }
 
   forgetVerified(p: string): void {
@@ -159,7 +165,9 @@ export class StateDb {
   nodeId(): string {
     const r = this.stmt("SELECT value FROM meta WHERE key = 'node_id'").get() as { value: string } | undefined;
     if (r) return r.value;
-    const id = randomBytes(8).toString('hex');
+    // The global Web Crypto, not an import of node:crypto: a warm start opens this DB and would
+    // load crypto (milliseconds) only for this, which runs once per state dir.
+    const id = Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString('hex');
     this.stmt("INSERT OR IGNORE INTO meta VALUES ('node_id', ?)").run(id);
     return this.nodeId();
   }

@@ -60,7 +60,8 @@ export async function statOrGone(p: string): Promise<Dated | undefined> {
     const s = await withReopen(() => stat(p));
     return { path: p, mtimeMs: s.mtimeMs, size: s.size };
   } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined;
+    // ENOTDIR: `<lease>/owner` of a claim, which is a file at the lease's path (see claim.ts).
+    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
     throw e;
   }
 }

@@ -3,40 +3,81 @@ import { constants } from 'node:fs';
 import { copyFile, link, lstat, mkdir, readdir, rename, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
-import { fsyncDir } from './blobs.js';
+import { NO_HARD_LINKS, fsyncDir } from './blobs.js';
 
 export type PublishMode = 'present' | 'hardlink' | 'symlink' | 'copy';
 
 /**
- * Make `dest` under the models dir show the blob's bytes. Every folder on the way is checked
- * with lstat and a symlink is never followed for writing (a planted link could point anywhere);
- * the file appears by rename of a link made beside it, so a reader sees the old file or the new
- * one, never a half-written one. Hard link first (no extra space, same inode); symlink, then a
- * copy, where the file system refuses hard links.
+ * What a sync shares across its publishes (see SyncBatch): folders already checked to be real
+ * folders, folder fsyncs deferred to one pass, and the names published per folder, whose
+ * leftover temps are cleared in one listing per folder instead of one per file.
  */
-export async function publish(blob: string, modelsDir: string, dest: string, retries = 4): Promise<PublishMode> {
+export interface PublishBatch {
+  readonly realDirs: Set<string>;
+  deferDirSync(dir: string): void;
+  published(dir: string, name: string): void;
+}
+
+export interface PublishOptions {
+  readonly batch?: PublishBatch | undefined;
+  /** The blob's inode, when the caller has just stat'ed it. */
+  readonly blobId?: { readonly dev: string; readonly ino: string } | undefined;
+  readonly retries?: number;
+}
+
+/**
+ * Make `dest` under the models dir show the blob's bytes. Every folder on the way is checked
+ * with lstat and a symlink is never followed for writing (a planted link could point anywhere).
+ * A new dest is a hard link made at its final name in one step (the blob is complete, so the
+ * name shows all of it or nothing); a dest that exists is replaced by rename of a link made
+ * beside it, so a reader sees the old file or the new one, never a half-written one. Hard link
+ * first (no extra space, same inode); symlink, then a copy, where the file system refuses hard
+ * links.
+ */
+export async function publish(blob: string, modelsDir: string, dest: string, opts: PublishOptions = {}): Promise<PublishMode> {
+  const { batch } = opts;
+  const retries = opts.retries ?? 4;
   const segs = dest.split('/');
   let dir = modelsDir;
   for (const seg of segs.slice(0, -1)) {
     dir = path.join(dir, seg);
-    await ensureRealDir(dir, dest);
+    if (batch?.realDirs.has(dir)) continue;
+    await ensureRealDir(dir, dest, batch);
+    batch?.realDirs.add(dir);
   }
-  const final = path.join(dir, segs[segs.length - 1] ?? '');
-  const blobSt = await lstat(blob);
+  const name = segs[segs.length - 1] ?? '';
+  const final = path.join(dir, name);
+  // Within a sync: the common case (a dest not there yet) costs one link().
+  if (batch) {
+    try {
+      await link(blob, final);
+      batch.deferDirSync(dir);
+      batch.published(dir, name);
+      return 'hardlink';
+    } catch (e) {
+      // EEXIST: something is there (the blob already, an old version, a planted link): below.
+      if (errnoCode(e) !== 'EEXIST' && !NO_HARD_LINKS.has(errnoCode(e) ?? '')) throw publishError(e, dest);
+    }
+  }
+  const blobSt = opts.blobId ?? (await lstat(blob, { bigint: true }));
   try {
-    const cur = await lstat(final);
+    const cur = await lstat(final, { bigint: true });
     if (cur.isDirectory()) throw new ModelsyncError('E_PUBLISH', `${dest} exists and is a directory`, { dest });
-    if (cur.isFile() && cur.ino === blobSt.ino && cur.dev === blobSt.dev) return 'present';
+    if (cur.isFile() && String(cur.ino) === String(blobSt.ino) && String(cur.dev) === String(blobSt.dev)) {
+      batch?.published(dir, name);
+      return 'present';
+    }
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
-  await clearLeftoverTemps(dir, path.basename(final));
-  const tmp = path.join(dir, `.${path.basename(final)}.modelsync-${randomBytes(6).toString('hex')}`);
+  if (batch) batch.published(dir, name);
+  else await clearLeftoverTemps(dir, new Set([name]));
+  const tmp = path.join(dir, `.${name}.modelsync-${randomBytes(6).toString('hex')}`);
   let mode: PublishMode = 'hardlink';
   try {
     await link(blob, tmp);
   } catch (e) {
-    if (!['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'ENOSYS'].includes(errnoCode(e) ?? '')) throw publishError(e, dest);
+    if (!NO_HARD_LINKS.has(errnoCode(e) ?? '')) throw publishError(e, dest);
     try {
       await symlink(blob, tmp);
       mode = 'symlink';
@@ -51,35 +92,37 @@ export async function publish(blob: string, modelsDir: string, dest: string, ret
     await unlink(tmp).catch(() => undefined);
     // A concurrent publish of this dest (nodes sharing a models dir) cleared our temp as a
     // leftover: do it over; once any of them has renamed, the retry finds the blob 'present'.
-    if (errnoCode(e) === 'ENOENT' && retries > 0) return publish(blob, modelsDir, dest, retries - 1);
+    if (errnoCode(e) === 'ENOENT' && retries > 0) return publish(blob, modelsDir, dest, { ...opts, retries: retries - 1 });
     throw publishError(e, dest);
   }
   // rename() of two links to one inode (a concurrent publish of this blob got there first)
   // succeeds and does nothing: our temp name would stay behind.
   await unlink(tmp).catch(() => undefined);
-  await fsyncDir(dir);
+  if (batch) batch.deferDirSync(dir);
+  else await fsyncDir(dir);
   return mode;
 }
 
 /**
  * A publish killed between its link and its rename leaves `.<name>.modelsync-<hex>` behind:
  * never a final path, but a hidden second name for a blob (a dangling symlink once gc removes
- * it). The next publish of the same name clears them; the names are ours alone.
+ * it). The next publish of the same name clears them (a sync: once per folder, for every name
+ * it published there); the names are ours alone.
  */
-async function clearLeftoverTemps(dir: string, name: string): Promise<void> {
-  const prefix = `.${name}.modelsync-`;
-  let names: string[];
+export async function clearLeftoverTemps(dir: string, names: ReadonlySet<string>): Promise<void> {
+  let listing: string[];
   try {
-    names = await readdir(dir);
+    listing = await readdir(dir);
   } catch {
     return;
   }
-  for (const n of names) {
-    if (n.startsWith(prefix) && /^[0-9a-f]{12}$/.test(n.slice(prefix.length))) await unlink(path.join(dir, n)).catch(() => undefined);
+  for (const n of listing) {
+    const m = /^\.(.+)\.modelsync-[0-9a-f]{12}$/.exec(n);
+    if (m && names.has(m[1] ?? '')) await unlink(path.join(dir, n)).catch(() => undefined);
   }
 }
 
-async function ensureRealDir(dir: string, dest: string): Promise<void> {
+async function ensureRealDir(dir: string, dest: string, batch: PublishBatch | undefined): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const st = await lstat(dir);
@@ -92,6 +135,9 @@ async function ensureRealDir(dir: string, dest: string): Promise<void> {
       if (errnoCode(e) !== 'ENOENT') throw e;
       try {
         await mkdir(dir);
+        // A new folder is an entry in its parent, which must reach the disk too.
+        if (batch) batch.deferDirSync(path.dirname(dir));
+        else await fsyncDir(path.dirname(dir));
       } catch (m) {
         if (errnoCode(m) !== 'EEXIST') throw publishError(m, dest);
       }

@@ -3,12 +3,16 @@ import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../sources/source.js';
+import type { FileStamp } from '../state/db.js';
 import { stampOf } from '../store/blobs.js';
+import { ClaimOwner, SMALL_BLOB_BYTES } from '../store/claim.js';
 import { blobPath } from '../store/layout.js';
 import { publish } from '../store/publish.js';
+import { sweepDeadClaims } from '../store/sweep-dead-claims.js';
 import type { SyncContext } from './context.js';
 import { buildPlan, checkSpace } from './plan.js';
 import { writeRefs } from './refs.js';
+import { SyncBatch } from './sync-batch.js';
 import type { BlobJob, EntryResult, SyncEvents, SyncReport } from './types.js';
 
 export interface SyncOptions {
@@ -42,31 +46,51 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
     events.entryState?.(f.entry, 'failed', { error: f.error.message });
   }
   let fetched = 0;
+  // Folder fsyncs and state DB rows of every commit and publish, done in a few passes; the last
+  // one before this sync reports anything (see SyncBatch for why that is as durable as before).
+  const batch = new SyncBatch(ctx.db, ctx.log, ctx.clock);
   // Files in flight are bounded too: each holds a file handle, a hasher and a lease.
   const files = new PQueue({ concurrency: Math.max(4, ctx.config.tunables.connections) });
-  await Promise.all(
-    plan.jobs.map((job) =>
-      files.add(async () => {
-        job.entries.forEach((e) => events.entryState?.(e, 'queued'));
-        try {
-          const source = await ctx.sourceFor(job.entries[0]?.source.kind ?? 'hf', manifest);
-          // Loaded on first use: a warm start (nothing to fetch) skips the whole transfer stack.
-          const { fetchBlob } = await import('./fetch-blob.js');
-          const n = await fetchBlob(ctx, job, source, signal, events);
-          fetched += n;
-          await publishJob(ctx, job, results, events);
-        } catch (err) {
-          const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
-          if (!(err instanceof ModelsyncError)) ctx.log.error({ err }, 'unexpected error');
-          for (const e of job.entries) {
-            const ee = me.forEntry(e.index, e.dest);
-            results.set(e, result(e, 'failed', { error: ee }));
-            events.entryState?.(e, 'failed', { error: ee.message });
+  const claims = new ClaimOwner(ctx.store.tmp, ctx.token);
+  // Small blobs a peer is fetching right now: a second pass, after everything else.
+  const busy: BlobJob[] = [];
+  const pass = (jobs: readonly BlobJob[], first: boolean): Promise<unknown> =>
+    Promise.all(
+      jobs.map((job) =>
+        files.add(async () => {
+          job.entries.forEach((e) => events.entryState?.(e, 'queued'));
+          try {
+            const source = await ctx.sourceFor(job.entries[0]?.source.kind ?? 'hf', manifest);
+            // Loaded on first use: a warm start (nothing to fetch) skips the whole transfer stack.
+            const { fetchBlob, BUSY } = await import('./fetch-blob.js');
+            const got = await fetchBlob(ctx, job, source, signal, events, { batch, claims, firstPass: first });
+            if (got === BUSY) {
+              job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer'));
+              busy.push(job);
+              return;
+            }
+            fetched += got.fetched;
+            await publishJob(ctx, job, got.stamp, results, events, batch);
+          } catch (err) {
+            const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
+            if (!(err instanceof ModelsyncError)) ctx.log.error({ err }, 'unexpected error');
+            for (const e of job.entries) {
+              const ee = me.forEntry(e.index, e.dest);
+              results.set(e, result(e, 'failed', { error: ee }));
+              events.entryState?.(e, 'failed', { error: ee.message });
+            }
           }
-        }
-      }),
-    ),
-  );
+        }),
+      ),
+    );
+  try {
+    await pass(plan.jobs, true);
+    await pass(busy, false);
+  } finally {
+    await claims.dispose();
+    await batch.finish();
+  }
+  await sweepDeadClaims(ctx.store, SMALL_BLOB_BYTES).catch((e: unknown) => ctx.log.warn({ err: String(e) }, 'could not clear what dead syncs left in the store'));
   // A filtered warm pass (run's required phase) references nothing new: no shared-volume write
   // before ComfyUI starts; the full pass that follows records everything.
   if (!opts.filter || plan.jobs.length > 0) {
@@ -83,27 +107,32 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
   };
 }
 
-async function publishJob(ctx: SyncContext, job: BlobJob, results: Map<Entry, EntryResult>, events: SyncEvents): Promise<void> {
+async function publishJob(ctx: SyncContext, job: BlobJob, stamp: FileStamp | undefined, results: Map<Entry, EntryResult>, events: SyncEvents, batch: SyncBatch): Promise<void> {
   const blob = blobPath(ctx.store, job.key);
+  const blobSt = stamp ?? (await stampOf(blob));
   // The committed blob's own size: a source re-resolved mid-download may have named another.
-  const size = (await stampOf(blob))?.size ?? job.file.size ?? 0;
+  const size = blobSt?.size ?? job.file.size ?? 0;
   for (const e of job.entries) {
-    try {
-      const mode = await publish(blob, ctx.config.modelsDir, e.dest);
-      const final = path.join(ctx.config.modelsDir, e.dest);
-      const st = await stampOf(final);
-      ctx.db.transaction(() => {
-        if (st) ctx.db.putVerified(final, st, job.key);
-        ctx.db.putEntry(e.dest, e.source.uri, job.key, size, 'published');
-      });
-      if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
-      results.set(e, result(e, 'published', { key: job.key, size, commit: job.file.commit }));
-      events.entryState?.(e, 'published', { size });
-    } catch (err) {
+    const fail = (err: unknown): void => {
       const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_PUBLISH', String(err), { cause: err });
       const ee = me.forEntry(e.index, e.dest);
       results.set(e, result(e, 'failed', { error: ee }));
       events.entryState?.(e, 'failed', { error: ee.message });
+    };
+    try {
+      const mode = await publish(blob, ctx.config.modelsDir, e.dest, { batch, blobId: blobSt });
+      const final = path.join(ctx.config.modelsDir, e.dest);
+      // A hard link is the blob's inode: same dev, ino, size and mtime, no second stat needed.
+      const st = (mode === 'hardlink' || mode === 'present') && blobSt ? blobSt : await stampOf(final);
+      batch.record(() => {
+        if (st) ctx.db.putVerified(final, st, job.key);
+        ctx.db.putEntry(e.dest, e.source.uri, job.key, size, 'published');
+      }, fail);
+      if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
+      results.set(e, result(e, 'published', { key: job.key, size, commit: job.file.commit }));
+      events.entryState?.(e, 'published', { size });
+    } catch (err) {
+      fail(err);
     }
   }
 }

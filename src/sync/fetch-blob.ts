@@ -1,43 +1,83 @@
-import { setMaxListeners } from 'node:events';
-import { rm } from 'node:fs/promises';
-import { ModelsyncError, errnoCode } from '../errors.js';
-import { keyName, type RemoteFile, type Source } from '../sources/source.js';
-import { commitBlob, stampOf } from '../store/blobs.js';
+import { rm, unlink } from 'node:fs/promises';
+import { ModelsyncError } from '../errors.js';
+import { keyName, type Source } from '../sources/source.js';
+import type { FileStamp } from '../state/db.js';
+import { stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { withReopen } from '../store/estale.js';
-import { acquireOrWait, type Lease } from '../store/lease.js';
-import { downloadToPart } from '../transfer/download.js';
-import { checkSafetensors, hashFile, hashMismatch } from '../transfer/verify.js';
+import { Lease, acquireOrWait } from '../store/lease.js';
+import { hashFile } from '../transfer/verify.js';
+import { SMALL_BLOB_BYTES, type ClaimOwner } from '../store/claim.js';
 import type { SyncContext } from './context.js';
-import { adoptPartial, removePart } from './partials.js';
+import { fetchVerified, type Fetched } from './fetch-verified.js';
+import { adoptPartial, partPaths, removePart } from './partials.js';
+import type { SyncBatch } from './sync-batch.js';
 import type { BlobJob, SyncEvents } from './types.js';
 
-/** Clean re-downloads after a hash mismatch before the entry fails. */
-const MISMATCH_ATTEMPTS = 3;
-/** Fresh starts after the source changed mid-download (a replaced object), before the entry fails. */
-const SOURCE_CHANGE_RESTARTS = 2;
 /** Takeovers by peers in one fetch before the entry fails (each one means a peer made progress). */
 const MAX_LEASE_LOSSES = 5;
 
+
+/** A small blob claimed by a live peer, on a first pass: come back to it once the rest is done. */
+export const BUSY = 'busy';
+
+/** What the fetches of one sync share. */
+export interface FetchScope {
+  readonly batch: SyncBatch;
+  /** The owner of this sync's claims on small blobs. */
+  readonly claims: ClaimOwner;
+  /** A first pass skips the small blobs a peer has claimed (BUSY) instead of waiting on them. */
+  readonly firstPass: boolean;
+}
+
+/** Unique partial names for small-blob writers within this process (two syncs may overlap). */
+let writerSeq = 0;
+
 /**
  * Make the job's blob exist in the store, verified. Fetches it unless it is already there or a
- * peer on the shared volume commits it while we wait on its lease. Returns bytes fetched.
+ * peer on the shared volume commits it while we wait on its lease.
  */
-export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents): Promise<number> {
+export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, scope: FetchScope): Promise<Fetched | typeof BUSY> {
+  const { batch } = scope;
   const final = blobPath(ctx.store, job.key);
-  if (await usableBlob(ctx, job, final)) return 0;
+  const have = await usableBlob(ctx, job, final, batch);
+  if (have) return { fetched: 0, stamp: have };
   const t = ctx.config.tunables;
-  const name = keyName(job.key);
+  const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
+  const opts = { dir: ctx.store.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined };
+  // Nodes that start one manifest together would otherwise queue up behind each other's claims,
+  // a slot each, polling: on a first pass a claimed small blob is skipped, and by the time it
+  // comes round again its holder has usually committed it.
+  if (small && scope.firstPass) {
+    const claim = await Lease.tryAcquire(opts);
+    if (!claim) return BUSY;
+    // A peer may have committed and released it between our look and our claim.
+    const now = await usableBlob(ctx, job, final, batch).catch(async (e: unknown) => {
+      await claim.release();
+      throw e;
+    });
+    if (now) {
+      await claim.release();
+      return { fetched: 0, stamp: now };
+    }
+    return fetchSmall(ctx, job, source, signal, events, batch, claim);
+  }
+  let done: FileStamp | undefined;
+  const isDone = async (): Promise<boolean> => {
+    done = await usableBlob(ctx, job, final, batch);
+    return done !== undefined;
+  };
   for (let losses = 0; ; losses++) {
     const got = await acquireOrWait(
-      { dir: ctx.store.leases, name, token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock },
-      () => usableBlob(ctx, job, final),
+      opts,
+      isDone,
       signal,
       () => job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer')),
     );
-    if (got === 'done') return 0;
+    if (got === 'done') return { fetched: 0, stamp: done };
+    if (small) return fetchSmall(ctx, job, source, signal, events, batch, got);
     try {
-      return await fetchUnderLease(ctx, job, source, signal, events, got);
+      return await fetchUnderLease(ctx, job, source, signal, events, batch, got);
     } catch (e) {
       // A peer judged us dead (we were stopped, starved or cut off) and took over: yield to it,
       // and wait for its commit like any other waiter, or take over in turn if it dies too.
@@ -48,117 +88,84 @@ export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, 
 }
 
 /** Download, verify and commit while holding the blob's lease; always releases it. */
-async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, lease: Lease): Promise<number> {
-  const final = blobPath(ctx.store, job.key);
-  const t = ctx.config.tunables;
+async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, lease: Lease): Promise<Fetched> {
   const name = keyName(job.key);
-  const both = AbortSignal.any([signal, lease.signal]);
-  setMaxListeners(0, both);
   try {
-    let fetched = 0;
-    // The version being fetched: replaced when the source changes under us (new ETag, new CDN blob).
-    let file = job.file;
-    let restarts = 0;
-    for (let attempt = 1; ; attempt++) {
-      const paths = await adoptPartial(ctx.store, name, ctx.token, file.version);
-      job.entries.forEach((e) => events.entryState?.(e, 'downloading', job.file.size === undefined ? { key: job.key } : { size: job.file.size, key: job.key }));
-      let d;
-      try {
-        d = await downloadToPart({
-          file,
-          source,
-          partPath: paths.part,
-          journalPath: paths.journal,
-          chunkSize: t.chunkSize,
-          pool: ctx.pool,
-          policy: ctx.policy,
-          signal: both,
-          log: ctx.log,
-          fence: () => lease.fence(),
-          onBytes: (n) => events.bytes?.(n, job.key),
-          onRetry: (e, w) => {
-            ctx.log.warn({ uri: job.file.uri, waitMs: w, err: e.message }, 'retrying');
-            events.retry?.(job.file.uri, e.message, w);
-          },
-        });
-      } catch (e) {
-        if (lease.signal.aborted && !signal.aborted) throw lease.signal.reason;
-        // A full disk is permanent for this run: drop the partial rather than keep a space hog.
-        if (e instanceof ModelsyncError && e.code === 'E_DISK_FULL') await removePart(paths);
-        // Bytes of two versions must never be spliced: drop them all, resolve again, start over.
-        if (e instanceof ModelsyncError && e.code === 'E_SOURCE_CHANGED' && restarts < SOURCE_CHANGE_RESTARTS && !both.aborted) {
-          restarts++;
-          await removePart(paths);
-          ctx.log.warn({ uri: file.uri, restart: restarts, err: e.message }, 'source changed during download; discarding the partial and starting over');
-          file = await resolveAgain(job, source, both);
-          continue;
-        }
-        throw e;
-      }
-      fetched += d.fetched;
-      job.entries.forEach((e) => events.entryState?.(e, 'verifying'));
-      if (d.hex !== job.key.hex || (file.size !== undefined && d.size !== file.size)) {
-        await removePart(paths);
-        events.verifyFailure?.(job.file.uri);
-        const err = d.hex !== job.key.hex ? hashMismatch(job.file.uri, job.key, d.hex) : new ModelsyncError('E_SIZE_MISMATCH', `${job.file.uri}: expected ${file.size} bytes, got ${d.size}`, { url: job.file.uri });
-        ctx.log.warn({ uri: job.file.uri, attempt, err: err.message }, 'downloaded bytes failed verification; discarding');
-        if (attempt >= MISMATCH_ATTEMPTS) throw err;
-        continue;
-      }
-      if (job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
-        const bad = await checkSafetensors(paths.part);
-        if (bad !== undefined) {
-          await removePart(paths);
-          throw new ModelsyncError('E_CORRUPT', `${job.file.uri}: not a valid safetensors file (${bad})`, { url: job.file.uri });
-        }
-      }
-      if (!(await lease.check())) throw lease.signal.reason;
-      try {
-        await commitBlob(paths.part, final);
-      } catch (e) {
-        if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT') throw new ModelsyncError('E_DISK_FULL', `disk full committing ${job.file.uri}`, { cause: e });
-        // Our partial is gone from under its name: a peer that took over adopted it.
-        if (errnoCode(e) === 'ENOENT') throw new ModelsyncError('E_LEASE_LOST', `${job.file.uri}: a peer took over this download`, { cause: e });
-        throw e;
-      }
-      await rm(paths.journal, { force: true });
-      const st = await stampOf(final);
-      if (st) ctx.db.putVerified(final, st, job.key);
-      return fetched;
-    }
+    return await fetchVerified(ctx, job, source, signal, events, batch, {
+      // Ours from before a crash, or a dead peer's: every other writer of this blob is dead or fenced off.
+      paths: (version) => adoptPartial(ctx.store, name, ctx.token, version),
+      signal: lease.signal,
+      fence: () => lease.fence(),
+      // A holder that lost its lease while paused right here must not commit: a stat then a
+      // rename, because its successor may adopt the partial up to the moment its name is gone.
+      how: 'rename',
+      beforeCommit: async () => {
+        if (!(await lease.check())) throw lease.signal.reason;
+      },
+      afterCommit: (paths) => rm(paths.journal, { force: true }),
+    });
   } finally {
     await lease.release();
   }
 }
 
 /**
+ * A small blob, fetched under a claim into a partial no one else writes or adopts (adoption is
+ * for holders of a lease). Left behind by a crash, such a partial is debris for gc.
+ */
+async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, claim: Lease): Promise<Fetched> {
+  try {
+    return await fetchSmallClaimed(ctx, job, source, signal, events, batch);
+  } finally {
+    await claim.release();
+  }
+}
+
+async function fetchSmallClaimed(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch): Promise<Fetched> {
+  const final = blobPath(ctx.store, job.key);
+  for (let tries = 1; ; tries++) {
+    const paths = partPaths(ctx.store, keyName(job.key), `${ctx.token}-${++writerSeq}`);
+    try {
+      return await fetchVerified(ctx, job, source, signal, events, batch, {
+        paths: () => Promise.resolve(paths),
+        how: 'link',
+        // Adoption goes by journals: with its journal gone, a partial that is about to become
+        // (for an instant) a second name of the committed blob can never be adopted, not even by
+        // an older modelsync that leased (and adopted partials of) every blob.
+        beforeCommit: (p) => unlink(p.journal).catch(() => undefined),
+        afterCommit: () => Promise.resolve(),
+      });
+    } catch (e) {
+      await removePart(paths);
+      // The partial was cleared under us (by such an older peer, which removes partials without a
+      // journal): the blob may be in by now; else again.
+      if (signal.aborted || !(e instanceof ModelsyncError && e.code === 'E_LEASE_LOST') || tries >= 3) throw e;
+      const have = await usableBlob(ctx, job, final, batch);
+      if (have) return { fetched: 0, stamp: have };
+    }
+  }
+}
+
+/**
  * A blob in the store was verified by whoever committed it (blobs are read-only and content-
  * addressed). Its size is always checked; after the state DB was lost, it is re-hashed once.
+ * Returns its stamp when it is usable.
  */
-async function usableBlob(ctx: SyncContext, job: BlobJob, final: string): Promise<boolean> {
+async function usableBlob(ctx: SyncContext, job: BlobJob, final: string, batch: SyncBatch): Promise<FileStamp | undefined> {
   const stamp = await withReopen(() => stampOf(final));
-  if (!stamp) return false;
+  if (!stamp) return undefined;
   const ok = job.file.size === undefined || stamp.size === job.file.size;
   const known = ctx.db.verifiedStamp(final);
   const trusted = known !== undefined && known.ino === stamp.ino && known.size === stamp.size;
-  if (ok && (trusted || !ctx.dbRecreated)) return true;
+  if (ok && (trusted || !ctx.dbRecreated)) return stamp;
   if (ok) {
     const h = await withReopen(() => hashFile(final, job.key.algo));
     if (h.hex === job.key.hex) {
-      ctx.db.putVerified(final, stamp, job.key);
-      return true;
+      batch.record(() => ctx.db.putVerified(final, stamp, job.key));
+      return stamp;
     }
   }
   ctx.log.error({ blob: final }, 'store blob does not match its address; removing it');
   await rm(final, { force: true });
-  return false;
-}
-
-/** The job's source resolved once more; it must still promise the same content. */
-async function resolveAgain(job: BlobJob, source: Source, signal: AbortSignal): Promise<RemoteFile> {
-  const [fresh] = await source.resolve(job.entries.slice(0, 1), signal);
-  if (fresh === undefined || keyName(fresh.key) !== keyName(job.key)) {
-    throw new ModelsyncError('E_SOURCE_CHANGED', `${job.file.uri} now resolves to other content than ${keyName(job.key)}`, { url: job.file.uri });
-  }
-  return fresh;
+  return undefined;
 }

@@ -1,0 +1,100 @@
+import { hostname } from 'node:os';
+import { link, lstat, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { errnoCode } from '../errors.js';
+import { NO_HARD_LINKS } from './blobs.js';
+import { HERE } from './lease-owner.js';
+
+/**
+ * Blobs of at most this size are fetched under a claim, not a lease (see LeaseOptions.claim),
+ * into a partial of their own that nobody adopts: a small file is fetched again rather than
+ * resumed. A lease's heartbeat, fence and checked release cost about 25 file operations on the
+ * shared volume per file, against one request; a claim costs 3. A constant, not a setting:
+ * every node on a volume must agree on which blobs have leases and which partials are adoptable.
+ */
+export const SMALL_BLOB_BYTES = 1024 * 1024;
+
+/**
+ * The owner side of claims (see LeaseOptions.claim): one owner file per sync in STORE/tmp,
+ * written once, and a claim is a hard link to it at the lease's name. A link is atomic (EEXIST
+ * when anyone holds the name, as mkdir for a lease), and it makes a name, not a file: creating
+ * files and folders is what costs on a shared volume (a server round trip) and on many local
+ * disks, and a small file's download already creates one. Readers see the same owner record as
+ * in a lease's `owner` file (readOwner reads a claim file itself), so waiting, staleness and the
+ * takeover of a holder that died on this machine work alike. Where the file system has no hard
+ * links, the claim is written in place with O_EXCL instead.
+ */
+export class ClaimOwner {
+  private made: Promise<{ path: string; ino: bigint }> | undefined;
+  private seq = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly token: string,
+  ) {}
+
+  /** Take `target`; undefined when someone holds it. The inode identifies our claim later. */
+  async claim(target: string): Promise<{ ino: bigint } | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      const own = await this.file();
+      try {
+        await link(own.path, target);
+        return { ino: own.ino };
+      } catch (e) {
+        const code = errnoCode(e) ?? '';
+        if (code === 'EEXIST') return undefined;
+        // Our owner file's name is gone (gc clears old files in tmp): write another.
+        if (code === 'ENOENT' && attempt === 0) {
+          this.made = undefined;
+          continue;
+        }
+        if (NO_HARD_LINKS.has(code)) return this.claimInPlace(target);
+        throw e;
+      }
+    }
+  }
+
+  /** Drop the claim at `target` if it is still ours (a peer that broke it may have its own there). */
+  async unclaim(target: string, ino: bigint): Promise<void> {
+    const st = await lstat(target, { bigint: true }).catch(() => undefined);
+    if (st?.ino === ino) await unlink(target).catch(() => undefined);
+  }
+
+  /** The owner file's name goes (claims still standing are names of their own). */
+  async dispose(): Promise<void> {
+    const made = this.made;
+    this.made = undefined;
+    const own = await made?.catch(() => undefined);
+    if (own) await unlink(own.path).catch(() => undefined);
+  }
+
+  private file(): Promise<{ path: string; ino: bigint }> {
+    if (!this.made) {
+      const p = (async () => {
+        const file = path.join(this.dir, `claim-owner-${this.token}-${++this.seq}`);
+        await writeFile(file, this.record());
+        return { path: file, ino: (await stat(file, { bigint: true })).ino };
+      })();
+      this.made = p;
+      p.catch(() => {
+        if (this.made === p) this.made = undefined;
+      });
+    }
+    return this.made;
+  }
+
+  private async claimInPlace(target: string): Promise<{ ino: bigint } | undefined> {
+    try {
+      await writeFile(target, this.record(), { flag: 'wx' });
+    } catch (e) {
+      if (errnoCode(e) === 'EEXIST') return undefined;
+      throw e;
+    }
+    return { ino: (await lstat(target, { bigint: true })).ino };
+  }
+
+  private record(): string {
+    // `at` is for people reading the file; staleness is judged on content changes alone.
+    return JSON.stringify({ token: this.token, claim: true, host: hostname(), pid: process.pid, here: HERE, at: new Date().toISOString() });
+  }
+}

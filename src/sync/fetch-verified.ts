@@ -1,0 +1,134 @@
+import { setMaxListeners } from 'node:events';
+import { ModelsyncError, errnoCode } from '../errors.js';
+import { keyName, type RemoteFile, type Source } from '../sources/source.js';
+import type { FileStamp } from '../state/db.js';
+import { commitBlob, stampOf } from '../store/blobs.js';
+import { blobPath } from '../store/layout.js';
+import { downloadToPart } from '../transfer/download.js';
+import { checkSafetensors, hashMismatch } from '../transfer/verify.js';
+import type { SyncContext } from './context.js';
+import { removePart, type PartPaths } from './partials.js';
+import type { SyncBatch } from './sync-batch.js';
+import type { BlobJob, SyncEvents } from './types.js';
+
+/** Clean re-downloads after a hash mismatch before the entry fails. */
+const MISMATCH_ATTEMPTS = 3;
+/** Fresh starts after the source changed mid-download (a replaced object), before the entry fails. */
+const SOURCE_CHANGE_RESTARTS = 2;
+
+export interface Fetched {
+  /** Bytes that came over the network. */
+  readonly fetched: number;
+  /** The committed blob's stamp (undefined only if it vanished right after the commit). */
+  readonly stamp: FileStamp | undefined;
+}
+
+/** How one writer of a blob goes about it: with a lease (large blobs) or alone (small ones). */
+export interface Writer {
+  /** The partial (and journal) to write for this version of the source. */
+  paths(version: string): Promise<PartPaths>;
+  /** Aborted when this writer must stop (its lease was lost). */
+  readonly signal?: AbortSignal | undefined;
+  /** Awaited before every write (see DownloadParams.fence). */
+  readonly fence?: (() => Promise<void>) | undefined;
+  /** How the commit avoids replacing a racing writer's blob (see commitBlob). */
+  readonly how: 'link' | 'rename';
+  /** Right before the commit; throws when this writer may no longer commit. */
+  beforeCommit(paths: PartPaths): Promise<void>;
+  afterCommit(paths: PartPaths): Promise<void>;
+}
+
+/**
+ * Download, verify and commit the job's blob as `w` says. Bytes that fail the hash or the size
+ * are discarded and fetched again (a few times); a source that changed mid-download starts over
+ * from its new version. The commit's folder fsync and the state DB row go through the batch.
+ */
+export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer): Promise<Fetched> {
+  const final = blobPath(ctx.store, job.key);
+  const t = ctx.config.tunables;
+  let both = signal;
+  if (w.signal) {
+    both = AbortSignal.any([signal, w.signal]);
+    setMaxListeners(0, both);
+  }
+  let fetched = 0;
+  // The version being fetched: replaced when the source changes under us (new ETag, new CDN blob).
+  let file = job.file;
+  let restarts = 0;
+  for (let attempt = 1; ; attempt++) {
+    const paths = await w.paths(file.version);
+    job.entries.forEach((e) => events.entryState?.(e, 'downloading', job.file.size === undefined ? { key: job.key } : { size: job.file.size, key: job.key }));
+    let d;
+    try {
+      d = await downloadToPart({
+        file,
+        source,
+        partPath: paths.part,
+        journalPath: paths.journal,
+        chunkSize: t.chunkSize,
+        pool: ctx.pool,
+        policy: ctx.policy,
+        signal: both,
+        log: ctx.log,
+        fence: w.fence,
+        onBytes: (n) => events.bytes?.(n, job.key),
+        onRetry: (e, wait) => {
+          ctx.log.warn({ uri: job.file.uri, waitMs: wait, err: e.message }, 'retrying');
+          events.retry?.(job.file.uri, e.message, wait);
+        },
+      });
+    } catch (e) {
+      if (w.signal?.aborted && !signal.aborted) throw w.signal.reason;
+      // A full disk is permanent for this run: drop the partial rather than keep a space hog.
+      if (e instanceof ModelsyncError && e.code === 'E_DISK_FULL') await removePart(paths);
+      // Bytes of two versions must never be spliced: drop them all, resolve again, start over.
+      if (e instanceof ModelsyncError && e.code === 'E_SOURCE_CHANGED' && restarts < SOURCE_CHANGE_RESTARTS && !both.aborted) {
+        restarts++;
+        await removePart(paths);
+        ctx.log.warn({ uri: file.uri, restart: restarts, err: e.message }, 'source changed during download; discarding the partial and starting over');
+        file = await resolveAgain(job, source, both);
+        continue;
+      }
+      throw e;
+    }
+    fetched += d.fetched;
+    job.entries.forEach((e) => events.entryState?.(e, 'verifying'));
+    if (d.hex !== job.key.hex || (file.size !== undefined && d.size !== file.size)) {
+      await removePart(paths);
+      events.verifyFailure?.(job.file.uri);
+      const err = d.hex !== job.key.hex ? hashMismatch(job.file.uri, job.key, d.hex) : new ModelsyncError('E_SIZE_MISMATCH', `${job.file.uri}: expected ${file.size} bytes, got ${d.size}`, { url: job.file.uri });
+      ctx.log.warn({ uri: job.file.uri, attempt, err: err.message }, 'downloaded bytes failed verification; discarding');
+      if (attempt >= MISMATCH_ATTEMPTS) throw err;
+      continue;
+    }
+    if (job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
+      const bad = await checkSafetensors(paths.part);
+      if (bad !== undefined) {
+        await removePart(paths);
+        throw new ModelsyncError('E_CORRUPT', `${job.file.uri}: not a valid safetensors file (${bad})`, { url: job.file.uri });
+      }
+    }
+    await w.beforeCommit(paths);
+    try {
+      await commitBlob(paths.part, final, { dirs: batch, how: w.how });
+    } catch (e) {
+      if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT') throw new ModelsyncError('E_DISK_FULL', `disk full committing ${job.file.uri}`, { cause: e });
+      // Our partial is gone from under its name: a peer that took over adopted it (or cleared it).
+      if (errnoCode(e) === 'ENOENT') throw new ModelsyncError('E_LEASE_LOST', `${job.file.uri}: a peer took over this download`, { cause: e });
+      throw e;
+    }
+    await w.afterCommit(paths);
+    const stamp = await stampOf(final);
+    if (stamp) batch.record(() => ctx.db.putVerified(final, stamp, job.key));
+    return { fetched, stamp };
+  }
+}
+
+/** The job's source resolved once more; it must still promise the same content. */
+async function resolveAgain(job: BlobJob, source: Source, signal: AbortSignal): Promise<RemoteFile> {
+  const [fresh] = await source.resolve(job.entries.slice(0, 1), signal);
+  if (fresh === undefined || keyName(fresh.key) !== keyName(job.key)) {
+    throw new ModelsyncError('E_SOURCE_CHANGED', `${job.file.uri} now resolves to other content than ${keyName(job.key)}`, { url: job.file.uri });
+  }
+  return fresh;
+}
