@@ -20,6 +20,8 @@ export interface Goal {
   readonly target: string;
   /** undefined: could not be judged (a peer was skipped or failed). */
   readonly pass: boolean | undefined;
+  /** How the goal is judged, when the line alone cannot say: printed under the table. */
+  readonly note?: string;
 }
 
 export function median(xs: readonly number[]): number {
@@ -64,10 +66,13 @@ export function renderRows(rows: readonly Row[]): string {
 
 export function renderGoals(goals: readonly Goal[]): string {
   const out = ['| case | goal | measured | target | pass |', '| --- | --- | --- | --- | --- |'];
+  const notes: string[] = [];
   for (const g of goals) {
     const pass = g.pass === undefined ? 'n/a' : g.pass ? 'PASS' : 'FAIL';
-    out.push(`| ${g.caseId} | ${g.what} | ${g.measured} | ${g.target} | ${pass} |`);
+    const mark = g.note === undefined ? '' : ` [${notes.push(g.note)}]`;
+    out.push(`| ${g.caseId} | ${g.what}${mark} | ${g.measured} | ${g.target} | ${pass} |`);
   }
+  if (notes.length > 0) out.push('', ...notes.map((n, i) => `[${i + 1}] ${n}`));
   return out.join('\n');
 }
 

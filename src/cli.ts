@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { processEnvironment } from './config.js';
+import { OPTIONS } from './cli-options.js';
 import { ModelsyncError } from './errors.js';
-import type { CommandIo } from './commands/common.js';
+import type { CommandIo, WarmAttempt } from './commands/common.js';
 
 type Handler = (io: CommandIo) => Promise<number>;
 
@@ -18,33 +19,6 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Handler> }
   'import-workflow': { summary: 'turn the models list embedded in a ComfyUI workflow into manifest entries', load: async () => (await import('./commands/import-workflow.js')).importWorkflowCommand },
   'comfy-paths': { summary: "print an extra_model_paths.yaml that points ComfyUI at the models dir", load: async () => (await import('./commands/comfy-paths.js')).comfyPathsCommand },
 };
-
-const OPTIONS = {
-  manifest: { type: 'string' },
-  'models-dir': { type: 'string' },
-  'store-dir': { type: 'string' },
-  'state-dir': { type: 'string' },
-  json: { type: 'boolean' },
-  'log-level': { type: 'string' },
-  connections: { type: 'string' },
-  'chunk-size': { type: 'string' },
-  control: { type: 'string' },
-  refresh: { type: 'boolean' },
-  offline: { type: 'boolean' },
-  full: { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  'update-lock': { type: 'boolean' },
-  's3-endpoint': { type: 'string' },
-  's3-path-style': { type: 'boolean' },
-  'comfy-url': { type: 'string' },
-  'startup-timeout': { type: 'string' },
-  restart: { type: 'string' },
-  'stop-timeout': { type: 'string' },
-  'grace-period': { type: 'string' },
-  output: { type: 'string', short: 'o' },
-  help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean' },
-} as const;
 
 export function usage(): string {
   const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(16)} ${c.summary}`);
@@ -123,9 +97,9 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
   return handler({ ...io, flags: parsed.values, positionals: parsed.positionals });
 }
 
-/** The bin's entry: exit codes and the two error tiers live here. */
-export function runMain(argv: readonly string[]): void {
-  main(argv, { env: processEnvironment(), stdout: process.stdout, stderr: process.stderr }).then(
+/** Exit codes and the two error tiers live here. `warm`: what warm-start.ts (the bin's entry) found. */
+export function runMain(argv: readonly string[], warm?: WarmAttempt): void {
+  main(argv, { env: processEnvironment(), stdout: process.stdout, stderr: process.stderr, warm }).then(
     (code) => {
       process.exitCode = code;
     },

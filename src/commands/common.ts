@@ -1,10 +1,10 @@
 import { setMaxListeners } from 'node:events';
 import { loadConfig, type Config, type Flags } from '../config.js';
+import { lookUpManifest, rememberManifest, type ManifestLookup } from '../daemon/manifest-cache.js';
 import { ModelsyncError } from '../errors.js';
-import { createLogger, type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 import type { Manifest } from '../manifest/types.js';
-import { openContext, type SyncContext } from '../sync/context.js';
-import { readManifestAndLock, settleLock } from '../sync/use-lock.js';
+import type { SyncContext } from '../sync/context.js';
 
 /** What every command gets: parsed flags, the environment, and where to write. */
 export interface CommandIo {
@@ -13,6 +13,14 @@ export interface CommandIo {
   readonly env: NodeJS.ProcessEnv;
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
+  /** Set when the bin's entry already tried this `sync` warm and had to leave it to the full path. */
+  readonly warm?: WarmAttempt | undefined;
+}
+
+/** What a warm attempt that did not finish hands on. */
+export interface WarmAttempt {
+  /** Its open of the state DB replaced an unreadable one, for this reason. */
+  readonly dbRecreated?: string | undefined;
 }
 
 export interface Loaded {
@@ -29,15 +37,40 @@ export function requireManifestPath(config: Config): string {
   return config.manifestPath;
 }
 
-/** Config, logger, manifest (validated before anything else is opened) and sync context. */
-export async function loadAll(io: CommandIo): Promise<Loaded> {
-  const config = loadConfig(io.flags, io.env);
+/** What a command may already hold when it gets to loadAll (a warm start that fell through). */
+export interface Preloaded {
+  readonly config?: Config;
+  readonly lookup?: ManifestLookup | undefined;
+  readonly dbRecreated?: string | undefined;
+}
+
+/**
+ * Config, logger, manifest (validated before anything else is opened) and sync context. The
+ * manifest comes from the state dir's cache when its text, its lock's and the validating code are
+ * those validated last time: the YAML parser and zod are most of a warm start's load time.
+ * Everything heavier than the config loads here, on demand, for the same reason.
+ */
+export async function loadAll(io: CommandIo, pre: Preloaded = {}): Promise<Loaded> {
+  const config = pre.config ?? loadConfig(io.flags, io.env);
+  const manifestPath = requireManifestPath(config);
+  const updateLock = io.flags['update-lock'] === true;
+  // --update-lock may rewrite the lock: it always takes the full path.
+  const lookup = updateLock ? undefined : (pre.lookup ?? lookUpManifest(config.stateDir, manifestPath));
+  const [{ createLogger }, { openContext }] = await Promise.all([import('../log.js'), import('../sync/context.js')]);
   const log = createLogger(config.logLevel);
-  // The lock file beside the manifest, if any, is checked for drift before anything is opened.
-  const read = await readManifestAndLock(requireManifestPath(config), io.flags['update-lock'] === true);
-  const ctx = await openContext(config, log);
+  if (lookup?.cached) return { config, log, manifest: lookup.cached, ctx: await openContext(config, log, undefined, pre.dbRecreated) };
+  const lockRules = await import('../sync/use-lock.js');
+  if (lookup) {
+    // The lock file beside the manifest, if any, is checked for drift before anything is opened.
+    const manifest = await lockRules.parseWithLock(lookup.files.manifest, manifestPath);
+    const ctx = await openContext(config, log, undefined, pre.dbRecreated);
+    await rememberManifest(config.stateDir, lookup, manifest);
+    return { config, log, manifest, ctx };
+  }
+  const read = await lockRules.readManifestAndLock(manifestPath, updateLock);
+  const ctx = await openContext(config, log, undefined, pre.dbRecreated);
   try {
-    const manifest = await settleLock(ctx, read, log);
+    const manifest = await lockRules.settleLock(ctx, read, log);
     return { config, log, manifest, ctx };
   } catch (e) {
     ctx.close();
@@ -45,11 +78,16 @@ export async function loadAll(io: CommandIo): Promise<Loaded> {
   }
 }
 
-export function print(io: CommandIo, line: string): void {
+/** Where print and printJson write: a command's stdout, or anything that takes text. */
+export interface Out {
+  readonly stdout: { write(text: string): unknown };
+}
+
+export function print(io: Out, line: string): void {
   io.stdout.write(`${line}\n`);
 }
 
-export function printJson(io: CommandIo, value: unknown): void {
+export function printJson(io: Out, value: unknown): void {
   io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 

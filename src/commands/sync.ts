@@ -1,35 +1,38 @@
-import { progressBar } from '../progress.js';
-import { runSync } from '../sync/engine.js';
-import { fmt } from '../sync/plan.js';
-import type { SyncReport } from '../sync/types.js';
-import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './common.js';
+import { loadConfig } from '../config.js';
+import { lookUpManifest } from '../daemon/manifest-cache.js';
+import { abortOnSignals, loadAll, requireManifestPath, type CommandIo } from './common.js';
+import { reportSync } from './sync-report.js';
 
-/** `modelsync sync`: exit 0 only if every entry is present and verified. */
+export { printReport } from './sync-report.js';
+
+/**
+ * `modelsync sync`: exit 0 only if every entry is present and verified. A warm start (the
+ * manifest validated before, every entry in place) is decided by stat + the state DB with only
+ * the modules that takes (sync/warm.ts); anything else falls through to the full sync.
+ */
 export async function syncCommand(io: CommandIo): Promise<number> {
-  const { config, manifest, ctx } = await loadAll(io);
+  const config = loadConfig(io.flags, io.env);
+  // --update-lock may rewrite the lock: it always takes the full path.
+  const lookup = io.flags['update-lock'] === true ? undefined : lookUpManifest(config.stateDir, requireManifestPath(config));
+  let dbRecreated = io.warm?.dbRecreated;
+  // The bin's entry (warm-start.ts) tried already when io.warm is set.
+  if (lookup?.cached && !io.warm) {
+    const { warmSync } = await import('../sync/warm.js');
+    const warm = await warmSync(config, lookup.cached);
+    if (warm.report) return reportSync(io, config.json, warm.report);
+    dbRecreated = warm.dbRecreated;
+  }
+  const { manifest, ctx } = await loadAll(io, { config, lookup, dbRecreated });
   const stop = abortOnSignals();
+  const [{ runSync }, { progressBar }] = await Promise.all([import('../sync/engine.js'), import('../progress.js')]);
   const bar = config.tty && !config.json ? progressBar(process.stderr) : undefined;
   try {
     const report = await runSync(ctx, manifest, { signal: stop.signal, ...(bar ? { events: bar.events } : {}) });
     bar?.done();
-    if (config.json) printJson(io, report);
-    else printReport(io, report);
-    return report.ok ? 0 : 1;
+    return reportSync(io, config.json, report);
   } finally {
     bar?.done();
     stop.dispose();
     ctx.close();
   }
-}
-
-export function printReport(io: CommandIo, report: SyncReport): void {
-  for (const r of report.entries) {
-    if (r.state === 'failed') print(io, `FAILED     ${r.dest}: ${r.error?.message ?? 'unknown error'}`);
-    else print(io, `${r.state.padEnd(10)} ${r.dest}${r.size === undefined ? '' : ` (${fmt(r.size)})`}`);
-  }
-  const count = (s: string): number => report.entries.filter((r) => r.state === s).length;
-  print(
-    io,
-    `${report.entries.length} entries: ${count('present')} present, ${count('published')} published, ${count('failed')} failed; fetched ${fmt(report.bytesFetched)} in ${(report.durationMs / 1000).toFixed(1)} s`,
-  );
 }

@@ -28,14 +28,18 @@ export interface SyncContext {
   close(): void;
 }
 
-export async function openContext(config: Config, log: Logger, clock: Clock = systemClock): Promise<SyncContext> {
-  let dbRecreated = false;
-  const db = StateDb.open(config.stateDir, {
-    onRecreated: (why) => {
-      dbRecreated = true;
-      log.warn(why);
-    },
-  });
+/**
+ * `dbRecreated`: a warm start's open of the state DB already replaced an unreadable one (its
+ * reason): this open finds a fresh DB, but the sync must still treat it as recreated.
+ */
+export async function openContext(config: Config, log: Logger, clock: Clock = systemClock, dbRecreated?: string): Promise<SyncContext> {
+  let recreated = false;
+  const onRecreated = (why: string): void => {
+    recreated = true;
+    log.warn(why);
+  };
+  if (dbRecreated !== undefined) onRecreated(dbRecreated);
+  const db = StateDb.open(config.stateDir, { onRecreated });
   const store = await openStore(config.storeDir);
   const t = config.tunables;
   const sources = new Map<string, Promise<Source>>();
@@ -61,7 +65,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     policy: { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs },
     clock,
     token: newToken(),
-    dbRecreated,
+    dbRecreated: recreated,
     sourceFor(kind, manifest) {
       const k = kind === 's3' ? `s3:${manifest.path}` : kind;
       let s = sources.get(k);

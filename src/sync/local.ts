@@ -1,17 +1,46 @@
+import { statSync } from 'node:fs';
 import path from 'node:path';
+import { errnoCode } from '../errors.js';
 import type { Entry } from '../manifest/types.js';
 import type { ContentKey } from '../sources/source.js';
+import type { FileStamp } from '../state/db.js';
 import { sameStamp, stampOf } from '../store/blobs.js';
 import type { SyncContext } from './context.js';
 
 const COMMIT = /^[0-9a-f]{40}$/;
+
+/** All the local check needs: a warm start decides before the rest of the context exists. */
+export type LocalView = Pick<SyncContext, 'config' | 'db'>;
+
+type Present = { key: ContentKey; size: number } | undefined;
 
 /**
  * Is this entry already in place, decided by stat and the state DB alone (no network, no model
  * byte read)? True when the dest was published and verified for this same source, and its
  * dev/inode/size/mtime have not changed since.
  */
-export async function presentLocally(ctx: SyncContext, entry: Entry): Promise<{ key: ContentKey; size: number } | undefined> {
+export async function presentLocally(ctx: LocalView, entry: Entry): Promise<Present> {
+  const rec = recorded(ctx, entry);
+  return rec && unchanged(ctx, rec, await stampOf(rec.final));
+}
+
+/**
+ * The same decision with a synchronous stat: a warm start asks it of every entry back to back,
+ * and a thread-pool round trip per entry would cost more than the stat itself.
+ */
+export function presentLocallySync(ctx: LocalView, entry: Entry): Present {
+  const rec = recorded(ctx, entry);
+  return rec && unchanged(ctx, rec, stampOfSync(rec.final));
+}
+
+interface Recorded {
+  readonly final: string;
+  readonly key: ContentKey;
+  readonly size: number;
+}
+
+/** The state DB's half: the dest's record, when it still matches the entry. */
+function recorded(ctx: LocalView, entry: Entry): Recorded | undefined {
   const rec = ctx.db.entry(entry.dest);
   if (!rec || rec.source !== entry.source.uri) return undefined;
   if (entry.sha256 !== undefined && (rec.key.algo !== 'sha256' || rec.key.hex !== entry.sha256)) return undefined;
@@ -20,9 +49,24 @@ export async function presentLocally(ctx: SyncContext, entry: Entry): Promise<{ 
   if (entry.pinned !== undefined && (rec.key.algo !== entry.pinned.algo || rec.key.hex !== entry.pinned.hex)) return undefined;
   // --refresh asks the Hub whether a branch moved; a commit cannot move.
   if (ctx.config.refresh && !ctx.config.hf.offline && entry.source.kind === 'hf' && !COMMIT.test(entry.source.revision)) return undefined;
-  const final = path.join(ctx.config.modelsDir, entry.dest);
-  const [stamp, verified] = [await stampOf(final), ctx.db.verifiedStamp(final)];
+  return { final: path.join(ctx.config.modelsDir, entry.dest), key: rec.key, size: rec.size };
+}
+
+/** The file's half: the stamp recorded when it was verified is the one it has now. */
+function unchanged(ctx: LocalView, rec: Recorded, stamp: FileStamp | undefined): Present {
+  const verified = stamp && ctx.db.verifiedStamp(rec.final);
   if (!stamp || !verified || !sameStamp(stamp, verified)) return undefined;
   if (verified.algo !== rec.key.algo || verified.hex !== rec.key.hex) return undefined;
   return { key: rec.key, size: rec.size };
+}
+
+function stampOfSync(file: string): FileStamp | undefined {
+  try {
+    const s = statSync(file, { bigint: true });
+    if (!s.isFile()) return undefined;
+    return { dev: s.dev.toString(), ino: s.ino.toString(), size: Number(s.size), mtimeNs: s.mtimeNs.toString() };
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
+    throw e;
+  }
 }

@@ -1,6 +1,7 @@
 import { readdir, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError } from '../errors.js';
+import { fmt } from '../fmt.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName, type ContentKey, type RemoteFile } from '../sources/source.js';
 import { blobPath } from '../store/layout.js';
@@ -116,16 +117,7 @@ export function checkSpace(plan: Plan): void {
   }
 }
 
-export function fmt(bytes: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${u[i]}`;
-}
+export { fmt };
 
 async function exists(p: string): Promise<boolean> {
   try {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -16,12 +15,14 @@ import type { SyncContext } from './context.js';
  * it would let gc collect a blob the manifest still wants. Anything less merges: the keys a sync
  * is about to fetch are added before the first byte moves, so a gc running meanwhile sees them.
  */
-export async function writeRefs(ctx: SyncContext, manifestPath: string, keys: readonly string[], opts: { merge?: boolean } = {}): Promise<void> {
+export async function writeRefs(ctx: Pick<SyncContext, 'db' | 'store'>, manifestPath: string, keys: readonly string[], opts: { merge?: boolean } = {}): Promise<void> {
   const node = ctx.db.nodeId();
   const file = path.join(ctx.store.refs, `${node}.json`);
   const previous = opts.merge ? await readKeys(file) : [];
   const record = { node, host: hostname(), manifest: manifestPath, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys])].sort() };
-  const tmp = `${file}.${randomBytes(4).toString('hex')}`;
+  // pid + Math.random, not node:crypto: only this node writes this name, and a warm start
+  // would load crypto for nothing else.
+  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
   try {
     await writeFile(tmp, `${JSON.stringify(record)}\n`);
     await rename(tmp, file);
