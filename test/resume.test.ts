@@ -38,8 +38,10 @@ async function journalBytes(): Promise<number> {
   for (const n of await readdir(tmpDir()).catch(() => [] as string[])) {
     if (!n.endsWith('.journal')) continue;
     try {
-      const j = JSON.parse(await readFile(path.join(tmpDir(), n), 'utf8')) as { written: number[] };
-      best = Math.max(best, j.written.reduce((a, b) => a + b, 0));
+      // What a rerun on this boot resumes from: the page-cache progress when recorded, else the fdatasync'ed one.
+      const j = JSON.parse(await readFile(path.join(tmpDir(), n), 'utf8')) as { written: number[]; cached?: number[] };
+      const trusted = j.cached?.length === j.written.length ? j.cached : j.written;
+      best = Math.max(best, trusted.reduce((a, b) => a + b, 0));
     } catch {
       /* being replaced */
     }

@@ -168,6 +168,18 @@ describe('wire transport', () => {
     expect((err as ModelsyncError).message).toMatch(/after 10 of 100 body bytes/);
   });
 
+  it('a slow body is handed out as it comes, not when a block is full (bytes in memory are in no journal)', async () => {
+    let hold: net.Socket | undefined;
+    const srv = await rawServer((_req, sock) => {
+      hold = sock;
+      sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${1 << 20}\r\n\r\n${'x'.repeat(1000)}`);
+    });
+    const res = await wireRequest({ url: srv.url(), headers: {}, idleTimeoutMs: 120_000 });
+    expect((await res.body.next())?.length).toBe(1000);
+    hold?.destroy();
+    await expect(res.body.next()).rejects.toMatchObject({ code: 'E_NETWORK' });
+  });
+
   it('a body delimited by the connection closing ends cleanly', async () => {
     const srv = await rawServer((_req, sock) => {
       void dribble(sock, ['HTTP/1.1 200 OK\r\n\r\n', 'one ', 'two']).then(() => sock.end());

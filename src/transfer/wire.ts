@@ -5,7 +5,7 @@ import { StaleConnection, WireConn } from './wire-conn.js';
 
 export interface WireRequest {
   readonly url: URL;
-  /** Lower-case names. */
+  /** Lower-case names; values must not hold CR or LF (wireRequest checks). */
   readonly headers: Readonly<Record<string, string>>;
   readonly idleTimeoutMs: number;
   readonly signal?: AbortSignal | undefined;
