@@ -21,6 +21,15 @@ export function curl(url: string, out: string, home: string): Promise<Measured> 
   return spawnMeasured('curl', ['-sS', '--fail', '-L', '-o', out, url], { env: peerEnv(home) });
 }
 
+/**
+ * `curl -L -o`, then `sha256sum -c` and `sync FILE`: what a download script has to add to give
+ * what modelsync gives (every byte verified, the file on disk). Not a goal's peer: context.
+ */
+export function curlVerified(url: string, out: string, home: string, sha256: string): Promise<Measured> {
+  const script = 'curl -sS --fail -L -o "$1" "$2" && echo "$3  $1" | sha256sum -c --quiet - && sync "$1"';
+  return spawnMeasured('sh', ['-c', script, 'sh', out, url, sha256], { env: peerEnv(home) });
+}
+
 const ARIA_QUIET = ['--console-log-level=warn', '--summary-interval=0', '--download-result=hide', '--allow-overwrite=true', '--auto-file-renaming=false'];
 
 /** `aria2c -x16 -s16`: 16 connections on one file. Everything else is aria2's default. */
