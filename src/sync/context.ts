@@ -45,6 +45,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
   const sources = new Map<string, Promise<Source>>();
   // Sources are imported lazily: a warm start needs none of them (nor the AWS SDK's load time).
   const make = async (kind: SourceRef['kind'], manifest: Manifest): Promise<Source> => {
+    (await import('../transfer/receive-buffers.js')).planReceiveMemory(t.connections);
     if (kind === 'hf') {
       const { HfSource } = await import('../sources/hf.js');
       return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db });
