@@ -188,6 +188,12 @@ describe('wire transport', () => {
     expect((await readAll(res.body)).toString()).toBe('one two');
   });
 
+  it('takes an old server\'s "Transfer-Encoding: identity" as no coding', async () => {
+    const srv = await rawServer((_req, sock) => sock.write('HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\ncontent-length: 5\r\n\r\nhello'));
+    const res = await get(srv.url());
+    expect((await readAll(res.body)).toString()).toBe('hello');
+  });
+
   it('refuses what it must not guess about: a bad Content-Length, an unknown coding, a huge head', async () => {
     const answers = [
       'HTTP/1.1 200 OK\r\ncontent-length: 12abc\r\n\r\n',

@@ -39,7 +39,8 @@ export function parseResponseHead(text: string, method: 'GET' | 'HEAD'): Respons
   }
   const connection = String(headers.connection ?? '').toLowerCase();
   let keepAlive = minor === '1' ? !connection.includes('close') : connection.includes('keep-alive');
-  const te = headers['transfer-encoding'];
+  // "identity" is no coding at all (RFC 2616 named it; some old servers still send it).
+  const te = String(headers['transfer-encoding'] ?? '').toLowerCase().trim() === 'identity' ? undefined : headers['transfer-encoding'];
   const cl = headers['content-length'];
   let framing: Framing;
   if (method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200)) {
