@@ -102,6 +102,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   p.signal.addEventListener('abort', onAbort, { once: true });
   // A file big enough to come over several connections is big enough for the hash thread.
   const hasher = map.count > 1 ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
+  const offer = hasher instanceof PrefixHasher ? (b: Buffer, at: number): void => hasher.offer(b, at) : undefined;
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   try {
@@ -124,7 +125,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
             withRetry(
               async (ctx) => {
                 if (ctrl.signal.aborted) throw ctrl.signal.reason;
-                await fetchChunk(p, fh, map, i, ctrl.signal, (n) => {
+                await fetchChunk(p, fh, map, i, ctrl.signal, offer, (n) => {
                   fetched += n;
                   ctx.madeProgress();
                   hasher.notify();
@@ -167,7 +168,15 @@ function isAbortLike(e: unknown): boolean {
 }
 
 /** Fetch what is missing of chunk i, reporting each batch of bytes written. */
-async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: number, signal: AbortSignal, progressed: (n: number) => void): Promise<void> {
+async function fetchChunk(
+  p: DownloadParams,
+  fh: FileHandle,
+  map: ChunkMap,
+  i: number,
+  signal: AbortSignal,
+  written: ((b: Buffer, at: number) => void) | undefined,
+  progressed: (n: number) => void,
+): Promise<void> {
   const start = map.start(i) + (map.written[i] ?? 0);
   const end = map.start(i) + map.length(i);
   if (start >= end) return;
@@ -187,7 +196,7 @@ async function fetchChunk(p: DownloadParams, fh: FileHandle, map: ChunkMap, i: n
     map.written[i] = pos - map.start(i);
     p.onBytes?.(n);
     progressed(n);
-  }, undefined, p.fence);
+  }, written, p.fence);
   if (pos < end) {
     throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${pos} of ${end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
   }
@@ -204,16 +213,17 @@ async function streamInto(
   limit: number,
   from: string,
   wrote: (n: number) => void,
-  onPiece?: (b: Buffer) => void,
+  onPiece?: (b: Buffer, at: number) => void,
   fence?: () => Promise<void>,
 ): Promise<number> {
   let pos = start;
   try {
     for (let block = await body.next(); block !== null; block = await body.next()) {
       const piece = block.length > limit - pos ? block.subarray(0, limit - pos) : block;
-      onPiece?.(piece);
       if (fence) await fence();
       for (let off = 0; off < piece.length; ) off += (await fh.write(piece, off, piece.length - off, pos + off)).bytesWritten;
+      // Only written bytes are hashed: a retry must not hash a piece twice.
+      onPiece?.(piece, pos);
       pos += piece.length;
       wrote(piece.length);
       if (piece.length < block.length) break;

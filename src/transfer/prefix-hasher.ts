@@ -11,6 +11,8 @@ export class PrefixHasher {
   private frontier = 0;
   private wake: (() => void) | undefined;
   private stopped = false;
+  /** A read-back is under way: bytes offered meanwhile are left to it. */
+  private reading = false;
 
   constructor(
     private readonly fh: FileHandle,
@@ -21,6 +23,16 @@ export class PrefixHasher {
   /** Bytes hashed so far. */
   get hashed(): number {
     return this.frontier;
+  }
+
+  /**
+   * Bytes just written at `at`, still in memory. When they extend the hashed prefix (a file that
+   * comes over one connection always does) they are hashed from here and never read back.
+   */
+  offer(piece: Buffer, at: number): void {
+    if (this.reading || this.stopped || at !== this.frontier) return;
+    this.hash.update(piece);
+    this.frontier += piece.length;
   }
 
   notify(): void {
@@ -36,7 +48,7 @@ export class PrefixHasher {
 
   /** Resolves with the hex digest once every byte is hashed; undefined if stopped first. */
   async run(): Promise<string | undefined> {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
+    let buf: Buffer | undefined;
     while (!this.stopped) {
       const limit = this.map.contiguousEnd();
       if (this.frontier >= this.map.size) return this.hash.digest('hex');
@@ -44,8 +56,10 @@ export class PrefixHasher {
         await new Promise<void>((resolve) => (this.wake = resolve));
         continue;
       }
+      buf ??= Buffer.allocUnsafe(1024 * 1024);
       const want = Math.min(buf.length, limit - this.frontier);
-      const { bytesRead } = await this.fh.read(buf, 0, want, this.frontier);
+      this.reading = true;
+      const { bytesRead } = await this.fh.read(buf, 0, want, this.frontier).finally(() => (this.reading = false));
       if (bytesRead === 0) throw new Error(`partial file shorter than its journal at ${this.frontier}`);
       this.hash.update(buf.subarray(0, bytesRead));
       this.frontier += bytesRead;
