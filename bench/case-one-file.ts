@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { BIG_FILE, BIG_REPO, checkOutput, summarise, type BenchContext } from './context.js';
 import type { AddedFile } from './hub-server.js';
@@ -27,7 +28,7 @@ export async function oneFileCase(ctx: BenchContext, caseId: 1 | 2): Promise<voi
   const hub = await ctx.hub();
   const big = await ctx.big();
   const url = resolveUrl(hub.endpoint, BIG_REPO, BIG_FILE);
-  const runs = new Map<Tool, (Measured & { failed?: string })[]>(tools.map((t) => [t, []]));
+  const runs = new Map<Tool, Run[]>(tools.map((t) => [t, []]));
   if (paced) await hub.setFaults(big.sha256, { bytesPerSecond: ctx.opts.pace });
   try {
     for (let rep = 0; rep < ctx.opts.repeat; rep++) {
@@ -35,7 +36,9 @@ export async function oneFileCase(ctx: BenchContext, caseId: 1 | 2): Promise<voi
       for (const tool of order) {
         if (tool === 'aria2c' && !ctx.aria2) continue;
         ctx.log(`case ${caseId}: ${LABEL[tool]} (run ${rep + 1}/${ctx.opts.repeat})`);
-        runs.get(tool)?.push(await runTool(ctx, tool, url, big, caseId === 1 && rep === ctx.opts.repeat - 1));
+        const serverBefore = hub.cpuSeconds();
+        const m = await runTool(ctx, tool, url, big, caseId === 1 && rep === ctx.opts.repeat - 1);
+        runs.get(tool)?.push({ ...m, serverCpuSeconds: hub.cpuSeconds() - serverBefore });
       }
     }
   } finally {
@@ -64,12 +67,33 @@ export async function oneFileCase(ctx: BenchContext, caseId: 1 | 2): Promise<voi
   if (paced) {
     ctx.goals.push(ratioGoal(2, 'paced: modelsync speed / aria2c -x16', ratio('aria2c'), 0.9));
   } else {
-    ctx.goals.push(ratioGoal(1, 'modelsync speed / curl', ratio('curl'), 1.0));
+    ctx.goals.push({ ...ratioGoal(1, 'modelsync speed / curl', ratio('curl'), 1.0), ...cpuFloor(ms, rows.get('curl')) });
     ctx.goals.push(ratioGoal(1, 'modelsync speed / @huggingface/hub', ratio('hf'), 2.0));
   }
 }
 
-async function runTool(ctx: BenchContext, tool: Tool, url: string, big: AddedFile, keepForWarm: boolean): Promise<Measured & { failed?: string }> {
+type Run = Measured & { failed?: string; serverCpuSeconds?: number };
+
+/**
+ * The stand-in runs on the same cores as the tool: however well a tool spreads its work, it
+ * cannot finish before its CPU time and the stand-in's, divided by the cores, have passed.
+ * Printed with case 1's goal, so a miss shows whether it is the code or the machine.
+ */
+function cpuFloor(ms: Row | undefined, peer: Row | undefined): { note: string } | undefined {
+  if (ms?.cpuSeconds === undefined || ms.serverCpuSeconds === undefined || peer?.seconds === undefined) return undefined;
+  const cores = availableParallelism();
+  const need = ms.cpuSeconds + ms.serverCpuSeconds;
+  const floor = need / cores;
+  return {
+    note:
+      `CPU floor: modelsync used ${ms.cpuSeconds.toFixed(2)} CPU-s and the stand-in serving it ${ms.serverCpuSeconds.toFixed(2)}; ` +
+      `on ${cores} CPUs no schedule of that work ends before ${floor.toFixed(2)} s, ` +
+      `${floor <= peer.seconds ? 'within' : 'beyond'} curl's ${peer.seconds.toFixed(2)} s (curl used ${peer.cpuSeconds?.toFixed(2) ?? 'n/a'} CPU-s). ` +
+      `modelsync's own time is ${(ms.seconds ?? 0).toFixed(2)} s.`,
+  };
+}
+
+async function runTool(ctx: BenchContext, tool: Tool, url: string, big: AddedFile, keepForWarm: boolean): Promise<Run> {
   const size = big.size;
   if (tool === 'modelsync') {
     const { run, dirs } = await ctx.freshSync('one-file-modelsync', [{ source: `hf://${BIG_REPO}/${BIG_FILE}`, dest: `checkpoints/${BIG_FILE}` }]);

@@ -82,7 +82,14 @@ export class BenchContext {
 }
 
 /** Summarise repeated runs: median time of the successful ones, the largest peak RSS. */
-export function summarise(caseId: number, caseName: string, tool: string, bytes: number, runs: readonly (Measured & { failed?: string })[], extra: Partial<Row> = {}): Row {
+export function summarise(
+  caseId: number,
+  caseName: string,
+  tool: string,
+  bytes: number,
+  runs: readonly (Measured & { failed?: string; serverCpuSeconds?: number })[],
+  extra: Partial<Row> = {},
+): Row {
   const good = runs.filter((r) => r.failed === undefined);
   const failed = runs.find((r) => r.failed !== undefined)?.failed;
   const note = [extra.note, failed === undefined ? undefined : `FAILED: ${failed}`, runs.length > 1 ? `median of ${good.length}` : undefined].filter(Boolean).join('; ');
@@ -92,6 +99,8 @@ export function summarise(caseId: number, caseName: string, tool: string, bytes:
     tool,
     bytes,
     seconds: good.length === 0 ? undefined : median(good.map((r) => r.wallMs / 1000)),
+    cpuSeconds: good.length === 0 ? undefined : median(good.map((r) => r.cpuSeconds)),
+    serverCpuSeconds: good.some((r) => r.serverCpuSeconds === undefined) || good.length === 0 ? undefined : median(good.map((r) => r.serverCpuSeconds ?? 0)),
     peakRssBytes: runs.length === 0 ? undefined : Math.max(...runs.map((r) => r.peakRssBytes)),
     ...extra,
     note,

@@ -8,6 +8,9 @@ export interface Row {
   /** Payload bytes moved, for MB/s. */
   readonly bytes: number;
   readonly peakRssBytes: number | undefined;
+  /** Median user + system CPU seconds of the tool, and of the Hub stand-in serving it (cases 1-2). */
+  readonly cpuSeconds?: number | undefined;
+  readonly serverCpuSeconds?: number | undefined;
   readonly note?: string;
   /** The row modelsync is compared against in this case. */
   readonly isModelsync?: boolean;
@@ -52,16 +55,24 @@ export function fmtRatio(r: number | undefined): string {
 }
 
 export function renderRows(rows: readonly Row[]): string {
-  const out = ['| case | tool | time (s) | MB/s | modelsync speed vs this | peak RSS (MiB) | notes |', '| --- | --- | ---: | ---: | ---: | ---: | --- |'];
+  const out = [
+    '| case | tool | time (s) | MB/s | modelsync speed vs this | CPU s (tool + stand-in) | peak RSS (MiB) | notes |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
   for (const r of rows) {
     const ms = rows.find((x) => x.caseId === r.caseId && x.isModelsync);
     const ratio = r.isModelsync ? '' : fmtRatio(speedRatio(ms, r));
     const time = r.seconds === undefined ? 'n/a' : r.seconds.toFixed(2);
     const rate = r.seconds === undefined || r.bytes === 0 ? '' : mbps(r.bytes, r.seconds);
     const rss = r.peakRssBytes === undefined ? 'n/a' : mib(r.peakRssBytes);
-    out.push(`| ${r.caseId}. ${r.caseName} | ${r.tool} | ${time} | ${rate} | ${ratio} | ${rss} | ${r.note ?? ''} |`);
+    out.push(`| ${r.caseId}. ${r.caseName} | ${r.tool} | ${time} | ${rate} | ${ratio} | ${cpuCell(r)} | ${rss} | ${r.note ?? ''} |`);
   }
   return out.join('\n');
+}
+
+function cpuCell(r: Row): string {
+  if (r.cpuSeconds === undefined) return 'n/a';
+  return r.serverCpuSeconds === undefined ? r.cpuSeconds.toFixed(2) : `${r.cpuSeconds.toFixed(2)} + ${r.serverCpuSeconds.toFixed(2)}`;
 }
 
 export function renderGoals(goals: readonly Goal[]): string {

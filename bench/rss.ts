@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { track } from './children.js';
+import { reapedChildrenCpu } from './cpu-time.js';
 import { REPO_ROOT } from './setup.js';
 
 /**
@@ -17,6 +18,8 @@ export interface Measured {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
   readonly wallMs: number;
+  /** User + system CPU seconds of the child and its descendants. */
+  readonly cpuSeconds: number;
   readonly peakRssBytes: number;
   /** Bytes returned by read()-family calls (all files, sockets and pipes included). */
   readonly rchar: number;
@@ -70,6 +73,7 @@ export function spawnNode(script: string, args: readonly string[], opts: SpawnOp
 export function spawnMeasured(cmd: string, args: readonly string[], opts: SpawnOptions, reports = false): Promise<Measured> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
+    const cpuBefore = reapedChildrenCpu();
     const child = track(spawn(cmd, args, { env: opts.env, cwd: opts.cwd ?? REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe', reports ? 'pipe' : 'ignore'] }));
     const pid = child.pid;
     let stdout = '';
@@ -103,6 +107,8 @@ export function spawnMeasured(cmd: string, args: readonly string[], opts: SpawnO
     });
     child.once('close', (code, signal) => {
       const wallMs = performance.now() - started;
+      // 'close' comes after the child was reaped, so its times are in our children's totals now.
+      const cpuSeconds = reapedChildrenCpu() - cpuBefore;
       exited = true;
       clearTimeout(timer);
       void polling.then(() => {
@@ -118,7 +124,7 @@ export function spawnMeasured(cmd: string, args: readonly string[], opts: SpawnO
             /* killed mid-write: the polled values stand */
           }
         }
-        resolve({ code, signal, wallMs, peakRssBytes: best.hwm, rchar: best.rchar, readBytes: best.readBytes, how, stdout, stderr });
+        resolve({ code, signal, wallMs, cpuSeconds, peakRssBytes: best.hwm, rchar: best.rchar, readBytes: best.readBytes, how, stdout, stderr });
       });
     });
   });

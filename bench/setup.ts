@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BlobFaults } from '../test/support/hub.js';
 import { track } from './children.js';
+import { processCpu } from './cpu-time.js';
 import type { AddedFile, HubOp, HubStatsSnapshot } from './hub-server.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -14,6 +15,8 @@ export const BENCH_TMP = path.join(REPO_ROOT, '.bench-tmp');
 export interface HubChild {
   readonly endpoint: string;
   readonly cdnOrigin: string;
+  /** CPU seconds the stand-in has used so far: it shares the machine's cores with the tool measured. */
+  cpuSeconds(): number;
   addModel(repo: string, file: string, payload: number, seed: number): Promise<AddedFile>;
   addMany(repo: string, dir: string, count: number, payload: number, seed: number): Promise<AddedFile[]>;
   setFaults(key: string, faults: BlobFaults): Promise<void>;
@@ -63,6 +66,7 @@ export async function startHubChild(): Promise<HubChild> {
   return {
     endpoint,
     cdnOrigin,
+    cpuSeconds: () => (child.pid === undefined ? 0 : processCpu(child.pid)),
     addModel: (repo, file, payload, seed) => call({ op: 'addModel', repo, path: file, payload, seed }),
     addMany: (repo, dir, count, payload, seed) => call({ op: 'addMany', repo, dir, count, payload, seed }),
     setFaults: (key, faults) => call({ op: 'setFaults', key, faults }),
