@@ -31,6 +31,16 @@ export function secondsSetting(name: string, raw: string | undefined, dflt: numb
   return Math.round(n * 1000);
 }
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** pino's levels; anything else would only fail later, inside pino, as an internal error. */
+export function logLevelSetting(name: string, raw: string | undefined, dflt: string): string {
+  if (raw === undefined || raw === '') return dflt;
+  const level = raw.trim().toLowerCase();
+  if (!LOG_LEVELS.includes(level)) throw new ModelsyncError('E_USAGE', `${name} must be one of ${LOG_LEVELS.join(', ')}, got "${raw}"`);
+  return level;
+}
+
 export function truthy(v: string | undefined): boolean {
   return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
 }

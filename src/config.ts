@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
-import { intSetting, parseHostPort, sizeSetting, truthy } from './config-values.js';
+import { intSetting, logLevelSetting, parseHostPort, sizeSetting, truthy } from './config-values.js';
 
 export type { DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
 import { ModelsyncError } from './errors.js';
@@ -185,7 +185,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     storeDir,
     stateDir,
     json: flags.json ?? false,
-    logLevel: flags['log-level'] ?? env.MODELSYNC_LOG_LEVEL ?? 'info',
+    logLevel: flags['log-level'] !== undefined ? logLevelSetting('--log-level', flags['log-level'], 'info') : logLevelSetting('MODELSYNC_LOG_LEVEL', env.MODELSYNC_LOG_LEVEL, 'info'),
     refresh: flags.refresh ?? false,
     tunables: Object.freeze(tunables),
     hf: Object.freeze({

@@ -199,6 +199,21 @@ describe('the validated-manifest cache', () => {
     expect(bad.code).toBe(2);
   });
 
+  it('a bad --log-level or MODELSYNC_LOG_LEVEL is bad usage (exit 2, one line) on the warm path as on the cold one', async () => {
+    await syncedOnce();
+    for (const [args, env] of [
+      [['sync', '--log-level', 'loud'], sb.env()],
+      [['sync'], { ...sb.env(), MODELSYNC_LOG_LEVEL: 'loud' }],
+      [['plan', '--log-level', 'loud'], sb.env()],
+    ] as const) {
+      const r = await runCli([...args], env);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/log.level must be one of fatal, error, warn, info, debug, trace, silent, got "loud"/i)]);
+    }
+    const upper = await runCli(['sync', '--log-level', 'WARN'], sb.env());
+    expect(upper.code).toBe(0);
+  });
+
   it('an unreadable cache file is a miss, not an error, and is rewritten', async () => {
     await syncedOnce();
     const cache = path.join(sb.state, 'manifest-cache.json');
