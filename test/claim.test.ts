@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
 import { collectGarbage } from '../src/store/gc.js';
-import { ClaimOwner, SMALL_BLOB_BYTES } from '../src/store/claim.js';
+import { ClaimOwner, OWNER_FILE_MAX_AGE_MS, SMALL_BLOB_BYTES } from '../src/store/claim.js';
 import { sweepDeadClaims } from '../src/store/sweep-dead-claims.js';
 import { HERE } from '../src/store/lease-owner.js';
 import { Lease, acquireOrWait, type LeaseOptions } from '../src/store/lease.js';
@@ -72,6 +72,22 @@ describe('claims', () => {
     await other?.release();
     expect(await readdir(store.leases)).toEqual([]);
     expect(await Lease.tryAcquire(claimOpts('bbbb'))).toBeInstanceOf(Lease);
+  });
+
+  it('a long sync links new claims to a fresh owner file, so gc never dates a new claim by the sync start', async () => {
+    const time = new VirtualTime();
+    const owner = new ClaimOwner(store.tmp, 'long1234', time.clock());
+    owners.push(owner);
+    const first = await owner.claim(path.join(store.leases, NAME));
+    const sameHour = await owner.claim(path.join(store.leases, `sha256-${'ef'.repeat(32)}`));
+    expect(sameHour?.ino).toBe(first?.ino);
+    time.jump(OWNER_FILE_MAX_AGE_MS);
+    const later = await owner.claim(path.join(store.leases, `sha256-${'01'.repeat(32)}`));
+    expect(later?.ino).not.toBe(first?.ino);
+    // One owner name at a time; the earlier claims stand on their own names.
+    expect((await readdir(store.tmp)).filter((n) => n.startsWith('claim-owner-long1234-'))).toEqual(['claim-owner-long1234-2']);
+    expect((await readdir(store.leases)).sort()).toHaveLength(3);
+    expect((await stat(path.join(store.leases, NAME))).ino).toBe(Number(first?.ino));
   });
 
   it("a release leaves a peer's claim alone (one that broke ours and took the name)", async () => {

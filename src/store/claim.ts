@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { link, lstat, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { systemClock, type Clock } from '../clock.js';
 import { errnoCode } from '../errors.js';
 import { NO_HARD_LINKS } from './blobs.js';
 import { HERE } from './lease-owner.js';
@@ -24,13 +25,23 @@ export const SMALL_BLOB_BYTES = 1024 * 1024;
  * takeover of a holder that died on this machine work alike. Where the file system has no hard
  * links, the claim is written in place with O_EXCL instead.
  */
+/**
+ * A claim's age, to gc on any node, is its inode's mtime: the owner file's. A claim lives as long
+ * as one small download, but a sync can run for days; past this age the next claim links to a
+ * new owner file, so no claim ever looks older than this plus one download to gc's day-old sweep
+ * of STORE/tmp (MODELSYNC_GC_TMP_MAX_AGE). The old name goes; claims on it are names of their own.
+ */
+export const OWNER_FILE_MAX_AGE_MS = 10 * 60_000;
+
 export class ClaimOwner {
   private made: Promise<{ path: string; ino: bigint }> | undefined;
+  private madeAt = 0;
   private seq = 0;
 
   constructor(
     private readonly dir: string,
     private readonly token: string,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** Take `target`; undefined when someone holds it. The inode identifies our claim later. */
@@ -69,8 +80,11 @@ export class ClaimOwner {
   }
 
   private file(): Promise<{ path: string; ino: bigint }> {
+    const retired = this.made && this.clock.now() - this.madeAt >= OWNER_FILE_MAX_AGE_MS ? this.dispose() : undefined;
     if (!this.made) {
+      this.madeAt = this.clock.now();
       const p = (async () => {
+        await retired;
         const file = path.join(this.dir, `claim-owner-${this.token}-${++this.seq}`);
         await writeFile(file, this.record());
         return { path: file, ino: (await stat(file, { bigint: true })).ino };
