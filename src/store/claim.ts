@@ -16,16 +16,6 @@ import { HERE } from './lease-owner.js';
 export const SMALL_BLOB_BYTES = 1024 * 1024;
 
 /**
- * The owner side of claims (see LeaseOptions.claim): one owner file per sync in STORE/tmp,
- * written once, and a claim is a hard link to it at the lease's name. A link is atomic (EEXIST
- * when anyone holds the name, as mkdir for a lease), and it makes a name, not a file: creating
- * files and folders is what costs on a shared volume (a server round trip) and on many local
- * disks, and a small file's download already creates one. Readers see the same owner record as
- * in a lease's `owner` file (readOwner reads a claim file itself), so waiting, staleness and the
- * takeover of a holder that died on this machine work alike. Where the file system has no hard
- * links, the claim is written in place with O_EXCL instead.
- */
-/**
  * A claim's age, to gc on any node, is its inode's mtime: the owner file's. A claim lives as long
  * as one small download, but a sync can run for days; past this age the next claim links to a
  * new owner file, so no claim ever looks older than this plus one download to gc's day-old sweep
@@ -33,6 +23,16 @@ export const SMALL_BLOB_BYTES = 1024 * 1024;
  */
 export const OWNER_FILE_MAX_AGE_MS = 10 * 60_000;
 
+/**
+ * The owner side of claims (see LeaseOptions.claim): one owner file per sync in STORE/tmp at a
+ * time, each written once, and a claim is a hard link to it at the lease's name. A link is atomic (EEXIST
+ * when anyone holds the name, as mkdir for a lease), and it makes a name, not a file: creating
+ * files and folders is what costs on a shared volume (a server round trip) and on many local
+ * disks, and a small file's download already creates one. Readers see the same owner record as
+ * in a lease's `owner` file (readOwner reads a claim file itself), so waiting, staleness and the
+ * takeover of a holder that died on this machine work alike. Where the file system has no hard
+ * links, the claim is written in place with O_EXCL instead.
+ */
 export class ClaimOwner {
   private made: Promise<{ path: string; ino: bigint }> | undefined;
   private madeAt = 0;
