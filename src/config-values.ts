@@ -1,4 +1,5 @@
 import { ModelsyncError } from './errors.js';
+import { MIN_CHUNK_SIZE } from './transfer/chunks.js';
 
 /** Parsers for one setting's text (a flag or an env var): each names the setting when it refuses. */
 
@@ -20,7 +21,7 @@ export function sizeSetting(name: string, raw: string | undefined, dflt: number)
   const unit = (m[2] ?? '').toLowerCase();
   const mult = unit === 'k' ? 1024 : unit === 'm' ? MiB : unit === 'g' ? 1024 * MiB : 1;
   const n = Number(m[1]) * mult;
-  if (n < 64 * 1024) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
+  if (n < MIN_CHUNK_SIZE) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
   return n;
 }
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdir, readFile, truncate, open } from 'node:fs/promises';
+import { readdir, readFile, truncate, open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from './support/cli.js';
@@ -109,6 +109,49 @@ describe('ranged multi-connection downloads and resume', () => {
     // Exactly the bytes the journal did not vouch for were fetched again.
     expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length - had);
     expect(await readdir(tmpDir())).toEqual([]);
+  });
+
+  it('a rerun with another --chunk-size resumes in the chunks the partial was started with', async () => {
+    const m = await setup();
+    const had = await killMidway(m, SIZE * 0.3);
+    hub.resetStats();
+    const r = await runCli(['sync', '--chunk-size', '1M', '--connections', '4'], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/resuming partial download/);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+    expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length - had);
+    // Still the first run's 128 KiB ranges, not 1 MiB ones.
+    const spans = hub.stats.requests.filter((q) => q.host === 'cdn').map((q) => /^bytes=(\d+)-(\d+)$/.exec(q.range ?? ''));
+    expect(spans.every((x) => x !== null && Number(x[2]) - Number(x[1]) < 128 * 1024)).toBe(true);
+  });
+
+  it('a journal whose chunk size is below the smallest --chunk-size is not trusted: clean restart', async () => {
+    const m = await setup();
+    await killMidway(m, SIZE * 0.3);
+    for (const n of await readdir(tmpDir())) {
+      if (!n.endsWith('.journal')) continue;
+      const j = JSON.parse(await readFile(path.join(tmpDir(), n), 'utf8')) as Record<string, unknown>;
+      await writeFile(path.join(tmpDir(), n), JSON.stringify({ ...j, chunkSize: 1 }));
+    }
+    hub.resetStats();
+    const r = await runCli(['sync', ...FLAGS], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toMatch(/resuming partial download/);
+    expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
+  });
+
+  it('by default a file comes in chunks of size / 128, at least 4 MiB, at most --chunk-size', async () => {
+    sb = await sandbox(hub.endpoint);
+    const mid = addModel(hub, 9 * 1024 * 1024);
+    await sb.writeManifest([{ source: mid.uri, dest: 'checkpoints/mid.safetensors' }]);
+    hub.resetStats();
+    const r = await runCli(['sync'], sb.env());
+    expect(r.code).toBe(0);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/mid.safetensors'))).toBe(mid.sha256);
+    // 9 MiB + header: 4 MiB, 4 MiB and the rest, where 32 MiB chunks would have been one request.
+    const ranges = hub.stats.requests.filter((q) => q.host === 'cdn' && q.method === 'GET').map((q) => q.range);
+    expect(ranges.sort()).toEqual(['bytes=0-4194303', `bytes=4194304-8388607`, `bytes=8388608-${mid.content.length - 1}`].sort());
   });
 
   it('a partial truncated behind the journal is not trusted: clean restart', async () => {

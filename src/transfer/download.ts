@@ -5,7 +5,7 @@ import { ModelsyncError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OpenBody, RemoteFile, Source } from '../sources/source.js';
 import type { BodyReader } from './body-reader.js';
-import { ChunkMap } from './chunks.js';
+import { ChunkMap, chunkSizeFor } from './chunks.js';
 import { networkError } from './network-error.js';
 import { bootId } from './boot-id.js';
 import { readJournal } from './journal.js';
@@ -21,6 +21,7 @@ export interface DownloadParams {
   /** Our partial file (unique to this writer) and its journal. */
   readonly partPath: string;
   readonly journalPath: string;
+  /** The largest chunk (--chunk-size): see chunkSizeFor. */
   readonly chunkSize: number;
   /** The global connection budget, shared by every file of the sync. */
   readonly pool: PQueue;
@@ -87,10 +88,10 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
   // Resume only when the journal describes this very version and the partial has the right shape.
-  const resumable = journal !== undefined && journal.version === p.file.version && journal.size === size && journal.chunkSize === p.chunkSize && partSize === size;
+  const resumable = journal !== undefined && journal.version === p.file.version && journal.size === size && partSize === size;
   const boot = await bootId();
   const from = resumable ? resumePoint(journal, boot) : { written: [], durable: [] };
-  const map = new ChunkMap(size, p.chunkSize, from.written);
+  const map = new ChunkMap(size, resumable ? journal.chunkSize : chunkSizeFor(size, p.chunkSize), from.written);
   const fh = await open(p.partPath, resumable ? 'r+' : 'w+');
   const resumedFrom = map.bytesOnDisk();
   if (resumable && resumedFrom > 0) p.log.info({ uri: p.file.uri, bytes: resumedFrom }, 'resuming partial download');

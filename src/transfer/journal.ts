@@ -1,6 +1,7 @@
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { errnoCode } from '../errors.js';
 import { withReopen } from '../store/estale.js';
+import { MIN_CHUNK_SIZE } from './chunks.js';
 
 /**
  * The download journal lives beside its partial file in the store, not in the local state DB:
@@ -37,6 +38,9 @@ export async function readJournal(file: string): Promise<Journal | undefined> {
   try {
     const j = JSON.parse(raw) as Partial<Journal>;
     if (j.v !== 1 || typeof j.version !== 'string' || typeof j.size !== 'number' || typeof j.chunkSize !== 'number' || !Array.isArray(j.written)) return undefined;
+    // A resume takes the journal's layout: a chunk size below the smallest --chunk-size would
+    // make a huge chunk table out of a damaged file on the volume.
+    if (!Number.isInteger(j.chunkSize) || j.chunkSize < MIN_CHUNK_SIZE) return undefined;
     if (!j.written.every((n) => Number.isInteger(n) && n >= 0)) return undefined;
     return j as Journal;
   } catch {
