@@ -141,7 +141,7 @@ describe('ranged multi-connection downloads and resume', () => {
     expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(m.sha256);
   });
 
-  it('by default a file comes in chunks of size / 128, at least 4 MiB, at most --chunk-size', async () => {
+  it('by default a file comes in chunks of size / 64, at least 4 MiB, at most --chunk-size', async () => {
     sb = await sandbox(hub.endpoint);
     const mid = addModel(hub, 9 * 1024 * 1024);
     await sb.writeManifest([{ source: mid.uri, dest: 'checkpoints/mid.safetensors' }]);
