@@ -71,9 +71,9 @@ export interface CliResult {
 }
 
 /** Spawn the built CLI and collect its exit status and output. */
-export function runCli(args: readonly string[], env: Record<string, string>, opts: { timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(args: readonly string[], env: Record<string, string>, opts: { timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
