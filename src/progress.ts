@@ -1,4 +1,4 @@
-import type { ContentKey } from './sources/source.js';
+import type { ContentKey } from './content-key.js';
 import type { SyncEvents } from './sync/types.js';
 import type { Entry } from './manifest/types.js';
 import { fmt } from './sync/plan.js';

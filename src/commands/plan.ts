@@ -1,4 +1,4 @@
-import { keyName } from '../sources/source.js';
+import { keyName } from '../content-key.js';
 import { buildPlan, fmt } from '../sync/plan.js';
 import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './common.js';
 

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Entry } from '../manifest/types.js';
-import type { ContentKey } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
 import { sameStamp, stampOf } from '../store/blobs.js';
 import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './common.js';
 import type { SyncContext } from '../sync/context.js';

@@ -1,5 +1,5 @@
 import type { Entry, Manifest } from '../manifest/types.js';
-import { keyName } from '../sources/source.js';
+import { keyName } from '../content-key.js';
 import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
 import type { ChildExit } from './backoff.js';
 

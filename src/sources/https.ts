@@ -3,7 +3,8 @@ import type { Entry, HttpsRef } from '../manifest/types.js';
 import { redactUrl } from '../redact.js';
 import { httpRequest, statusError } from '../transfer/http.js';
 import { bodyFromResponse } from './http-body.js';
-import type { ContentKey, OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
+import type { ContentKey } from '../content-key.js';
+import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
 
 export interface HttpsSourceOptions {
   /** Bearer tokens by exact host; sent only to that host, never after a redirect elsewhere. */

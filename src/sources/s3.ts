@@ -7,7 +7,8 @@ import type { Entry, Manifest, S3Ref } from '../manifest/types.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
 import { createS3Client, s3Settings, type S3Settings } from './s3-client.js';
 import { isVagueHeadFailure, s3Error, sdkErrorShape, sourceChanged, type S3Failure } from './s3-errors.js';
-import type { ContentKey, OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
+import type { ContentKey } from '../content-key.js';
+import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
 
 export interface S3SourceOptions {
   readonly config: Config;

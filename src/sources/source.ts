@@ -1,15 +1,6 @@
+import type { ContentKey } from '../content-key.js';
 import type { Entry } from '../manifest/types.js';
 import type { BodyReader } from '../transfer/body-reader.js';
-
-/** What content must hash to: sha256 for LFS/S3/HTTPS content, git blob sha1 for small Hub files. */
-export interface ContentKey {
-  readonly algo: 'sha256' | 'gitsha1';
-  readonly hex: string;
-}
-
-export function keyName(k: ContentKey): string {
-  return `${k.algo}-${k.hex}`;
-}
 
 /** One remote file, resolved: where it is, what it must hash to, and which version it is. */
 export interface RemoteFile {

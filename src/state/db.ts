@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ModelsyncError } from '../errors.js';
-import type { ContentKey } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
 
 /** statfs magic numbers of file systems where SQLite's locking cannot be trusted. */
 const NETWORK_FS: ReadonlyMap<number, string> = new Map([

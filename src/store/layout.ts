@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { withReopen } from './estale.js';
-import type { ContentKey } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
 
 /** Bumped when the on-disk layout changes incompatibly; a newer store is refused, never rewritten. */
 export const LAYOUT_VERSION = 1;

@@ -2,7 +2,7 @@ import path from 'node:path';
 import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
-import { keyName } from '../sources/source.js';
+import { keyName } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
 import { stampOf } from '../store/blobs.js';
 import { ClaimOwner, SMALL_BLOB_BYTES } from '../store/claim.js';

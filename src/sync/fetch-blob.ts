@@ -1,6 +1,7 @@
 import { rm, unlink } from 'node:fs/promises';
 import { ModelsyncError } from '../errors.js';
-import { keyName, type Source } from '../sources/source.js';
+import { keyName } from '../content-key.js';
+import type { Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
 import { stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { ModelsyncError, errnoCode } from '../errors.js';
-import { keyName, type RemoteFile, type Source } from '../sources/source.js';
+import { keyName } from '../content-key.js';
+import type { RemoteFile, Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
 import { commitBlob, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';

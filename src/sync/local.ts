@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import type { Entry } from '../manifest/types.js';
-import type { ContentKey } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
 import { sameStamp, stampOf } from '../store/blobs.js';
 import type { SyncContext } from './context.js';

@@ -1,5 +1,6 @@
 import type { Entry } from '../manifest/types.js';
-import type { ContentKey, RemoteFile } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
+import type { RemoteFile } from '../sources/source.js';
 
 export type EntryState = 'pending' | 'present' | 'resolving' | 'queued' | 'downloading' | 'waiting-peer' | 'verifying' | 'published' | 'failed';
 

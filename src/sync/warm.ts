@@ -1,6 +1,6 @@
 import type { Config } from '../config.js';
 import type { Manifest } from '../manifest/types.js';
-import { keyName } from '../sources/source.js';
+import { keyName } from '../content-key.js';
 import { StateDb } from '../state/db.js';
 import { openStore } from '../store/layout.js';
 import { presentLocallySync } from './local.js';

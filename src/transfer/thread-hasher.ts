@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { ContentKey } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
 import type { ChunkMap } from './chunks.js';
 
 /**

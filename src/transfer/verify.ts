@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { ModelsyncError } from '../errors.js';
-import type { ContentKey } from '../sources/source.js';
+import type { ContentKey } from '../content-key.js';
 
 /** A hasher for a content key: git blob sha1 hashes a "blob <size>\0" header first. */
 export function keyHasher(algo: ContentKey['algo'], size: number | undefined): Hash {
