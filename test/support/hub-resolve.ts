@@ -4,11 +4,13 @@ import { serveBlob, type BodyEnv } from './hub-body.js';
 import { contentDisposition, contentTypeFor, head, methodNotAllowed, notFoundPage, sendError, type Exchange } from './hub-http.js';
 import type { RepoStore, StoredFile, StoredRepo } from './hub-store.js';
 import type { RepoType } from './hub-types.js';
+import { resolveXet, type XetEnv } from './hub-xet.js';
 
 export interface ResolveEnv {
   store: RepoStore;
   body: BodyEnv;
   signer: UrlSigner;
+  xet: XetEnv;
   /** Read on every request: tests change these on the live Hub. */
   settings: AccessPolicy & { cdnOrigin: string; plainRedirect: boolean; signedUrlTtlSeconds: number };
 }
@@ -81,6 +83,7 @@ export function handleResolve(ex: Exchange, env: ResolveEnv, segs: string[]): vo
     return sendError(ex, { status: 404, code: 'EntryNotFound', message: 'Entry not found', headers: { 'x-repo-commit': commit.sha } });
   }
 
+  if (file.lfs && file.xetHash !== undefined) return resolveXet(ex, env.xet, { ...file, xetHash: file.xetHash }, { type, id }, commit.sha);
   if (file.lfs) {
     const location = `${env.settings.cdnOrigin}/blobs/${file.sha256}?${env.signer.query(file.sha256, env.settings.signedUrlTtlSeconds, path)}`;
     const body = Buffer.from(`Found. Redirecting to ${location}`);

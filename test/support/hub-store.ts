@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { HubFile, HubRepo, RepoType } from './hub-types.js';
+import { xetHashOf } from './hub-xet.js';
 
 export function sha256Hex(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
@@ -19,6 +20,8 @@ export interface StoredFile {
   /** What git stores for the path: the blob itself, or for LFS the pointer file. */
   blobId: string;
   pointerSize: number;
+  /** Set for large files of a Xet repo. */
+  xetHash?: string;
 }
 
 export interface Commit {
@@ -34,6 +37,7 @@ export interface StoredRepo {
   type: RepoType;
   private: boolean;
   gated: boolean;
+  xet: boolean;
   mongoId: string;
   createdAt: Date;
   commits: Map<string, Commit>;
@@ -46,6 +50,7 @@ export interface TreeEntry {
   size: number;
   path: string;
   lfs?: { oid: string; size: number; pointerSize: number };
+  xetHash?: string;
 }
 
 function storeFile(f: HubFile): StoredFile {
@@ -102,6 +107,7 @@ function directoryOids(files: Map<string, StoredFile>): Map<string, string> {
 export class RepoStore {
   private readonly repos = new Map<string, StoredRepo>();
   private readonly blobs = new Map<string, Buffer>();
+  private readonly xetBlobs = new Map<string, StoredFile>();
 
   add(repo: HubRepo): { commit: string } {
     const type = repo.type ?? 'model';
@@ -113,6 +119,7 @@ export class RepoStore {
       type,
       private: repo.private ?? false,
       gated: repo.gated ?? false,
+      xet: repo.xet ?? false,
       mongoId: randomBytes(12).toString('hex'),
       createdAt: now,
       commits: new Map(),
@@ -128,6 +135,10 @@ export class RepoStore {
     const tree = new Map(head?.files ?? []);
     for (const f of files) {
       const stored = storeFile(f);
+      if (repo.xet && stored.lfs) {
+        stored.xetHash = xetHashOf(stored.content);
+        this.xetBlobs.set(stored.xetHash, stored);
+      }
       tree.set(f.path, stored);
       if (stored.lfs) this.blobs.set(stored.sha256, stored.content);
     }
@@ -149,6 +160,10 @@ export class RepoStore {
 
   blob(sha256: string): Buffer | undefined {
     return this.blobs.get(sha256);
+  }
+
+  xetBlob(xetHash: string): StoredFile | undefined {
+    return this.xetBlobs.get(xetHash);
   }
 
   commitFor(repo: StoredRepo, rev: string): Commit | undefined {
@@ -181,6 +196,7 @@ export class RepoStore {
 export function fileEntry(f: StoredFile): TreeEntry {
   const entry: TreeEntry = { type: 'file', oid: f.blobId, size: f.content.length, path: f.path };
   if (f.lfs) entry.lfs = { oid: f.sha256, size: f.content.length, pointerSize: f.pointerSize };
+  if (f.xetHash !== undefined) entry.xetHash = f.xetHash;
   return entry;
 }
 

@@ -14,6 +14,8 @@ export interface HubRepo {
   files: HubFile[];
   private?: boolean;
   gated?: boolean;
+  /** Large files stored in Xet: resolve answers the Xet way and redirects to the bridge (hub-xet.ts). */
+  xet?: boolean;
 }
 
 /**
@@ -34,6 +36,10 @@ export interface BlobFaults {
   bytesPerSecond?: number;
   stallAfterBytes?: { bytes: number; times: number };
   cdnExpire?: { times: number };
+  /** Xet bridge: honour this many GETs, then every presigned URL issued so far is expired (403). */
+  xetExpireAfter?: { requests: number };
+  /** Xet bridge: add an X-Linked-Etag and X-Linked-Size of its own that are wrong (only the first hop's count). */
+  xetLyingBridge?: boolean;
 }
 
 export interface HubRequestRecord {
@@ -56,6 +62,8 @@ export interface HubStats {
 export interface Hub {
   endpoint: string;
   cdnOrigin: string;
+  /** The Xet bridge (cas-bridge.xethub.hf.co in real life), on 127.0.0.3. */
+  bridgeOrigin: string;
   /** Anonymous resolve of plain files on public repos answers 307 to /api/resolve-cache/... */
   plainRedirect: boolean;
   /** Real Hub leaves metadata of gated repos readable; set true to gate API calls too. */

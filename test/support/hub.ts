@@ -11,6 +11,7 @@ import { decodeSegments, sendError, type Exchange } from './hub-http.js';
 import { handleCdn, handleResolve, handleResolveCache, UrlSigner, type ResolveEnv } from './hub-resolve.js';
 import { RepoStore } from './hub-store.js';
 import type { BlobFaults, Hub, HubStats } from './hub-types.js';
+import { handleBridge, xetReadToken, XetSigner, type XetEnv } from './hub-xet.js';
 
 export type { BlobFaults, Hub, HubFile, HubRepo, HubRequestRecord, HubStats, RepoType } from './hub-types.js';
 export { gitBlobSha1Hex, sha256Hex } from './hub-store.js';
@@ -39,7 +40,8 @@ export async function startHub(): Promise<Hub> {
   const sockets = new Set<Socket>();
   const hubServer = createServer();
   const cdnServer = createServer();
-  for (const server of [hubServer, cdnServer]) {
+  const bridgeServer = createServer();
+  for (const server of [hubServer, cdnServer, bridgeServer]) {
     server.on('connection', (socket: Socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
@@ -50,10 +52,15 @@ export async function startHub(): Promise<Hub> {
     await new Promise((r) => hubServer.close(r));
     throw err;
   });
+  const bridgePort = await listen(bridgeServer, '127.0.0.3').catch(async (err: unknown) => {
+    await Promise.all([hubServer, cdnServer].map((s) => new Promise((r) => s.close(r))));
+    throw err;
+  });
 
   const hub: Hub = {
     endpoint: `http://127.0.0.1:${hubPort}`,
     cdnOrigin: `http://127.0.0.2:${cdnPort}`,
+    bridgeOrigin: `http://127.0.0.3:${bridgePort}`,
     plainRedirect: false,
     gateApiCalls: false,
     treePageSize: 1000,
@@ -73,7 +80,7 @@ export async function startHub(): Promise<Hub> {
       stats.cdnRequestsWithAuth = 0;
     },
     close: async () => {
-      const closed = Promise.all([hubServer, cdnServer].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      const closed = Promise.all([hubServer, cdnServer, bridgeServer].map((s) => new Promise<void>((r) => s.close(() => r()))));
       // Stalled and paced responses would otherwise hold server.close() open indefinitely.
       for (const socket of sockets) socket.destroy();
       await closed;
@@ -85,11 +92,19 @@ export async function startHub(): Promise<Hub> {
     countBytes: (key, n) => void stats.bytesServed.set(key, (stats.bytesServed.get(key) ?? 0) + n),
   };
   const signer = new UrlSigner();
-  const env: ResolveEnv = { store, body, signer, settings: hub };
+  const xet: XetEnv = {
+    body,
+    signer: new XetSigner(),
+    settings: hub,
+    blob: (h) => {
+      const f = store.xetBlob(h);
+      return f && { content: f.content, sha256: f.sha256, path: f.path };
+    },
+  };
+  const env: ResolveEnv = { store, body, signer, xet, settings: hub };
 
-  const exchange = (host: 'hub' | 'cdn', req: IncomingMessage, res: ServerResponse): Exchange => {
+  const exchange = (host: 'hub' | 'cdn', req: IncomingMessage, res: ServerResponse, base: string): Exchange => {
     const raw = req.url ?? '/';
-    const base = host === 'hub' ? hub.endpoint : hub.cdnOrigin;
     // Concatenate rather than resolve against a base, so "//x" stays a path and not a host.
     const url = raw.startsWith('/') ? new URL(base + raw) : new URL(raw, base);
     const record = {
@@ -114,10 +129,11 @@ export async function startHub(): Promise<Hub> {
   hubServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
     let ex: Exchange | undefined;
     const run = async (): Promise<void> => {
-      ex = exchange('hub', req, res);
+      ex = exchange('hub', req, res, hub.endpoint);
       const segs = decodeSegments(ex.url.pathname);
       if (!segs) return sendError(ex, { status: 400, message: 'Malformed URL encoding' });
       if (segs[0] === 'api' && segs[1] === 'resolve-cache') return handleResolveCache(ex, env, segs.slice(2));
+      if (segs[0] === 'api' && segs[4] === 'xet-read-token' && store.get(segs[1] === 'datasets' ? 'dataset' : 'model', `${segs[2]}/${segs[3]}`)?.xet) return xetReadToken(ex, xet);
       if (segs[0] === 'api') return handleApi(ex, { store, settings: hub }, segs.slice(1));
       return handleResolve(ex, env, segs);
     };
@@ -126,8 +142,19 @@ export async function startHub(): Promise<Hub> {
   cdnServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
     let ex: Exchange | undefined;
     try {
-      ex = exchange('cdn', req, res);
+      ex = exchange('cdn', req, res, hub.cdnOrigin);
       handleCdn(ex, env);
+    } catch (err: unknown) {
+      if (ex) fail(ex, err);
+      else res.destroy();
+    }
+  });
+  // The bridge is the CDN of Xet-stored files: its requests count as the CDN's (bytes, auth).
+  bridgeServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    let ex: Exchange | undefined;
+    try {
+      ex = exchange('cdn', req, res, hub.bridgeOrigin);
+      handleBridge(ex, xet);
     } catch (err: unknown) {
       if (ex) fail(ex, err);
       else res.destroy();
