@@ -4,8 +4,8 @@ import { OPTIONS } from './cli-options.js';
 import type { WarmAttempt } from './commands/common.js';
 import { reportSync } from './commands/sync-report.js';
 import { loadConfig, processEnvironment } from './config.js';
-import { lookUpManifest } from './daemon/manifest-cache.js';
 import { errnoCode } from './errors.js';
+import { lookUpManifest } from './manifest/cache.js';
 import type { SyncReport } from './sync/types.js';
 
 /**

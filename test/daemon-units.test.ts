@@ -5,11 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { comfyUrlFromArgs } from '../src/daemon/health-probe.js';
 import { lineSplitter } from '../src/daemon/lines.js';
-import { manifestCacheKey, readCachedManifest, writeCachedManifest } from '../src/daemon/manifest-cache.js';
-import { lockFileOf } from '../src/daemon/manifest-holder.js';
 import { SyncRunner, type SyncOutcome } from '../src/daemon/sync-runner.js';
-import { lockPathFor } from '../src/manifest/lock.js';
-import { parseManifest } from '../src/manifest/load.js';
 
 describe('daemon helpers', () => {
   it('finds ComfyUI from its own argv', () => {
@@ -31,10 +27,6 @@ describe('daemon helpers', () => {
     expect(lines).toEqual(['héllo', 'wörld', 'part']);
   });
 
-  it('names the lock file exactly as manifest/lock.ts does', () => {
-    for (const p of ['/etc/modelsync/manifest.yaml', '/a/b.YML', '/x/models.json', '/x/no-ext', '/x/y.lock.yaml']) expect(lockFileOf(p)).toBe(lockPathFor(p));
-  });
-
   it('reads daemon settings from flags and env, refusing bad ones', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-units-'));
     try {
@@ -45,23 +37,6 @@ describe('daemon helpers', () => {
       expect(() => loadConfig({ 'models-dir': dir, restart: 'sometimes' }, env)).toThrow(/--restart must be always, on-failure or never/);
       expect(() => loadConfig({ 'models-dir': dir, 'stop-timeout': '-1' }, env)).toThrow(/--stop-timeout/);
       expect(() => loadConfig({ 'models-dir': dir, 'comfy-url': 'localhost:8188' }, env)).toThrow(/--comfy-url/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('caches a validated manifest under its exact text and its lock', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-units-'));
-    try {
-      const file = path.join(dir, 'm.yaml');
-      const text = 'version: 1\nmodels:\n  - source: hf://org/name/model.safetensors\n    dest: checkpoints/m.safetensors\n    required: false\n';
-      const m = parseManifest(text, file);
-      const key = manifestCacheKey(file, { manifest: text, lock: '' });
-      expect(await readCachedManifest(dir, key)).toBeUndefined();
-      await writeCachedManifest(dir, key, m);
-      expect(await readCachedManifest(dir, key)).toEqual(JSON.parse(JSON.stringify(m)));
-      expect(await readCachedManifest(dir, manifestCacheKey(file, { manifest: `${text}\n`, lock: '' }))).toBeUndefined();
-      expect(await readCachedManifest(dir, manifestCacheKey(file, { manifest: text, lock: '{}' }))).toBeUndefined();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -9,13 +9,14 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.js';
-import { manifestCacheKey, writeCachedManifest } from '../src/daemon/manifest-cache.js';
 import { silentLogger } from '../src/log.js';
+import { lookUpFiles, rememberManifest } from '../src/manifest/cache.js';
+import { lockPathFor, readManifestFiles } from '../src/manifest/files.js';
 import { parseManifest } from '../src/manifest/load.js';
 import type { Manifest } from '../src/manifest/types.js';
+import { validateManifest } from '../src/manifest/validate.js';
 import { openContext } from '../src/sync/context.js';
 import { runSync } from '../src/sync/engine.js';
-import { parseWithLock } from '../src/sync/use-lock.js';
 import { warmSync } from '../src/sync/warm.js';
 import { FAKE_HF_TOKEN, REPO_ROOT, runCli, sandbox, type CliResult, type Sandbox } from './support/cli.js';
 import { startHub, type Hub } from './support/hub.js';
@@ -59,7 +60,7 @@ async function syncedOnce(): Promise<Synced> {
   ]);
   const r = await runCli(['sync'], sb.env());
   expect(r.code).toBe(0);
-  return { m, config: loadConfig({}, sb.env()), manifest: await parseWithLock(await readFile(sb.manifest, 'utf8'), sb.manifest) };
+  return { m, config: loadConfig({}, sb.env()), manifest: validateManifest(await readManifestFiles(sb.manifest)) };
 }
 
 let logs = 0;
@@ -140,7 +141,7 @@ describe('warm sync', () => {
   it.each(PERTURBATIONS)('%s: falls through to the full sync, which repairs it; warm again after', async (_what, perturb) => {
     const s = await syncedOnce();
     const expected = await perturb(s);
-    const manifest = await parseWithLock(await readFile(sb.manifest, 'utf8'), sb.manifest);
+    const manifest = validateManifest(await readManifestFiles(sb.manifest));
     expect(await warmSync(s.config, manifest)).toEqual({});
     const r = await traced(['sync']);
     expect(r.stderr).not.toContain('internal error');
@@ -180,6 +181,18 @@ describe('the validated-manifest cache', () => {
     expect(r.modules.some((u) => PARSER.test(u))).toBe(true);
     const warm = await traced(['sync']);
     expect(warm.stdout).toMatch(/3 entries: 3 present/);
+    expect(warm.modules.filter((u) => HEAVY.test(u))).toEqual([]);
+  });
+
+  it('a lock file that appears empty is refused as unusable (exit 2), as the full path refuses it, not taken for no lock', async () => {
+    await syncedOnce();
+    await writeFile(lockPathFor(sb.manifest), '');
+    const r = await traced(['sync']);
+    expect(r.code).toBe(2);
+    expect(r.modules.some((u) => PARSER.test(u))).toBe(true);
+    await unlink(lockPathFor(sb.manifest));
+    const warm = await traced(['sync']);
+    expect(warm.code).toBe(0);
     expect(warm.modules.filter((u) => HEAVY.test(u))).toEqual([]);
   });
 
@@ -234,11 +247,11 @@ describe('the validated-manifest cache', () => {
       version: 1,
       models: [{ source: 'https://example.invalid/m.safetensors?X-Amz-Signature=SIGdoNotLeak', dest: 'checkpoints/m.safetensors', sha256: 'a'.repeat(64) }],
     });
-    const key = manifestCacheKey(sb.manifest, { manifest: text, lock: '' });
-    await writeCachedManifest(sb.state, key, parseManifest(text, sb.manifest));
+    const files = { path: sb.manifest, lockPath: lockPathFor(sb.manifest), manifest: text, lock: undefined };
+    await rememberManifest(sb.state, lookUpFiles(sb.state, files), parseManifest(text, sb.manifest));
     expect(await readdir(sb.state)).toEqual([]);
     const plain = text.replace('?X-Amz-Signature=SIGdoNotLeak', '');
-    await writeCachedManifest(sb.state, manifestCacheKey(sb.manifest, { manifest: plain, lock: '' }), parseManifest(plain, sb.manifest));
+    await rememberManifest(sb.state, lookUpFiles(sb.state, { ...files, manifest: plain }), parseManifest(plain, sb.manifest));
     expect(await readdir(sb.state)).toEqual(['manifest-cache.json']);
   });
 

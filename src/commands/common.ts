@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { loadConfig, type Config, type Flags } from '../config.js';
-import { lookUpManifest, rememberManifest, type ManifestLookup } from '../daemon/manifest-cache.js';
+import type { ManifestLookup } from '../manifest/cache.js';
 import { ModelsyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Manifest } from '../manifest/types.js';
@@ -45,37 +45,17 @@ export interface Preloaded {
 }
 
 /**
- * Config, logger, manifest (validated before anything else is opened) and sync context. The
- * manifest comes from the state dir's cache when its text, its lock's and the validating code are
- * those validated last time: the YAML parser and zod are most of a warm start's load time.
- * Everything heavier than the config loads here, on demand, for the same reason.
+ * Config, logger, manifest (validated before anything else is opened: sync/open-with-manifest.ts)
+ * and sync context. Everything heavier than the config loads here, on demand: a warm start
+ * needs none of it.
  */
 export async function loadAll(io: CommandIo, pre: Preloaded = {}): Promise<Loaded> {
   const config = pre.config ?? loadConfig(io.flags, io.env);
   const manifestPath = requireManifestPath(config);
-  const updateLock = io.flags['update-lock'] === true;
-  // --update-lock may rewrite the lock: it always takes the full path.
-  const lookup = updateLock ? undefined : (pre.lookup ?? lookUpManifest(config.stateDir, manifestPath));
-  const [{ createLogger }, { openContext }] = await Promise.all([import('../log.js'), import('../sync/context.js')]);
+  const [{ createLogger }, { openWithManifest }] = await Promise.all([import('../log.js'), import('../sync/open-with-manifest.js')]);
   const log = createLogger(config.logLevel);
-  if (lookup?.cached) return { config, log, manifest: lookup.cached, ctx: await openContext(config, log, undefined, pre.dbRecreated) };
-  const lockRules = await import('../sync/use-lock.js');
-  if (lookup) {
-    // The lock file beside the manifest, if any, is checked for drift before anything is opened.
-    const manifest = await lockRules.parseWithLock(lookup.files.manifest, manifestPath);
-    const ctx = await openContext(config, log, undefined, pre.dbRecreated);
-    await rememberManifest(config.stateDir, lookup, manifest);
-    return { config, log, manifest, ctx };
-  }
-  const read = await lockRules.readManifestAndLock(manifestPath, updateLock);
-  const ctx = await openContext(config, log, undefined, pre.dbRecreated);
-  try {
-    const manifest = await lockRules.settleLock(ctx, read, log);
-    return { config, log, manifest, ctx };
-  } catch (e) {
-    ctx.close();
-    throw e;
-  }
+  const { manifest, ctx } = await openWithManifest(config, log, manifestPath, { updateLock: io.flags['update-lock'] === true, lookup: pre.lookup, dbRecreated: pre.dbRecreated });
+  return { config, log, manifest, ctx };
 }
 
 /** Where print and printJson write: a command's stdout, or anything that takes text. */

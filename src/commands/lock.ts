@@ -1,8 +1,9 @@
 import { loadConfig } from '../config.js';
 import { ModelsyncError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { loadManifestFile } from '../manifest/load.js';
-import { lockPathFor, readLock, writeLock, type LockEntry, type LockFile } from '../manifest/lock.js';
+import { readManifestFiles } from '../manifest/files.js';
+import { parseManifest } from '../manifest/load.js';
+import { parseLock, writeLock, type LockEntry, type LockFile } from '../manifest/lock.js';
 import { openContext } from '../sync/context.js';
 import { pinManifest, type PinOutcome } from '../sync/pin.js';
 import { fmt } from '../sync/plan.js';
@@ -17,11 +18,12 @@ export async function lockCommand(io: CommandIo): Promise<number> {
   const config = loadConfig(io.flags, io.env);
   const log = createLogger(config.logLevel);
   const manifestPath = requireManifestPath(config);
-  const manifest = await loadManifestFile(manifestPath, { requireHashes: false });
-  const lockFile = lockPathFor(manifestPath);
+  const files = await readManifestFiles(manifestPath);
+  const manifest = parseManifest(files.manifest, files.path, { requireHashes: false });
+  const lockFile = files.lockPath;
   let previous: LockFile | undefined;
   try {
-    previous = await readLock(lockFile);
+    previous = parseLock(files.lock, lockFile);
   } catch (e) {
     if (!(e instanceof ModelsyncError) || e.code !== 'E_LOCK_DRIFT') throw e;
     log.warn({ lockFile }, 'the existing lock file is unusable; writing a new one');

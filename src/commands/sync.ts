@@ -1,5 +1,5 @@
 import { loadConfig } from '../config.js';
-import { lookUpManifest } from '../daemon/manifest-cache.js';
+import { lookUpManifest } from '../manifest/cache.js';
 import { abortOnSignals, loadAll, requireManifestPath, type CommandIo } from './common.js';
 import { reportSync } from './sync-report.js';
 

@@ -4,13 +4,13 @@ import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { ModelsyncError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { openContext, type SyncContext } from '../sync/context.js';
+import type { SyncContext } from '../sync/context.js';
 import { runSync } from '../sync/engine.js';
+import { openWithManifest } from '../sync/open-with-manifest.js';
 import type { SyncReport } from '../sync/types.js';
 import { comfySupervisor } from './child.js';
 import { startControl, type ControlServer } from './control.js';
-import { manifestCacheKey, readCachedManifest, writeCachedManifest } from './manifest-cache.js';
-import { ManifestHolder, readManifestFiles } from './manifest-holder.js';
+import { ManifestHolder } from './manifest-holder.js';
 import { systemdNotifier } from './notify.js';
 import { DaemonState } from './state.js';
 import type { Supervisor } from './supervisor.js';
@@ -147,35 +147,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   return { state, controlUrl: control.url, done, stop: () => stop() };
 }
 
-/**
- * The manifest (validated and checked against its lock before anything else is opened: a bad
- * one exits 2) and the sync context. A warm start takes the validated manifest from the cache.
- */
+/** The manifest (a bad one exits 2 before anything is opened) and the sync context. */
 async function loadManifest(o: DaemonOptions, state: DaemonState, clock: Clock, signal: AbortSignal): Promise<{ manifest: ManifestHolder; ctx: SyncContext }> {
-  const { config, log, manifestPath } = o;
-  let files = await readManifestFiles(manifestPath);
-  const key = manifestCacheKey(manifestPath, files);
-  let m = o.updateLock ? undefined : await readCachedManifest(config.stateDir, key);
-  const fresh = m === undefined;
-  const lockRules = fresh ? await import('../sync/use-lock.js') : undefined;
-  const read = lockRules && o.updateLock ? await lockRules.readManifestAndLock(manifestPath, true) : undefined;
-  if (lockRules && !read) m = await lockRules.parseWithLock(files.manifest, manifestPath);
-  const ctx = await openContext(config, log, clock);
-  try {
-    if (lockRules && read) {
-      m = await lockRules.settleLock(ctx, read, log, signal);
-      files = await readManifestFiles(manifestPath);
-    } else if (fresh && m) {
-      // Only what was parsed is cached: a file that changed meanwhile is left to the watch.
-      const now = await readManifestFiles(manifestPath);
-      if (now.manifest === files.manifest && now.lock === files.lock) await writeCachedManifest(config.stateDir, key, m);
-    }
-    if (!m) throw new ModelsyncError('E_MANIFEST', `no manifest loaded from ${manifestPath}`);
-    return { manifest: new ManifestHolder(manifestPath, m, files, state, log), ctx };
-  } catch (e) {
-    ctx.close();
-    throw e;
-  }
+  const { config, log } = o;
+  const { manifest, files, ctx } = await openWithManifest(config, log, o.manifestPath, { updateLock: o.updateLock, clock, signal });
+  return { manifest: new ManifestHolder(manifest, files, config.stateDir, state, log), ctx };
 }
 
 async function startWatch(manifest: ManifestHolder, config: Config, log: Logger, onChange: () => Promise<void>): Promise<ManifestWatch | undefined> {

@@ -1,8 +1,5 @@
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { LineCounter, parseDocument, isMap, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
-import { ModelsyncError } from '../errors.js';
 import { destProblem, isPickleFormat } from './dest.js';
 import { ManifestError } from './manifest-error.js';
 import { EntrySchema, ManifestSchema } from './schema.js';
@@ -12,18 +9,6 @@ import type { Entry, Manifest, ManifestProblem } from './types.js';
 export interface ParseOptions {
   /** False when a lock file supplies the sha256 of https:// and s3:// entries (default true). */
   readonly requireHashes?: boolean;
-}
-
-/** Read and validate a manifest file (YAML or JSON); throws ManifestError listing every problem. */
-export async function loadManifestFile(file: string, opts: ParseOptions = {}): Promise<Manifest> {
-  const abs = path.resolve(file);
-  let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    throw new ModelsyncError('E_USAGE', `cannot read manifest ${abs}: ${(e as Error).message}`, { cause: e });
-  }
-  return parseManifest(text, abs, opts);
 }
 
 /** Validate manifest text; JSON is parsed by the YAML parser too, so both get line numbers. */

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { ModelsyncError, errnoCode } from '../errors.js';
+import { ModelsyncError } from '../errors.js';
 import type { Entry, Manifest } from './types.js';
 
 /**
@@ -38,22 +38,9 @@ const LockSchema = z.strictObject({
 export type LockEntry = z.infer<typeof LockEntrySchema>;
 export type LockFile = z.infer<typeof LockSchema>;
 
-/** `models.yaml` -> `models.lock.json`, in the same folder. */
-export function lockPathFor(manifestPath: string): string {
-  const dir = path.dirname(manifestPath);
-  const base = path.basename(manifestPath).replace(/\.(ya?ml|json)$/i, '');
-  return path.join(dir, `${base}.lock.json`);
-}
-
-/** The lock next to a manifest: undefined when there is none; E_LOCK_DRIFT when it is unusable. */
-export async function readLock(file: string): Promise<LockFile | undefined> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined;
-    throw new ModelsyncError('E_USAGE', `cannot read lock file ${file}: ${(e as Error).message}`, { cause: e });
-  }
+/** The lock file's text (readManifestFiles): undefined when there is none; E_LOCK_DRIFT when it is unusable. */
+export function parseLock(text: string | undefined, file: string): LockFile | undefined {
+  if (text === undefined) return undefined;
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -75,17 +62,19 @@ function unusable(file: string, why: string, cause?: unknown): ModelsyncError {
 /**
  * Write atomically: a reader sees the old lock or the new one, never half of one. Going through
  * the schema puts every entry's keys in one order, so unchanged pins give unchanged bytes.
+ * Returns the text written.
  */
-export async function writeLock(file: string, lock: LockFile): Promise<void> {
+export async function writeLock(file: string, lock: LockFile): Promise<string> {
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  const canonical = LockSchema.parse(lock);
+  const text = `${JSON.stringify(LockSchema.parse(lock), null, 2)}\n`;
   try {
-    await writeFile(tmp, `${JSON.stringify(canonical, null, 2)}\n`);
+    await writeFile(tmp, text);
     await rename(tmp, file);
   } catch (e) {
     await rm(tmp, { force: true });
     throw e;
   }
+  return text;
 }
 
 function entryKey(source: string, dest: string): string {

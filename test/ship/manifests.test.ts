@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadManifestFile } from '../../src/manifest/load.js';
+import { readManifestFiles } from '../../src/manifest/files.js';
+import { validateManifest } from '../../src/manifest/validate.js';
 import { COMFY_MODEL_FOLDERS, isRecord, manifestFiles } from './ship-helpers.js';
 
 /** The loaded manifest's entries, whatever the loader names the list. */
@@ -9,7 +10,7 @@ function loadedEntries(manifest: unknown): unknown[] {
     if (Array.isArray(manifest.entries)) return manifest.entries;
     if (Array.isArray(manifest.models)) return manifest.models;
   }
-  throw new Error(`loadManifestFile returned no entry list: ${JSON.stringify(manifest)}`);
+  throw new Error(`validateManifest returned no entry list: ${JSON.stringify(manifest)}`);
 }
 
 describe('example manifests load with the product loader', () => {
@@ -21,7 +22,7 @@ describe('example manifests load with the product loader', () => {
 
   for (const file of files) {
     it(`${path.basename(file)} is valid, non-empty, and publishes only into ComfyUI folders`, async () => {
-      const manifest = await loadManifestFile(file);
+      const manifest = validateManifest(await readManifestFiles(file));
       const entries = loadedEntries(manifest);
       expect(entries.length).toBeGreaterThan(0);
       for (const entry of entries) {
