@@ -42,6 +42,19 @@ export function logLevelSetting(name: string, raw: string | undefined, dflt: str
   return level;
 }
 
+/**
+ * A bearer token we check or send: long enough not to be guessed over the network, and printable
+ * ASCII without spaces, so that it fits an Authorization header as it is. Empty: none.
+ */
+export function tokenSetting(name: string, raw: string | undefined): string | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const token = raw.trim();
+  // The value itself is never quoted: it is a secret, even when it is a bad one.
+  if (!/^[\x21-\x7e]+$/.test(token)) throw new ModelsyncError('E_USAGE', `${name} must be printable ASCII without spaces (e.g. the output of "openssl rand -hex 32")`);
+  if (token.length < 16) throw new ModelsyncError('E_USAGE', `${name} must be at least 16 characters long (e.g. the output of "openssl rand -hex 32"), got ${token.length}`);
+  return token;
+}
+
 export function truthy(v: string | undefined): boolean {
   return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
 }

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
-import { intSetting, logLevelSetting, parseHostPort, sizeSetting, truthy } from './config-values.js';
+import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
 
 export type { DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
 import { ModelsyncError } from './errors.js';
@@ -63,7 +63,8 @@ export interface Config {
   /** Bearer tokens for https:// sources, by exact host name. */
   readonly httpTokens: ReadonlyMap<string, string>;
   readonly s3: { readonly endpoint: string | undefined; readonly region: string | undefined; readonly forcePathStyle: boolean; readonly profile?: string | undefined };
-  readonly control: { readonly host: string; readonly port: number };
+  /** `token`: MODELSYNC_CONTROL_TOKEN, required by the daemon beyond loopback and sent by its clients. */
+  readonly control: { readonly host: string; readonly port: number; readonly token: string | undefined };
   /** `modelsync run`: supervision of the child and the daemon's own timings. */
   readonly daemon: Readonly<DaemonSettings>;
   /** `modelsync gc`: how long things must have been unused before they are removed. */
@@ -158,8 +159,10 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   const stateDir = path.resolve(flags['state-dir'] ?? env.MODELSYNC_STATE_DIR ?? defaultStateDir(env, home));
   const hfToken = readHfToken(env, home);
   const httpTokens = readHttpTokens(env);
+  const controlToken = tokenSetting('MODELSYNC_CONTROL_TOKEN', env.MODELSYNC_CONTROL_TOKEN);
   const secrets = [
     hfToken,
+    controlToken,
     env.HUGGING_FACE_HUB_TOKEN,
     env.AWS_SECRET_ACCESS_KEY,
     env.AWS_SESSION_TOKEN,
@@ -201,7 +204,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
       // Only named in messages (which credential chain was tried); the AWS SDK reads it itself.
       profile: env.AWS_PROFILE,
     }),
-    control: Object.freeze(parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189')),
+    control: Object.freeze({ ...parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189'), token: controlToken }),
     daemon: Object.freeze(daemonSettings(flags, env)),
     gc: Object.freeze(gcSettings(flags, env)),
     secrets: Object.freeze(secrets),

@@ -121,7 +121,7 @@ describe('control API', () => {
     state.childSpawned(4242);
     state.childAnswering();
     state.comfy.restarts = 2;
-    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
+    server = await startControl({ host: '127.0.0.1', port: 0 }, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
     const res = await rawRequest(`${server.url}/metrics`);
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
@@ -161,7 +161,7 @@ describe('control API', () => {
     const state = new DaemonState('entrypoint');
     const req = entry(0, 'checkpoints/a.safetensors', true);
     state.setManifest(manifest([req, entry(1, 'loras/b.safetensors', false)]));
-    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
+    server = await startControl({ host: '127.0.0.1', port: 0 }, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
     const get = (p: string): Promise<{ status: number; body: string }> => rawRequest(server?.url + p).then((r) => ({ status: r.status, body: r.body.toString() }));
 
     expect((await get('/healthz')).status).toBe(200);
@@ -194,7 +194,7 @@ describe('control API', () => {
   it('POST /resync answers with the outcome: 200 when it succeeded, 500 when not', async () => {
     const state = new DaemonState('service');
     let outcome: SyncOutcome = { ok: true, reason: 'resync requested', report: { ok: true, entries: [], bytesFetched: 0, durationMs: 3 } };
-    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.resolve(outcome) }, silentLogger());
+    server = await startControl({ host: '127.0.0.1', port: 0 }, { state, resync: () => Promise.resolve(outcome) }, silentLogger());
     const ok = await rawRequest(`${server.url}/resync`, { method: 'POST' });
     expect(ok.status).toBe(200);
     expect(JSON.parse(ok.body.toString())).toMatchObject({ ok: true, reason: 'resync requested' });
@@ -207,9 +207,9 @@ describe('control API', () => {
 
   it('refuses a control address in use with a clear error', async () => {
     const state = new DaemonState('service');
-    server = await startControl('127.0.0.1', 0, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
+    server = await startControl({ host: '127.0.0.1', port: 0 }, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger());
     const port = Number(new URL(server.url).port);
-    await expect(startControl('127.0.0.1', port, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger())).rejects.toMatchObject({
+    await expect(startControl({ host: '127.0.0.1', port }, { state, resync: () => Promise.reject(new Error('unused')) }, silentLogger())).rejects.toMatchObject({
       code: 'E_DAEMON',
       message: expect.stringMatching(/EADDRINUSE.*another modelsync/) as unknown,
     });

@@ -20,7 +20,8 @@ export function controlBaseUrl(config: Config): string {
 const NO_DAEMON = new Set(['ECONNREFUSED', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ECONNRESET']);
 
 /**
- * One request to a running daemon's control API. Resolves undefined when no daemon answers
+ * One request to a running daemon's control API, with MODELSYNC_CONTROL_TOKEN when set (a 401
+ * is an error: a daemon runs there, so the caller must not fall back to working alone). Resolves undefined when no daemon answers
  * (nothing listens, or no connection within `connectTimeoutMs`); once connected it waits for the
  * answer for up to `answerTimeoutMs` (0: as long as it takes: a resync may download for hours).
  */
@@ -30,7 +31,21 @@ export function controlRequest(config: Config, method: 'GET' | 'POST', path: str
   const answerTimeoutMs = opts.answerTimeoutMs ?? 0;
   return new Promise((resolve, reject) => {
     let connected = false;
-    const req = request(url, { method, agent: false, headers: { accept: 'application/json' } }, (res) => {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    const token = config.control.token;
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    const req = request(url, { method, agent: false, headers }, (res) => {
+      if (res.statusCode === 401) {
+        res.resume();
+        const why = token === undefined ? 'requires a token: set MODELSYNC_CONTROL_TOKEN to the daemon\'s' : 'refused MODELSYNC_CONTROL_TOKEN: it is not the daemon\'s';
+        reject(new ModelsyncError('E_AUTH', `the daemon at ${url} ${why}`, { url, status: 401 }));
+        return;
+      }
+      if (res.statusCode === 403) {
+        res.resume();
+        reject(new ModelsyncError('E_DAEMON', `the daemon at ${url} refused the request (HTTP 403): it answers only to the address it is bound to, localhost or a loopback address`, { url, status: 403 }));
+        return;
+      }
       const chunks: Buffer[] = [];
       res.on('data', (d: Buffer) => chunks.push(d));
       res.once('end', () => resolve({ url, status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));

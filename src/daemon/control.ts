@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { renderMetrics } from './metrics.js';
+import { RequestGuard, answerRefusal, isLoopbackHost, requireTokenBeyondLoopback } from './request-guard.js';
 import type { DaemonState } from './state.js';
 import type { SyncOutcome } from './sync-runner.js';
 
@@ -12,20 +13,47 @@ export interface ControlApi {
   resync(): Promise<SyncOutcome>;
 }
 
+export interface ControlAddress {
+  readonly host: string;
+  readonly port: number;
+  /** MODELSYNC_CONTROL_TOKEN; required beyond loopback. */
+  readonly token?: string | undefined;
+}
+
 export interface ControlServer {
   readonly url: string;
   close(): Promise<void>;
 }
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+/** Probes (kubelet, Docker HEALTHCHECK) cannot carry a secret: these answer without the token. */
+const PUBLIC_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
 
 /**
- * The control API: GET /healthz, /readyz, /status, /metrics and POST /resync. It has no
- * authentication, which is why it listens on loopback unless told otherwise.
+ * The control API: GET /healthz, /readyz, /status, /metrics and POST /resync, for this machine's
+ * own callers only (request-guard.ts): a foreign Host or Origin is refused, and with
+ * MODELSYNC_CONTROL_TOKEN set so is every request without it (beyond loopback it must be set).
  */
-export async function startControl(host: string, port: number, api: ControlApi, log: Logger): Promise<ControlServer> {
+export async function startControl(at: ControlAddress, api: ControlApi, log: Logger): Promise<ControlServer> {
+  const { host, port, token } = at;
+  requireTokenBeyondLoopback(host, port, token, '--control');
+  let lastWarn = -Infinity;
+  const guard = new RequestGuard({ host, token, publicPaths: PUBLIC_PATHS });
   const server = createServer((req, res) => {
-    handle(req, res, api).catch((e: unknown) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const verdict = guard.check(req, path);
+    if (!verdict.ok) {
+      // A web page probing the port, or a caller without the token. The reason quotes the one
+      // refused value (never the Authorization header).
+      // At most one warning per 10 s: a page in a browser can send thousands.
+      const now = performance.now();
+      const level = now - lastWarn >= 10_000 ? 'warn' : 'debug';
+      if (level === 'warn') lastWarn = now;
+      log[level]({ method: req.method, path: path.slice(0, 100), status: verdict.status, reason: verdict.reason }, 'control API request refused');
+      req.resume();
+      answerRefusal(res, verdict);
+      return;
+    }
+    handle(req, res, api, path, token === undefined || verdict.authenticated).catch((e: unknown) => {
       log.error({ err: e instanceof Error ? e.message : String(e), path: req.url }, 'control API request failed');
       if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n');
       else res.destroy();
@@ -43,8 +71,7 @@ export async function startControl(host: string, port: number, api: ControlApi, 
   });
   const addr = server.address() as AddressInfo;
   const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  if (!LOOPBACK.test(host)) log.warn({ url }, 'control API listens beyond loopback: it has no authentication (POST /resync); restrict who can reach it');
-  else log.info({ url }, 'control API listening');
+  log.info({ url, bearerRequired: token !== undefined, loopback: isLoopbackHost(host) }, 'control API listening');
   return {
     url,
     close: () =>
@@ -57,8 +84,8 @@ export async function startControl(host: string, port: number, api: ControlApi, 
   };
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi): Promise<void> {
-  const path = (req.url ?? '/').split('?')[0];
+/** `detail`: the caller may see which models are missing (no token configured, or it sent it). */
+async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi, path: string, detail: boolean): Promise<void> {
   const read = req.method === 'GET' || req.method === 'HEAD';
   const s = api.state;
   switch (path) {
@@ -67,7 +94,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi
       return s.healthy() ? send(res, 200, 'text/plain', 'ok\n') : send(res, 503, 'text/plain', `degraded: ComfyUI is crash-looping (${s.comfy.restarts} restarts)\n`);
     case '/readyz':
       if (!read) return notAllowed(res, 'GET, HEAD');
-      return s.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${notReadyReason(s)}\n`);
+      return s.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${notReadyReason(s, detail)}\n`);
     case '/status':
       if (!read) return notAllowed(res, 'GET, HEAD');
       return send(res, 200, 'application/json', `${JSON.stringify(s.snapshot(), null, 2)}\n`);
@@ -85,9 +112,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi
   }
 }
 
-function notReadyReason(s: DaemonState): string {
+function notReadyReason(s: DaemonState, detail: boolean): string {
   if (!s.requiredReady()) {
     const waiting = [...s.entries.values()].filter((e) => e.required && !e.verified).map((e) => e.dest);
+    if (!detail) return `${waiting.length} required model${waiting.length === 1 ? '' : 's'} not verified yet`;
     return `required models not verified yet: ${waiting.slice(0, 5).join(', ')}${waiting.length > 5 ? `, and ${waiting.length - 5} more` : ''}`;
   }
   return `ComfyUI is ${s.comfy.phase}`;

@@ -65,7 +65,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   };
   let control: ControlServer;
   try {
-    control = await startControl(config.control.host, config.control.port, { state, resync: () => resync('resync requested', true) }, log);
+    control = await startControl(config.control, { state, resync: () => resync('resync requested', true) }, log);
   } catch (e) {
     ctx.close();
     throw e;

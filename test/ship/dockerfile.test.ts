@@ -228,6 +228,12 @@ describe('docker/compose.yaml', () => {
     expect(env.some((e) => e.startsWith('HF_TOKEN='))).toBe(false);
   });
 
+  it('requires MODELSYNC_CONTROL_TOKEN, which the control API needs beyond loopback', () => {
+    const env = asArray(svc.environment, 'environment').map((e) => asString(e, 'environment entry'));
+    // `${VAR:?message}`: compose refuses to start without it instead of starting a daemon that exits 2.
+    expect(env).toContainEqual(expect.stringMatching(/^MODELSYNC_CONTROL_TOKEN=\$\{MODELSYNC_CONTROL_TOKEN:\?[^}]+\}$/));
+  });
+
   it('health-checks /readyz with a start period long enough for a cold download', () => {
     const test = asArray(dig(svc, 'healthcheck', 'test'), 'healthcheck.test').map((t) => String(t));
     expect(test[0]).toBe('CMD');
@@ -332,6 +338,17 @@ describe('docker/kubernetes.yaml', () => {
     expect(volumeNamed(deploy, 'state').persistentVolumeClaim).toBeUndefined();
     // subPath mounts never see ConfigMap updates, which would defeat the manifest watch.
     for (const m of asArray(c.volumeMounts, 'volumeMounts')) expect(dig(m, 'subPath')).toBeUndefined();
+  });
+
+  it('gives every control API bound beyond loopback its token from a Secret (required, not optional)', () => {
+    for (const kind of ['Deployment', 'DaemonSet']) {
+      const c = onlyContainer(one(kind));
+      expect(asArray(c.args, 'args').map((a) => String(a))).toContain('0.0.0.0:8189');
+      const token = asArray(c.env, 'env').find((e) => dig(e, 'name') === 'MODELSYNC_CONTROL_TOKEN');
+      expect(dig(token, 'valueFrom', 'secretKeyRef', 'key'), kind).toBe('MODELSYNC_CONTROL_TOKEN');
+      expect(dig(token, 'valueFrom', 'secretKeyRef', 'optional'), kind).toBeUndefined();
+      expect(dig(token, 'value'), kind).toBeUndefined();
+    }
   });
 
   it('has a DaemonSet that pre-warms each node with `modelsync run` and no child', () => {
