@@ -1,4 +1,7 @@
-/** Every flag any command takes, for util.parseArgs; shared by cli.ts and the warm-start entry. */
+/**
+ * Every flag any command takes, for util.parseArgs; shared by cli.ts and the warm-start entry.
+ * The one list: Flags (what config.ts and the commands read) is derived from it.
+ */
 export const OPTIONS = {
   manifest: { type: 'string' },
   'models-dir': { type: 'string' },
@@ -25,3 +28,8 @@ export const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;
+
+type FlagValue<O> = O extends { readonly type: 'boolean' } ? boolean : string;
+
+/** The parsed flags, as util.parseArgs returns them for OPTIONS; a flag not given is undefined. */
+export type Flags = { readonly [K in keyof typeof OPTIONS]?: FlagValue<(typeof OPTIONS)[K]> | undefined };

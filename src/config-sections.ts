@@ -1,4 +1,4 @@
-import type { Flags } from './config.js';
+import type { Flags } from './cli-options.js';
 import { intSetting, secondsSetting } from './config-values.js';
 import { ModelsyncError } from './errors.js';
 

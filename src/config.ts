@@ -1,36 +1,12 @@
 import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import type { Flags } from './cli-options.js';
 import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
 import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
-
-export type { DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
 import { ModelsyncError } from './errors.js';
 
-/**
- * The only module that reads the environment. Flags win over env vars, env vars over defaults;
- * the result is frozen and handed to everything else.
- */
-export interface Flags {
-  manifest?: string | undefined;
-  'models-dir'?: string | undefined;
-  'store-dir'?: string | undefined;
-  'state-dir'?: string | undefined;
-  json?: boolean | undefined;
-  'log-level'?: string | undefined;
-  connections?: string | undefined;
-  'chunk-size'?: string | undefined;
-  control?: string | undefined;
-  refresh?: boolean | undefined;
-  offline?: boolean | undefined;
-  's3-endpoint'?: string | undefined;
-  's3-path-style'?: boolean | undefined;
-  'comfy-url'?: string | undefined;
-  'startup-timeout'?: string | undefined;
-  restart?: string | undefined;
-  'stop-timeout'?: string | undefined;
-  'grace-period'?: string | undefined;
-}
+export type { DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
 
 export interface Tunables {
   /** Connections open at once across all files (the global budget). */
@@ -142,6 +118,10 @@ export function processEnvironment(): NodeJS.ProcessEnv {
   return process.env;
 }
 
+/**
+ * The only module that reads the environment. Flags win over env vars, env vars over defaults;
+ * the result is frozen and handed to everything else.
+ */
 export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnvironment(), isTty = Boolean(process.stderr.isTTY)): Config {
   const home = env.HOME ?? homedir();
   const manifest = flags.manifest ?? env.MODELSYNC_MANIFEST;

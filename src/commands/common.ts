@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
-import { loadConfig, type Config, type Flags } from '../config.js';
+import type { Flags } from '../cli-options.js';
+import { loadConfig, type Config } from '../config.js';
 import type { ManifestLookup } from '../manifest/cache.js';
 import { ModelsyncError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -8,7 +9,7 @@ import type { SyncContext } from '../sync/context.js';
 
 /** What every command gets: parsed flags, the environment, and where to write. */
 export interface CommandIo {
-  readonly flags: Flags & Record<string, string | boolean | undefined>;
+  readonly flags: Flags;
   readonly positionals: readonly string[];
   readonly env: NodeJS.ProcessEnv;
   readonly stdout: NodeJS.WritableStream;

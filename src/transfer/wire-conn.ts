@@ -8,7 +8,6 @@ import { networkError } from './network-error.js';
 import { ReceiveBuffers, type Half } from './receive-buffers.js';
 import type { ResponseHead } from './response-head.js';
 import { takeHead } from './take-head.js';
-import type { WireRequest } from './wire.js';
 
 /**
  * A waiting consumer gets a part-filled block after this long: on a slow link a block takes
@@ -17,6 +16,15 @@ import type { WireRequest } from './wire.js';
 const FLUSH_MS = 50;
 /** An error page is read to its end (keeping the connection) only when it is this short. */
 const DISCARD_LIMIT = 64 * 1024;
+
+/** One GET, as a connection sends it. */
+export interface WireRequest {
+  readonly url: URL;
+  /** Lower-case names; values must not hold CR or LF (wireRequest checks). */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly idleTimeoutMs: number;
+  readonly signal?: AbortSignal | undefined;
+}
 
 /** A failure on a kept-alive connection before any byte of the answer: the server had closed it. */
 export class StaleConnection extends Error {}

@@ -1,15 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { ModelsyncError } from '../errors.js';
 import type { BodyReader } from './body-reader.js';
-import { StaleConnection, WireConn } from './wire-conn.js';
-
-export interface WireRequest {
-  readonly url: URL;
-  /** Lower-case names; values must not hold CR or LF (wireRequest checks). */
-  readonly headers: Readonly<Record<string, string>>;
-  readonly idleTimeoutMs: number;
-  readonly signal?: AbortSignal | undefined;
-}
+import { StaleConnection, WireConn, type WireRequest } from './wire-conn.js';
 
 export interface WireResponse {
   readonly status: number;
