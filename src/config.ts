@@ -24,6 +24,8 @@ export interface Tunables {
   /** A lease whose content has not changed for this long (on the observer's clock) is stale. */
   leaseStaleMs: number;
   leaseHeartbeatMs: number;
+  /** Wait this long for another process's lock on the state DB before failing. */
+  stateBusyTimeoutMs: number;
 }
 
 export interface Config {
@@ -159,6 +161,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     retryAttempts: intSetting('MODELSYNC_RETRY_ATTEMPTS', env.MODELSYNC_RETRY_ATTEMPTS, 6, 1),
     leaseStaleMs: intSetting('MODELSYNC_LEASE_STALE_MS', env.MODELSYNC_LEASE_STALE_MS, 60_000, 50),
     leaseHeartbeatMs: 0,
+    stateBusyTimeoutMs: intSetting('MODELSYNC_STATE_BUSY_TIMEOUT_MS', env.MODELSYNC_STATE_BUSY_TIMEOUT_MS, 5000, 0),
   };
   tunables.leaseHeartbeatMs = Math.max(20, Math.floor(tunables.leaseStaleMs / 6));
 

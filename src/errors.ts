@@ -34,7 +34,12 @@ export type ErrorCode =
   | 'E_ABORTED'
   | 'E_SYNC_FAILED'
   | 'E_DAEMON'
-  | 'E_CHILD';
+  | 'E_CHILD'
+  | 'E_STATE_LOCKED'
+  | 'E_STATE_DB'
+  | 'E_NOT_WRITABLE'
+  | 'E_LIMIT'
+  | 'E_IO';
 
 const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   E_USAGE: 2,

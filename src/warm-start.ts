@@ -44,8 +44,10 @@ async function attemptWarmSync(argv: readonly string[]): Promise<{ report: SyncR
     const { warmSync } = await import('./sync/warm.js');
     const warm = await warmSync(config, lookup.cached);
     return warm.report ? { report: warm.report, json: config.json } : { dbRecreated: warm.dbRecreated };
-  } catch {
-    // Whatever failed fails again on the full path, which reports it properly.
+  } catch (e) {
+    // A lock held for the whole busy timeout would be waited for again: handed on as it is.
+    if (errnoCode(e) === 'E_STATE_LOCKED') return { stateLocked: e instanceof Error ? e.message : String(e) };
+    // Whatever else failed fails again on the full path, which reports it properly.
     return undefined;
   }
 }

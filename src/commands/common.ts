@@ -22,6 +22,8 @@ export interface CommandIo {
 export interface WarmAttempt {
   /** Its open of the state DB replaced an unreadable one, for this reason. */
   readonly dbRecreated?: string | undefined;
+  /** The state DB was locked for the whole busy timeout: reported as is, not waited for twice. */
+  readonly stateLocked?: string | undefined;
 }
 
 export interface Loaded {

@@ -1,4 +1,5 @@
 import { loadConfig } from '../config.js';
+import { ModelsyncError } from '../errors.js';
 import { lookUpManifest } from '../manifest/cache.js';
 import { abortOnSignals, loadAll, requireManifestPath, type CommandIo } from './common.js';
 import { reportSync } from './sync-report.js';
@@ -14,6 +15,7 @@ export async function syncCommand(io: CommandIo): Promise<number> {
   const config = loadConfig(io.flags, io.env);
   // --update-lock may rewrite the lock: it always takes the full path.
   const lookup = io.flags['update-lock'] === true ? undefined : lookUpManifest(config.stateDir, requireManifestPath(config));
+  if (io.warm?.stateLocked !== undefined) throw new ModelsyncError('E_STATE_LOCKED', io.warm.stateLocked);
   let dbRecreated = io.warm?.dbRecreated;
   // The bin's entry (warm-start.ts) tried already when io.warm is set.
   if (lookup?.cached && !io.warm) {

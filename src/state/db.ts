@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ModelsyncError } from '../errors.js';
+import { unwritableError } from '../os-errors.js';
+import { MalformedDb, isMalformed, stateDbError } from './db-errors.js';
 import type { ContentKey } from '../content-key.js';
 
 /** statfs magic numbers of file systems where SQLite's locking cannot be trusted. */
@@ -38,6 +40,17 @@ export interface OpenOptions {
   /** Test seam: pretend statfs answered this file system type. */
   readonly statfsType?: number;
   readonly onRecreated?: (reason: string) => void;
+  /** How long to wait for another process's lock before failing (SQLite's busy timeout). */
+  readonly busyTimeoutMs?: number;
+}
+
+/** better-sqlite3's default, kept: long enough for any transaction of a sync, short for a CLI. */
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+/** What StateDb runs a statement through: every failure leaves as stateDbError's verdict. */
+interface Guarded {
+  get(...params: unknown[]): unknown;
+  run(...params: unknown[]): unknown;
 }
 
 const SCHEMA = `
@@ -64,17 +77,31 @@ CREATE TABLE IF NOT EXISTS entries (
  */
 export class StateDb {
   /** Prepared once: a warm start asks two questions per entry, and preparing costs more than asking. */
-  private readonly statements = new Map<string, Database.Statement>();
+  private readonly statements = new Map<string, Guarded>();
 
-  private constructor(private readonly db: Database.Database) {}
+  private constructor(
+    private readonly db: Database.Database,
+    private readonly file: string,
+    private readonly busyTimeoutMs: number,
+  ) {}
 
-  private stmt(sql: string): Database.Statement {
-    let st = this.statements.get(sql);
-    if (!st) {
-      st = this.db.prepare(sql);
-      this.statements.set(sql, st);
+  private stmt(sql: string): Guarded {
+    let g = this.statements.get(sql);
+    if (!g) {
+      const st = this.guard(() => this.db.prepare(sql));
+      g = { get: (...p) => this.guard(() => st.get(...p)), run: (...p) => this.guard(() => st.run(...p)) };
+      this.statements.set(sql, g);
     }
-    return st;
+    return g;
+  }
+
+  /** A locked, full or read-only DB in the middle of a sync is one clear error, like at open. */
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw stateDbError(e, this.file, this.busyTimeoutMs);
+    }
   }
 
   static open(stateDir: string, opts: OpenOptions = {}): StateDb {
@@ -85,20 +112,38 @@ export class StateDb {
     if (fsName !== undefined) {
       throw new ModelsyncError('E_STATE_DIR', `state dir ${stateDir} is on ${fsName}: SQLite needs a local file system (use --state-dir on local disk; the store may stay on the shared volume)`);
     }
-    mkdirSync(stateDir, { recursive: true });
-    const file = path.join(stateDir, 'state.db');
     try {
-      return new StateDb(openChecked(file));
+      mkdirSync(stateDir, { recursive: true });
     } catch (e) {
-      // A corrupt index is moved aside, not repaired: the store is the truth and a verify rebuilds it.
+      throw unwritableError(e, stateDir, 'state dir');
+    }
+    const file = path.join(stateDir, 'state.db');
+    const busyMs = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+    const opened = (): StateDb => {
+      try {
+        return new StateDb(openChecked(file, busyMs), file, busyMs);
+      } catch (e) {
+        throw isMalformed(e) ? e : stateDbError(e, file, busyMs);
+      }
+    };
+    try {
+      return opened();
+    } catch (e) {
+      if (!isMalformed(e)) throw e;
+      // Only a file SQLite calls malformed is moved aside, not repaired: the store is the truth
+      // and a verify rebuilds the index. A busy, full or read-only one stays where it is.
       const aside = `${file}.corrupt-${Date.now()}`;
       try {
         renameSync(file, aside);
-      } catch {
-        /* nothing to move */
+      } catch (err) {
+        throw unwritableError(err, stateDir, 'state dir');
       }
       opts.onRecreated?.(`state DB was unreadable (${(e as Error).message}); moved to ${aside}`);
-      return new StateDb(openChecked(file));
+      try {
+        return opened();
+      } catch (again) {
+        throw stateDbError(again, file, busyMs);
+      }
     }
   }
 
@@ -174,7 +219,7 @@ export class StateDb {
 
   /** Run several writes as one transaction (one fsync instead of many). */
   transaction(fn: () => void): void {
-    this.db.transaction(fn)();
+    this.guard(() => this.db.transaction(fn)());
   }
 }
 
@@ -184,14 +229,15 @@ function nearestExisting(dir: string): string {
   return d;
 }
 
-function openChecked(file: string): Database.Database {
-  const db = new Database(file);
+function openChecked(file: string, busyTimeoutMs: number): Database.Database {
+  // The busy timeout is set by the constructor, before any statement: even switching to WAL
+  // needs the lock, and a busy answer must never be read as damage.
+  const db = new Database(file, { timeout: busyTimeoutMs });
   try {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
-    db.pragma('busy_timeout = 5000');
     const check = db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new Error(`quick_check: ${String(check)}`);
+    if (check !== 'ok') throw new MalformedDb(`quick_check: ${String(check)}`);
     db.exec(SCHEMA);
     return db;
   } catch (e) {

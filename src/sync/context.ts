@@ -39,7 +39,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     log.warn(why);
   };
   if (dbRecreated !== undefined) onRecreated(dbRecreated);
-  const db = StateDb.open(config.stateDir, { onRecreated });
+  const db = StateDb.open(config.stateDir, { onRecreated, busyTimeoutMs: config.tunables.stateBusyTimeoutMs });
   const store = await openStore(config.storeDir);
   const t = config.tunables;
   const sources = new Map<string, Promise<Source>>();

@@ -28,7 +28,7 @@ export interface WarmOutcome {
 export async function warmSync(config: Config, manifest: Manifest): Promise<WarmOutcome> {
   const started = performance.now();
   let dbRecreated: string | undefined;
-  const db = StateDb.open(config.stateDir, { onRecreated: (why) => (dbRecreated = why) });
+  const db = StateDb.open(config.stateDir, { onRecreated: (why) => (dbRecreated = why), busyTimeoutMs: config.tunables.stateBusyTimeoutMs });
   try {
     if (dbRecreated !== undefined) return { dbRecreated };
     const ctx = { config, db };
