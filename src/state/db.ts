@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS hf_files (
   repo_type TEXT NOT NULL, repo TEXT NOT NULL, commit_sha TEXT NOT NULL, path TEXT NOT NULL,
   size INTEGER NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
   PRIMARY KEY (repo_type, repo, commit_sha, path));
+CREATE TABLE IF NOT EXISTS identities (
+  models_dir TEXT NOT NULL, store_dir TEXT NOT NULL, node_id TEXT NOT NULL, created_at INTEGER NOT NULL,
+  PRIMARY KEY (models_dir, store_dir));
 CREATE TABLE IF NOT EXISTS entries (
   dest TEXT PRIMARY KEY, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
   size INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
@@ -78,6 +81,7 @@ CREATE TABLE IF NOT EXISTS entries (
 export class StateDb {
   /** Prepared once: a warm start asks two questions per entry, and preparing costs more than asking. */
   private readonly statements = new Map<string, Guarded>();
+  private readonly identities = new Map<string, string>();
 
   private constructor(
     private readonly db: Database.Database,
@@ -206,15 +210,41 @@ export class StateDb {
     return r && { source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, updatedAt: r.updated_at };
   }
 
-  /** A random id for this node, made once and kept: names its reference record in the store. */
-  nodeId(): string {
-    const r = this.stmt("SELECT value FROM meta WHERE key = 'node_id'").get() as { value: string } | undefined;
-    if (r) return r.value;
-    // The global Web Crypto, not an import of node:crypto: a warm start opens this DB and would
-    // load crypto (milliseconds) only for this, which runs once per state dir.
-    const id = Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString('hex');
-    this.stmt("INSERT OR IGNORE INTO meta VALUES ('node_id', ?)").run(id);
-    return this.nodeId();
+  /**
+   * This install's id in a store: names its reference record there (STORE/refs/<id>.json), which
+   * gc reads as "what this install still needs". One per models dir and store, not one per state
+   * dir: two models dirs sharing a store and a state dir are two installs, and one record for
+   * both would let the second's sync drop what the first still uses. Made once and kept.
+   *
+   * Migration: the id a state DB held before (one per state dir, in `meta`) is taken over by the
+   * first install that asks for it in each store, so the record it wrote keeps being rewritten
+   * (and shrunk) instead of living on unowned for the records' whole lifetime.
+   */
+  identity(modelsDir: string, storeDir: string): string {
+    const known = this.identities.get(`${modelsDir}\0${storeDir}`);
+    if (known !== undefined) return known;
+    const find = (): string | undefined => (this.stmt('SELECT node_id FROM identities WHERE models_dir = ? AND store_dir = ?').get(modelsDir, storeDir) as { node_id: string } | undefined)?.node_id;
+    let id = find();
+    if (id === undefined) {
+      // IMMEDIATE: two processes on one state dir must not both take over the old id for one store.
+      this.guard(() =>
+        this.db
+          .transaction(() => {
+            if (find() !== undefined) return;
+            const legacy = (this.stmt("SELECT value FROM meta WHERE key = 'node_id'").get() as { value: string } | undefined)?.value;
+            const taken = legacy !== undefined && this.stmt('SELECT 1 FROM identities WHERE node_id = ? AND store_dir = ?').get(legacy, storeDir) !== undefined;
+            // The global Web Crypto, not an import of node:crypto: a warm start would load
+            // crypto (milliseconds) for this alone, which runs once per install.
+            const fresh = legacy !== undefined && !taken ? legacy : Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString('hex');
+            this.stmt('INSERT INTO identities VALUES (?, ?, ?, ?)').run(modelsDir, storeDir, fresh, Date.now());
+          })
+          .immediate(),
+      );
+      id = find();
+      if (id === undefined) throw new Error('identity row missing right after its insert');
+    }
+    this.identities.set(`${modelsDir}\0${storeDir}`, id);
+    return id;
   }
 
   /** Run several writes as one transaction (one fsync instead of many). */

@@ -19,6 +19,8 @@ export interface RefsRecord {
   readonly node: string;
   readonly host: string | undefined;
   readonly manifest: string | undefined;
+  /** The install (models dir) the record speaks for; absent in records written before it was kept. */
+  readonly modelsDir: string | undefined;
   /** The writer's wall clock. */
   readonly updatedAt: number | undefined;
   /** The store's clock. */
@@ -94,7 +96,7 @@ export async function readRecords(store: StoreLayout): Promise<{ records: RefsRe
 }
 
 function parseRecord(file: string, raw: string, mtimeMs: number): RefsRecord {
-  let j: { node?: unknown; host?: unknown; manifest?: unknown; updatedAt?: unknown; keys?: unknown };
+  let j: { node?: unknown; host?: unknown; manifest?: unknown; modelsDir?: unknown; updatedAt?: unknown; keys?: unknown };
   try {
     j = JSON.parse(raw) as typeof j;
   } catch (e) {
@@ -107,6 +109,7 @@ function parseRecord(file: string, raw: string, mtimeMs: number): RefsRecord {
     node: str(j.node) ?? path.basename(file, '.json'),
     host: str(j.host),
     manifest: str(j.manifest),
+    modelsDir: str(j.modelsDir),
     updatedAt: typeof j.updatedAt === 'number' ? j.updatedAt : undefined,
     mtimeMs,
     keys: j.keys,

@@ -45,7 +45,7 @@ export interface GcBlob {
 
 export interface GcReport {
   readonly dryRun: boolean;
-  readonly records: readonly { node: string; host: string | undefined; manifest: string | undefined; keys: number; ageMs: number; live: boolean }[];
+  readonly records: readonly { node: string; host: string | undefined; manifest: string | undefined; modelsDir: string | undefined; keys: number; ageMs: number; live: boolean }[];
   readonly referenced: number;
   /** Removed (or, on a dry run, would be). `stillLinked`: a published hard link keeps its bytes on disk. */
   readonly removed: readonly (GcBlob & { stillLinked: boolean; unreferencedMs: number })[];
@@ -159,7 +159,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
 
   return {
     dryRun: opts.dryRun,
-    records: records.map((r) => ({ node: r.node, host: r.host, manifest: r.manifest, keys: r.keys.length, ageMs: now - r.mtimeMs, live: live.includes(r) })),
+    records: records.map((r) => ({ node: r.node, host: r.host, manifest: r.manifest, modelsDir: r.modelsDir, keys: r.keys.length, ageMs: now - r.mtimeMs, live: live.includes(r) })),
     referenced: blobs.filter((b) => referenced.has(b.key)).length,
     removed,
     pending,

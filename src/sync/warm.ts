@@ -43,7 +43,7 @@ export async function warmSync(config: Config, manifest: Manifest): Promise<Warm
     const store = await openStore(config.storeDir);
     const keys = entries.flatMap((r) => (r.key ? [keyName(r.key)] : []));
     // A record that cannot be written is the full sync's to warn about (this path has no logger).
-    if (!(await writeRefs({ db, store }, manifest.path, keys, { merge: false }).then(() => true, () => false))) return {};
+    if (!(await writeRefs({ db, store, config }, manifest.path, keys, { merge: false }).then(() => true, () => false))) return {};
     return { report: { ok: true, entries, bytesFetched: 0, durationMs: performance.now() - started } };
   } finally {
     db.close();
