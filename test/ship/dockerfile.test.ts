@@ -90,14 +90,31 @@ describe('docker/Dockerfile', () => {
     }
   });
 
-  it('builds modelsync in node:20-bookworm-slim and runs on a CUDA base', () => {
+  it('builds modelsync in node:24-bookworm-slim and runs on a CUDA base', () => {
     expect(byStage.length).toBeGreaterThanOrEqual(2);
-    expect(byStage[0]?.[0]?.args).toMatch(/^node:20-bookworm-slim\s+AS\s+build$/i);
+    expect(byStage[0]?.[0]?.args).toMatch(/^node:24-bookworm-slim\s+AS\s+build$/i);
     expect(final[0]?.args).toMatch(/^nvidia\/cuda:\S+/);
     const buildRuns = (byStage[0] ?? []).filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n');
     expect(buildRuns).toMatch(/npm ci/);
     expect(buildRuns).toMatch(/npm run build/);
     expect(buildRuns).toMatch(/npm prune --omit=dev/);
+  });
+
+  it('runs on the Node.js LTS that CI tests, the build stage on the same major, within engines', () => {
+    const arg = all.find((i) => i.keyword === 'ARG' && i.args.startsWith('NODE_VERSION='))?.args ?? '';
+    const version = /^NODE_VERSION=(\d+)\.(\d+)\.(\d+)$/.exec(arg);
+    expect(version, arg).not.toBeNull();
+    const major = Number(version?.[1]);
+    // An LTS line (even major), 24 or newer: 20 is end of life.
+    expect(major % 2).toBe(0);
+    expect(major).toBeGreaterThanOrEqual(24);
+    expect(byStage[0]?.[0]?.args).toMatch(new RegExp(`^node:${major}-`));
+    // The version CI installs to run the whole suite (.ci/run) is the one the image ships.
+    const ci = /^NODE24_VERSION=(\S+)$/m.exec(readFileSync(repoPath('.ci', 'run'), 'utf8'));
+    expect(`NODE_VERSION=${ci?.[1] ?? ''}`).toBe(arg);
+    const engines = (JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    const open = /(?:^|\|\|)\s*>=\s*(\d+)/.exec(engines);
+    expect(Number(open?.[1] ?? Infinity)).toBeLessThanOrEqual(major);
   });
 
   it('pins ComfyUI by ARG COMFYUI_VERSION and installs torch from a CUDA wheel index', () => {
