@@ -9,6 +9,8 @@ export const OPTIONS = {
   'state-dir': { type: 'string' },
   json: { type: 'boolean' },
   'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  'child-logs': { type: 'string' },
   connections: { type: 'string' },
   'chunk-size': { type: 'string' },
   control: { type: 'string' },

@@ -6,6 +6,9 @@ import { ModelsyncError } from './errors.js';
 
 export type RestartPolicy = 'always' | 'on-failure' | 'never';
 
+/** ComfyUI's output: passed through on our stdout as it is, or wrapped into our JSON log records. */
+export type ChildLogs = 'passthrough' | 'json';
+
 export interface GcSettings {
   /** A blob is collected only after it has been unreferenced (and untouched) this long. */
   graceMs: number;
@@ -42,6 +45,7 @@ export interface DaemonSettings {
   probeIntervalMs: number;
   /** Unanswered probes in a row after which a running child counts as hung. */
   probeFailures: number;
+  childLogs: ChildLogs;
   /** Debounce of manifest file events. */
   watchDebounceMs: number;
   /** systemd's NOTIFY_SOCKET (Type=notify units). */
@@ -56,6 +60,8 @@ export function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSett
   const comfyUrl = flags['comfy-url'] ?? env.MODELSYNC_COMFY_URL;
   if (comfyUrl !== undefined && !/^https?:\/\/[^/]+/.test(comfyUrl)) throw new ModelsyncError('E_USAGE', `--comfy-url must be an http(s) URL, got "${comfyUrl}"`);
   const stop = flags['stop-timeout'] ?? env.MODELSYNC_STOP_TIMEOUT;
+  const childLogs = flags['child-logs'] ?? env.MODELSYNC_CHILD_LOGS ?? 'passthrough';
+  if (childLogs !== 'passthrough' && childLogs !== 'json') throw new ModelsyncError('E_USAGE', `--child-logs must be passthrough or json, got "${childLogs}"`);
   return {
     comfyUrl: comfyUrl?.replace(/\/+$/, ''),
     startupTimeoutMs: secondsSetting('--startup-timeout', flags['startup-timeout'] ?? env.MODELSYNC_STARTUP_TIMEOUT, 600_000),
@@ -67,6 +73,7 @@ export function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSett
     degradedAfter: intSetting('MODELSYNC_DEGRADED_AFTER', env.MODELSYNC_DEGRADED_AFTER, 5, 1),
     probeIntervalMs: intSetting('MODELSYNC_PROBE_INTERVAL_MS', env.MODELSYNC_PROBE_INTERVAL_MS, 5000, 10),
     probeFailures: intSetting('MODELSYNC_PROBE_FAILURES', env.MODELSYNC_PROBE_FAILURES, 3, 1),
+    childLogs,
     watchDebounceMs: intSetting('MODELSYNC_WATCH_DEBOUNCE_MS', env.MODELSYNC_WATCH_DEBOUNCE_MS, 300, 0),
     notifySocket: env.NOTIFY_SOCKET === '' ? undefined : env.NOTIFY_SOCKET,
   };

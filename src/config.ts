@@ -6,7 +6,7 @@ import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from
 import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
 import { ModelsyncError } from './errors.js';
 
-export type { DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
+export type { ChildLogs, DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
 
 export interface Tunables {
   /** Connections open at once across all files (the global budget). */
@@ -35,6 +35,10 @@ export interface Config {
   readonly stateDir: string;
   readonly json: boolean;
   readonly logLevel: string;
+  /** JSON lines, or pino-pretty's text (the default on a terminal). */
+  readonly logFormat: LogFormat;
+  /** Colours in human-readable output: on a terminal, unless NO_COLOR is set. */
+  readonly color: boolean;
   readonly refresh: boolean;
   readonly tunables: Readonly<Tunables>;
   readonly hf: { readonly endpoint: string; readonly token: string | undefined; readonly offline: boolean };
@@ -54,6 +58,8 @@ export interface Config {
   /** Is stdout/stderr a terminal (progress bar) */
   readonly tty: boolean;
 }
+
+export type LogFormat = 'json' | 'pretty';
 
 const MiB = 1024 * 1024;
 
@@ -115,6 +121,13 @@ function childEnvFrom(env: NodeJS.ProcessEnv): Record<string, string> {
   return out;
 }
 
+function logFormatSetting(raw: string | undefined, isTty: boolean): LogFormat {
+  const v = (raw ?? 'auto').trim().toLowerCase();
+  if (v === 'auto' || v === '') return isTty ? 'pretty' : 'json';
+  if (v === 'json' || v === 'pretty') return v;
+  throw new ModelsyncError('E_USAGE', `--log-format must be auto, json or pretty, got "${raw ?? ''}"`);
+}
+
 /** The process environment, handed to `main` by the entry point: this module is its only reader. */
 export function processEnvironment(): NodeJS.ProcessEnv {
   return process.env;
@@ -172,6 +185,9 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     stateDir,
     json: flags.json ?? false,
     logLevel: flags['log-level'] !== undefined ? logLevelSetting('--log-level', flags['log-level'], 'info') : logLevelSetting('MODELSYNC_LOG_LEVEL', env.MODELSYNC_LOG_LEVEL, 'info'),
+    logFormat: logFormatSetting(flags['log-format'] ?? env.MODELSYNC_LOG_FORMAT, isTty),
+    // https://no-color.org: set and not empty.
+    color: isTty && (env.NO_COLOR ?? '') === '',
     refresh: flags.refresh ?? false,
     tunables: Object.freeze(tunables),
     hf: Object.freeze({

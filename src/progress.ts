@@ -1,6 +1,7 @@
 import type { ContentKey } from './content-key.js';
 import type { SyncEvents } from './sync/types.js';
 import type { Entry } from './manifest/types.js';
+import { statusLineDrawn } from './status-line.js';
 import { fmt } from './sync/plan.js';
 
 /**
@@ -21,7 +22,9 @@ export function progressBar(out: NodeJS.WriteStream): { events: SyncEvents; done
     const width = 24;
     const bar = '#'.repeat(Math.round(pct * width)).padEnd(width, '-');
     out.write(`\r[${bar}] ${(pct * 100).toFixed(0).padStart(3)}% ${fmt(got)}/${fmt(total)} ${fmt(rate)}/s  ${active} active, ${finished} done\x1b[K`);
+    statusLineDrawn(true);
   };
+  let closed = false;
   const timer = setInterval(draw, 200);
   timer.unref();
   const events: SyncEvents = {
@@ -42,12 +45,16 @@ export function progressBar(out: NodeJS.WriteStream): { events: SyncEvents; done
   };
   return {
     events,
+    // Called after the sync and again on the way out: the final bar is drawn once.
     done() {
+      if (closed) return;
+      closed = true;
       clearInterval(timer);
       if (total > 0) {
         draw();
         out.write('\n');
       }
+      statusLineDrawn(false);
     },
   };
 }

@@ -27,6 +27,21 @@ describe('daemon helpers', () => {
     expect(lines).toEqual(['héllo', 'wörld', 'part']);
   });
 
+  it("keeps each line's own ending: CRLF split across chunks, a progress bar's bare CR, empty lines", () => {
+    const got: [string, string][] = [];
+    const s = lineSplitter((l, end) => got.push([l, end]));
+    for (const chunk of ['a\r', '\nb\n', '\n', ' 10%\r 20%\r', '', 'c']) s.write(Buffer.from(chunk));
+    expect(got).toEqual([
+      ['a', '\r\n'],
+      ['b', '\n'],
+      ['', '\n'],
+      [' 10%', '\r'],
+      [' 20%', '\r'],
+    ]);
+    s.end();
+    expect(got.slice(5)).toEqual([['c', '']]);
+  });
+
   it('reads daemon settings from flags and env, refusing bad ones', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-units-'));
     try {

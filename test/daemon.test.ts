@@ -97,7 +97,7 @@ describe('modelsync run', () => {
     // The stub exits 0 on SIGTERM: that is the code passed on.
     expect(await d.exited).toEqual({ code: 0, signal: null });
     expect(processAlive(rec.pid)).toBe(false);
-    expect(d.stdout()).toMatch(/^\[comfyui\] Starting server$/m);
+    expect(d.stdout()).toMatch(/^Starting server$/m);
     expect(d.stderr()).toMatch(/systemd-notify/);
     expect(leakedSecrets(d.stdout(), d.stderr())).toEqual([]);
   });
@@ -182,7 +182,7 @@ describe('modelsync run', () => {
     const stubPid = (await readRecord(s.record))?.pid ?? 0;
     d.signal('SIGTERM');
     expect(await d.exited).toEqual({ code: 137, signal: null });
-    expect(d.stderr()).toMatch(/ignoring SIGTERM/);
+    expect(d.stdout()).toMatch(/ignoring SIGTERM/);
     expect(d.stderr()).toMatch(/sending SIGKILL/);
     expect(processAlive(stubPid)).toBe(false);
     expect(processAlive(rec)).toBe(false);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
-import { silentLogger } from '../src/log.js';
+import { pino } from 'pino';
 import { backoffDelay, RestartTracker, wantsRestart, type BackoffPolicy } from '../src/daemon/backoff.js';
 import { processAlive } from '../src/daemon/process-group.js';
 import { Supervisor, type SupervisorOptions } from '../src/daemon/supervisor.js';
@@ -29,10 +29,11 @@ class VirtualClock implements Clock {
   }
 }
 
-function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: Supervisor; clock: VirtualClock; lines: string[]; events: string[] } {
+function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: Supervisor; clock: VirtualClock; lines: string[]; events: string[]; logged: Record<string, unknown>[] } {
   const clock = new VirtualClock();
   const lines: string[] = [];
   const events: string[] = [];
+  const logged: Record<string, unknown>[] = [];
   const sup = new Supervisor({
     command: process.execPath,
     args: ['-e', script],
@@ -45,7 +46,7 @@ function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: 
     probeIntervalMs: 20,
     probeFailures: 2,
     probe: () => Promise.resolve(true),
-    log: silentLogger(),
+    log: pino({ level: 'info' }, { write: (rec: string) => logged.push(JSON.parse(rec) as Record<string, unknown>) }),
     output: (stream, line) => lines.push(`${stream}:${line}`),
     events: {
       answering: () => events.push('answering'),
@@ -56,7 +57,7 @@ function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: 
     },
     ...over,
   });
-  return { sup, clock, lines, events };
+  return { sup, clock, lines, events, logged };
 }
 
 /** Resolves once a line matching `re` has been forwarded. */
@@ -155,7 +156,7 @@ describe('Supervisor', () => {
   it('resolves 127 when the command does not exist', async () => {
     const h = harness('', { command: '/nonexistent/comfyui-python' });
     expect(await h.sup.run()).toBe(127);
-    expect(h.lines.join('\n')).toMatch(/cannot start "\/nonexistent\/comfyui-python"/);
+    expect(h.logged).toContainEqual(expect.objectContaining({ level: 50, command: '/nonexistent/comfyui-python', msg: 'cannot start the command' }));
   });
 
   it('forwards output line by line and gives the child exactly the environment it was handed', async () => {

@@ -56,7 +56,7 @@ export async function loadAll(io: CommandIo, pre: Preloaded = {}): Promise<Loade
   const config = pre.config ?? loadConfig(io.flags, io.env);
   const manifestPath = requireManifestPath(config);
   const [{ createLogger }, { openWithManifest }] = await Promise.all([import('../log.js'), import('../sync/open-with-manifest.js')]);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat, color: config.color });
   const { manifest, ctx } = await openWithManifest(config, log, manifestPath, { updateLock: io.flags['update-lock'] === true, lookup: pre.lookup, dbRecreated: pre.dbRecreated });
   return { config, log, manifest, ctx };
 }

@@ -14,7 +14,7 @@ import { print, printJson, type CommandIo } from './common.js';
  */
 export async function gcCommand(io: CommandIo): Promise<number> {
   const config = loadConfig(io.flags, io.env);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat, color: config.color });
   const dryRun = io.flags['dry-run'] === true;
   try {
     await access(path.join(config.storeDir, 'layout.json'));

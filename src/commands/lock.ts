@@ -16,7 +16,7 @@ import { abortOnSignals, print, printJson, requireManifestPath, type CommandIo }
  */
 export async function lockCommand(io: CommandIo): Promise<number> {
   const config = loadConfig(io.flags, io.env);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat, color: config.color });
   const manifestPath = requireManifestPath(config);
   const files = await readManifestFiles(manifestPath);
   const manifest = parseManifest(files.manifest, files.path, { requireHashes: false });

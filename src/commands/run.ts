@@ -11,7 +11,7 @@ import type { CommandIo } from './common.js';
 export async function runCommand(io: CommandIo): Promise<number> {
   const config = loadConfig(io.flags, io.env);
   if (config.manifestPath === undefined) throw new ModelsyncError('E_USAGE', 'no manifest: pass --manifest FILE or set MODELSYNC_MANIFEST');
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat, color: config.color });
   const { startDaemon } = await import('../daemon/daemon.js');
   const daemon = await startDaemon({
     config,

@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { scrubSecrets } from '../redact.js';
+import { childOutput } from './child-output.js';
 import { comfyUrlFromArgs, probeHealth } from './health-probe.js';
 import type { Notifier } from './notify.js';
 import type { DaemonState } from './state.js';
@@ -30,7 +30,6 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
   const env: Record<string, string> = {};
   // ComfyUI (or a custom node) speaking to systemd would be taken for us under NotifyAccess=all.
   for (const [k, v] of Object.entries(s.config.childEnv)) if (!NOT_FOR_CHILD.includes(k)) env[k] = v;
-  const sink = { stdout: s.stdout, stderr: s.stderr };
   return new Supervisor({
     command,
     args,
@@ -44,9 +43,7 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
     probeFailures: d.probeFailures,
     probe: (timeoutMs, signal) => probeHealth(url, timeoutMs, signal),
     log: s.log,
-    // Secrets are not in the child's environment, but a token pasted into its argv or a file it
-    // prints must not reach our logs either.
-    output: (stream, line) => sink[stream].write(`[comfyui] ${scrubSecrets(line, s.config.secrets)}\n`),
+    output: childOutput(d.childLogs, s.stdout, s.log, s.config.secrets),
     events: {
       spawned: (pid) => {
         s.state.childSpawned(pid);
@@ -54,7 +51,7 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
       },
       answering: (pid) => {
         s.state.childAnswering();
-        s.log.info({ pid, url }, 'ComfyUI is answering');
+        s.log.info({ childPid: pid, url }, 'ComfyUI is answering');
         if (s.state.requiredReady()) s.notify.ready(`ComfyUI answering on ${url}`);
       },
       unresponsive: (_pid, reason) => {
@@ -63,7 +60,7 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
       },
       exited: (pid, exit) => {
         s.state.childExited(exit);
-        s.log.warn({ pid, code: exit.code, signal: exit.signal, unresponsive: exit.unresponsive }, 'ComfyUI exited');
+        s.log.warn({ childPid: pid, code: exit.code, signal: exit.signal, unresponsive: exit.unresponsive }, 'ComfyUI exited');
       },
       backoff: (delayMs, failures) => {
         s.state.comfy.phase = 'backoff';

@@ -4,7 +4,7 @@ import type { Clock } from '../clock.js';
 import type { RestartPolicy } from '../config.js';
 import type { Logger } from '../log.js';
 import { RestartTracker, type BackoffPolicy, type ChildExit } from './backoff.js';
-import { lineSplitter } from './lines.js';
+import { lineSplitter, type LineEnd } from './lines.js';
 import { exitCodeOf, groupAlive, signalGroup } from './process-group.js';
 
 /**
@@ -30,7 +30,8 @@ export interface SupervisorOptions {
   /** One health request: true when the child answered. */
   readonly probe: (timeoutMs: number, signal: AbortSignal) => Promise<boolean>;
   readonly log: Logger;
-  readonly output: (stream: 'stdout' | 'stderr', line: string) => void;
+  /** Each line of the child's output, with its own ending ('' where it had none). */
+  readonly output: (stream: 'stdout' | 'stderr', line: string, end: LineEnd, pid: number) => void;
   readonly events?: SupervisorEvents;
 }
 
@@ -123,12 +124,12 @@ export class Supervisor {
       const err = await new Promise<Error>((resolve) => child.once('error', resolve));
       const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? SPAWN_FAILED_NOT_FOUND : SPAWN_FAILED;
       this.opts.log.error({ command, err: err.message }, 'cannot start the command');
-      this.opts.output('stderr', `modelsync: cannot start "${command}": ${err.message}`);
       return code;
     }
     child.on('error', (err) => this.opts.log.warn({ err: err.message }, 'child process error'));
+    const pid = child.pid;
     const streams = (['stdout', 'stderr'] as const).map((name) => {
-      const split = lineSplitter((line) => this.opts.output(name, line));
+      const split = lineSplitter((line, end) => this.opts.output(name, line, end, pid));
       const s = child[name];
       return new Promise<void>((resolve) => {
         if (!s) return resolve();
@@ -142,7 +143,7 @@ export class Supervisor {
     const r: Running = { child, pid: child.pid, exited, unresponsive: false, done: false, killTimer: undefined, streamsClosed: Promise.all(streams).then(() => undefined) };
     this.current = r;
     this.tracker.started(this.opts.clock.now());
-    this.opts.log.info({ pid: r.pid, command }, 'child started');
+    this.opts.log.info({ childPid: r.pid, command }, 'child started');
     this.opts.events?.spawned?.(r.pid);
     // A stop that arrived while we were spawning.
     if (this.stopping) this.terminate(r);
@@ -194,7 +195,7 @@ export class Supervisor {
       const ok = o.startupTimeoutMs === 0 || (await o.probe(this.probeTimeout(), signal));
       if (signal.aborted) return;
       if (ok) {
-        if (misses >= 1) o.log.info({ pid: r.pid }, 'child answers again');
+        if (misses >= 1) o.log.info({ childPid: r.pid }, 'child answers again');
         misses = 0;
         const wasDegraded = this.tracker.degraded;
         if (this.tracker.alive(o.clock.now()) && wasDegraded) o.events?.degraded?.(false);
@@ -213,7 +214,7 @@ export class Supervisor {
   }
 
   private hung(r: Running, reason: string): void {
-    this.opts.log.error({ pid: r.pid, reason }, 'child is not answering; stopping it');
+    this.opts.log.error({ childPid: r.pid, reason }, 'child is not answering; stopping it');
     r.unresponsive = true;
     this.opts.events?.unresponsive?.(r.pid, reason);
     this.terminate(r);
@@ -222,11 +223,11 @@ export class Supervisor {
   /** SIGTERM to the group now, SIGKILL once the stop timeout has passed. */
   private terminate(r: Running): void {
     if (r.done || r.killTimer !== undefined) return;
-    this.opts.log.info({ pid: r.pid, stopTimeoutMs: this.opts.stopTimeoutMs }, 'sending SIGTERM to the child process group');
+    this.opts.log.info({ childPid: r.pid, stopTimeoutMs: this.opts.stopTimeoutMs }, 'sending SIGTERM to the child process group');
     signalGroup(r.pid, 'SIGTERM');
     r.killTimer = setTimeout(() => {
       if (groupAlive(r.pid)) {
-        this.opts.log.warn({ pid: r.pid }, 'child process group did not stop in time; sending SIGKILL');
+        this.opts.log.warn({ childPid: r.pid }, 'child process group did not stop in time; sending SIGKILL');
         signalGroup(r.pid, 'SIGKILL');
       }
     }, this.opts.stopTimeoutMs);

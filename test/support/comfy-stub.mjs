@@ -16,10 +16,13 @@ function usage() {
   --stub-ignore-sigterm     stay alive on SIGTERM (SIGKILL still works)
   --stub-record FILE        write {argv, env, pid, ppid, pgid, port, grandchildPid} as JSON
   --stub-models-dir DIR     list model files under DIR/<folder> in /object_info
-  --stub-spawn-grandchild   spawn a long-lived \`sleep 1000\` in the same process group`;
+  --stub-spawn-grandchild   spawn a long-lived \`sleep 1000\` in the same process group
+  --stub-stdout JSON        write this text (a JSON string literal) on stdout at start
+  --stub-stderr JSON        write this text (a JSON string literal) on stderr at start
+  --stub-last-words JSON    write this text on stdout just before exiting (on SIGTERM instead of "Stopped server")`;
 }
 
-const VALUE_FLAGS = new Set(['--port', '--stub-start-delay-ms', '--stub-crash-after-ms', '--stub-exit-code', '--stub-record', '--stub-models-dir']);
+const VALUE_FLAGS = new Set(['--port', '--stub-start-delay-ms', '--stub-crash-after-ms', '--stub-exit-code', '--stub-record', '--stub-models-dir', '--stub-stdout', '--stub-stderr', '--stub-last-words']);
 
 function parseArgs(argv) {
   const opts = { listen: '127.0.0.1', port: 8188, flags: new Set() };
@@ -76,7 +79,7 @@ process.on('SIGTERM', () => {
     process.stderr.write('comfy-stub: ignoring SIGTERM\n');
     return;
   }
-  process.stdout.write('\nStopped server\n');
+  process.stdout.write(opts['last-words'] === undefined ? '\nStopped server\n' : JSON.parse(opts['last-words']));
   process.exit(0);
 });
 process.on('SIGINT', () => {
@@ -85,10 +88,13 @@ process.on('SIGINT', () => {
 });
 
 process.stderr.write(`Total VRAM 0 MB, total RAM ${Math.round(totalmem() / 2 ** 20)} MB\npid ${process.pid}\n`);
+if (opts.stdout !== undefined) process.stdout.write(JSON.parse(opts.stdout));
+if (opts.stderr !== undefined) process.stderr.write(JSON.parse(opts.stderr));
 
 if (opts['crash-after-ms'] !== undefined) {
   setTimeout(() => {
     process.stderr.write('Traceback (most recent call last):\n  File "main.py", line 1, in <module>\nRuntimeError: comfy-stub crashed on purpose\n');
+    if (opts['last-words'] !== undefined) process.stdout.write(JSON.parse(opts['last-words']));
     process.exit(exitCode);
   }, Number(opts['crash-after-ms']));
 }
