@@ -53,7 +53,8 @@ describe('modelsync run (service mode, no child)', () => {
     }, 30_000);
     expect(await fileSha256(slowPath)).toBe(slow.sha256);
     expect(await fileSha256(path.join(sb.models, 'loras/added.safetensors'))).toBe(added.sha256);
-    expect((await d.status()).sync.last?.reason).toBe('manifest changed');
+    // The entry shows verified as soon as it is published; the sync that did it ends just after.
+    await waitFor('the sync of the edit to end', async () => (await d.status()).sync.last?.reason === 'manifest changed');
     hub.clearFaults();
   });
 
@@ -81,7 +82,7 @@ describe('modelsync run (service mode, no child)', () => {
     await replaceManifest(sb, [entryA, { source: b.uri, dest: 'loras/b.safetensors', required: false }]);
     await waitFor('b to be synced after the edit', async () => (await d.status()).entries.find((e) => e.dest === 'loras/b.safetensors')?.verified);
     expect(await fileSha256(path.join(sb.models, 'loras/b.safetensors'))).toBe(b.sha256);
-    expect((await d.status()).sync.last?.reason).toBe('manifest changed');
+    await waitFor('the sync of the edit to end', async () => (await d.status()).sync.last?.reason === 'manifest changed');
 
     // An invalid edit, written in place: reported, the previous manifest stays in force.
     await writeFile(sb.manifest, JSON.stringify({ version: 1, models: [{ source: 'ftp://example.org/x.bin', dest: '../escape.bin' }] }));
