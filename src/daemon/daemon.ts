@@ -9,6 +9,8 @@ import { runSync } from '../sync/engine.js';
 import { openWithManifest } from '../sync/open-with-manifest.js';
 import type { SyncReport } from '../sync/types.js';
 import { comfySupervisor } from './child.js';
+import { comfyUrlFromArgs } from './health-probe.js';
+import { waitForFreePort } from './port-holder.js';
 import { startControl, type ControlServer } from './control.js';
 import { ManifestHolder } from './manifest-holder.js';
 import { systemdNotifier } from './notify.js';
@@ -108,6 +110,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     log.info({ seconds: state.timeline.requiredReady }, 'required models ready');
     let childDone: Promise<number> | undefined;
     if (o.command.length > 0) {
+      await comfyPortFree(config, o.command, log, halt.signal);
+      if (halt.signal.aborted) return stopCode(mode, signalled);
       child = comfySupervisor({ config, log, clock, command: o.command as [string, ...string[]], state, notify, stdout: o.stdout, stderr: o.stderr });
       childDone = child.run();
     }
@@ -185,6 +189,19 @@ async function syncOnce(ctx: SyncContext, manifest: ManifestHolder, state: Daemo
     error: error && { code: error.code, message: error.message },
     manifestError: state.manifest?.error,
   };
+}
+
+/**
+ * The port ComfyUI will bind, from its own argv, must be free (port-holder.ts). With --comfy-url
+ * the caller took over the addressing (a proxy may answer there before ComfyUI runs): no check.
+ */
+async function comfyPortFree(config: Config, command: readonly string[], log: Logger, signal: AbortSignal): Promise<void> {
+  if (config.daemon.comfyUrl !== undefined) return;
+  const url = new URL(comfyUrlFromArgs(command.slice(1)));
+  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+  // A previous daemon's guardian gives its child the stop timeout before SIGKILL.
+  const waitMs = config.daemon.stopTimeoutMs + 2000;
+  await waitForFreePort({ host: url.hostname.replace(/^\[|\]$/g, ''), port, waitMs, secrets: config.secrets, log, signal });
 }
 
 function requiredFailure(o: SyncOutcome): ModelsyncError {

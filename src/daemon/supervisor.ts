@@ -5,6 +5,7 @@ import type { RestartPolicy } from '../config.js';
 import type { Logger } from '../log.js';
 import { RestartTracker, type BackoffPolicy, type ChildExit } from './backoff.js';
 import { lineSplitter, type LineEnd } from './lines.js';
+import { ParentDeathGuard, guardianCommand } from './parent-death.js';
 import { exitCodeOf, groupAlive, signalGroup } from './process-group.js';
 
 /**
@@ -52,6 +53,8 @@ interface Running {
   done: boolean;
   killTimer: NodeJS.Timeout | undefined;
   streamsClosed: Promise<void>;
+  /** Takes the group down if the daemon dies first (parent-death.ts). */
+  readonly guard: ParentDeathGuard | undefined;
 }
 
 /** ENOENT: no such command (127, as a shell says); anything else that stops exec: 126. */
@@ -118,8 +121,12 @@ export class Supervisor {
 
   private async start(): Promise<Running | number> {
     const { command, args, env } = this.opts;
+    // Started first, so that no moment exists in which the child runs and nobody guards it.
+    const guard = this.startGuardian();
     const child = spawn(command, [...args], { detached: true, env: { ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    if (child.pid !== undefined) guard?.watch(child.pid);
+    else guard?.dismiss();
     if (child.pid === undefined) {
       const err = await new Promise<Error>((resolve) => child.once('error', resolve));
       const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? SPAWN_FAILED_NOT_FOUND : SPAWN_FAILED;
@@ -140,7 +147,7 @@ export class Supervisor {
         });
       });
     });
-    const r: Running = { child, pid: child.pid, exited, unresponsive: false, done: false, killTimer: undefined, streamsClosed: Promise.all(streams).then(() => undefined) };
+    const r: Running = { child, pid: child.pid, exited, unresponsive: false, done: false, killTimer: undefined, streamsClosed: Promise.all(streams).then(() => undefined), guard };
     this.current = r;
     this.tracker.started(this.opts.clock.now());
     this.opts.log.info({ childPid: r.pid, command }, 'child started');
@@ -158,6 +165,7 @@ export class Supervisor {
     await monitor;
     await this.reapGroup(r);
     r.done = true;
+    r.guard?.dismiss();
     clearTimeout(r.killTimer);
     // A process that left the group (setsid) may still hold our pipes: do not wait for it.
     await Promise.race([r.streamsClosed, sleep(200, undefined, { ref: false })]);
@@ -167,6 +175,22 @@ export class Supervisor {
     // A child we stopped because it hung may well exit 0 on our SIGTERM: it still failed.
     const status = exitCodeOf(code, signal);
     return { code: r.unresponsive && status === 0 ? 1 : status, signal, unresponsive: r.unresponsive };
+  }
+
+  /** The child's guardian (parent-death.ts); without one the child still runs, and that is said. */
+  private startGuardian(): ParentDeathGuard | undefined {
+    const g = guardianCommand(this.opts.stopTimeoutMs);
+    try {
+      const proc = spawn(g.command, [...g.args], { detached: true, env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'ignore', 'ignore'] });
+      if (proc.pid === undefined) {
+        proc.once('error', (e) => this.opts.log.warn({ err: e.message, command: g.command }, 'cannot start the guardian: the child would outlive a killed modelsync'));
+        return undefined;
+      }
+      return new ParentDeathGuard(proc, this.opts.log);
+    } catch (e) {
+      this.opts.log.warn({ err: e instanceof Error ? e.message : String(e), command: g.command }, 'cannot start the guardian: the child would outlive a killed modelsync');
+      return undefined;
+    }
   }
 
   /** Startup: poll until the first answer or the startup timeout; then a probe per interval. */
