@@ -5,6 +5,7 @@ import type { Flags } from './cli-options.js';
 import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
 import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
 import { ModelsyncError } from './errors.js';
+import { readProxySettings, type ProxySettings } from './proxy/proxy-settings.js';
 
 export type { ChildLogs, DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
 
@@ -44,6 +45,8 @@ export interface Config {
   readonly hf: { readonly endpoint: string; readonly token: string | undefined; readonly offline: boolean };
   /** Bearer tokens for https:// sources, by exact host name. */
   readonly httpTokens: ReadonlyMap<string, string>;
+  /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for every request to a source. */
+  readonly proxies: ProxySettings;
   readonly s3: { readonly endpoint: string | undefined; readonly region: string | undefined; readonly forcePathStyle: boolean; readonly profile?: string | undefined };
   /** `token`: MODELSYNC_CONTROL_TOKEN, required by the daemon beyond loopback and sent by its clients. */
   readonly control: { readonly host: string; readonly port: number; readonly token: string | undefined };
@@ -75,8 +78,8 @@ const SECRET_VARS = [
   'MODELSYNC_HTTP_TOKENS',
 ];
 
-function isSecretVar(name: string): boolean {
-  return SECRET_VARS.includes(name) || /^MODELSYNC_.*TOKEN/.test(name);
+function isSecretVar(name: string, extra: readonly string[]): boolean {
+  return SECRET_VARS.includes(name) || extra.includes(name) || /^MODELSYNC_.*TOKEN/.test(name);
 }
 
 function readHfToken(env: NodeJS.ProcessEnv, home: string): string | undefined {
@@ -110,12 +113,13 @@ function defaultStateDir(env: NodeJS.ProcessEnv, home: string): string {
   return path.join(home, '.local', 'state', 'modelsync');
 }
 
-function childEnvFrom(env: NodeJS.ProcessEnv): Record<string, string> {
+/** `secretVars`: variables secret by their value (a proxy URL with a password in it). */
+function childEnvFrom(env: NodeJS.ProcessEnv, secretVars: readonly string[]): Record<string, string> {
   const pass = new Set((env.MODELSYNC_CHILD_ENV_PASSTHROUGH ?? '').split(',').map((s) => s.trim()).filter(Boolean));
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined) continue;
-    if (isSecretVar(k) && !pass.has(k)) continue;
+    if (isSecretVar(k, secretVars) && !pass.has(k)) continue;
     out[k] = v;
   }
   return out;
@@ -155,7 +159,9 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   const hfToken = readHfToken(env, home);
   const httpTokens = readHttpTokens(env);
   const controlToken = tokenSetting('MODELSYNC_CONTROL_TOKEN', env.MODELSYNC_CONTROL_TOKEN);
+  const proxies = readProxySettings(env);
   const secrets = [
+    ...proxies.secrets,
     hfToken,
     controlToken,
     env.HUGGING_FACE_HUB_TOKEN,
@@ -196,6 +202,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
       offline: (flags.offline ?? false) || truthy(env.HF_HUB_OFFLINE),
     }),
     httpTokens,
+    proxies: proxies.settings,
     s3: Object.freeze({
       endpoint: flags['s3-endpoint'] ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL,
       region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
@@ -207,7 +214,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     daemon: Object.freeze(daemonSettings(flags, env)),
     gc: Object.freeze(gcSettings(flags, env)),
     secrets: Object.freeze(secrets),
-    childEnv: Object.freeze(childEnvFrom(env)),
+    childEnv: Object.freeze(childEnvFrom(env, proxies.secretVars)),
     tty: isTty,
   };
   return Object.freeze(config);

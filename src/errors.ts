@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'E_OFFLINE'
   | 'E_HTTP'
   | 'E_NETWORK'
+  | 'E_PROXY'
   | 'E_TIMEOUT'
   | 'E_REDIRECT'
   | 'E_INSECURE_REDIRECT'

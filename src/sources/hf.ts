@@ -1,6 +1,8 @@
 import { datasetInfo, modelInfo, pathsInfo, HubApiError } from '@huggingface/hub';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, HfRef, PinnedContent } from '../manifest/types.js';
+import { proxiedFetch } from '../proxy/proxied-fetch.js';
+import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import type { StateDb } from '../state/db.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
@@ -13,6 +15,7 @@ export interface HfSourceOptions {
   readonly offline: boolean;
   readonly idleTimeoutMs: number;
   readonly db: StateDb;
+  readonly proxies: ProxySettings;
 }
 
 interface HfLocator {
@@ -33,7 +36,12 @@ export class HfSource implements Source {
   /** The CDN URL a resolve redirected to, per file; reused for every chunk until it expires. */
   private readonly cdnUrls = new Map<string, string>();
 
-  constructor(private readonly opts: HfSourceOptions) {}
+  /** The global fetch, or one through HTTPS_PROXY / HTTP_PROXY. */
+  private readonly fetcher: typeof fetch;
+
+  constructor(private readonly opts: HfSourceOptions) {
+    this.fetcher = proxiedFetch(opts.proxies);
+  }
 
   async resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
     const groups = new Map<string, Entry[]>();
@@ -141,7 +149,7 @@ export class HfSource implements Source {
     return async (input, init) => {
       const headers = new Headers(init?.headers);
       headers.set('accept-encoding', 'identity');
-      const res = await fetch(input, { ...init, headers, signal });
+      const res = await this.fetcher(input, { ...init, headers, signal });
       if (!res.ok) this.lastErrorCode = res.headers.get('x-error-code') ?? undefined;
       return res;
     };
@@ -194,6 +202,7 @@ export class HfSource implements Source {
         range: req.range,
         idleTimeoutMs: this.opts.idleTimeoutMs,
         signal: req.signal,
+        proxies: this.opts.proxies,
       });
       const viaCdn = cdn !== undefined || res.hops.length > 0;
       // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.

@@ -1,5 +1,6 @@
 import { ModelsyncError } from '../errors.js';
 import type { Entry, HttpsRef } from '../manifest/types.js';
+import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import { httpRequest, statusError } from '../transfer/http.js';
 import { bodyFromResponse } from './http-body.js';
@@ -10,6 +11,7 @@ export interface HttpsSourceOptions {
   /** Bearer tokens by exact host; sent only to that host, never after a redirect elsewhere. */
   readonly tokens: ReadonlyMap<string, string>;
   readonly idleTimeoutMs: number;
+  readonly proxies: ProxySettings;
 }
 
 /**
@@ -45,6 +47,7 @@ export class HttpsSource implements Source {
       range: req.range,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       signal: req.signal,
+      proxies: this.opts.proxies,
     });
     if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
     if (res.status === 401 || res.status === 403) {

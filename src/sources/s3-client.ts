@@ -1,10 +1,10 @@
-import http from 'node:http';
-import https from 'node:https';
 import { isIP } from 'node:net';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { Config } from '../config.js';
 import { ModelsyncError } from '../errors.js';
 import type { S3Options } from '../manifest/types.js';
+import { proxyAgents } from '../proxy/proxy-agents.js';
+import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 
 /** Where and how S3 is reached, after flags, env, manifest and defaults were weighed. */
@@ -53,7 +53,7 @@ function needsPathStyle(endpoint: string): boolean {
  * S3-compatible servers reject or mangle the SDK's default flexible checksums; we hash every byte
  * ourselves anyway. The socket timeout is the idle timeout, armed for the body too.
  */
-export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets: number): S3Client {
+export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets: number, proxies: ProxySettings): S3Client {
   return new S3Client({
     ...(s.region === undefined ? {} : { region: s.region }),
     ...(s.endpoint === undefined ? {} : { endpoint: s.endpoint }),
@@ -65,8 +65,8 @@ export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets:
     requestHandler: {
       connectionTimeout: idleTimeoutMs,
       socketTimeout: idleTimeoutMs,
-      httpAgent: new http.Agent({ keepAlive: true, maxSockets }),
-      httpsAgent: new https.Agent({ keepAlive: true, maxSockets }),
+      // HTTPS_PROXY / HTTP_PROXY / NO_PROXY, per request; plain keep-alive agents without a proxy.
+      ...proxyAgents(proxies, maxSockets),
     },
   });
 }

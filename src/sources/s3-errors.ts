@@ -1,4 +1,6 @@
 import { ModelsyncError } from '../errors.js';
+import { proxyAuthRequired } from '../proxy/proxy-errors.js';
+import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
 import { endpointName, type S3Settings } from './s3-client.js';
 
 /** What an S3 failure is about, for its message. Nothing here is secret. */
@@ -9,6 +11,8 @@ export interface S3Failure {
   readonly settings: S3Settings;
   /** The region requests were signed for, when known. */
   readonly region: string | undefined;
+  /** The proxy in the way (HTTPS_PROXY / HTTP_PROXY), if any. */
+  readonly proxy?: ProxyEndpoint | undefined;
 }
 
 interface SdkErrorShape {
@@ -88,6 +92,8 @@ export function s3Error(e: unknown, f: S3Failure): ModelsyncError {
     return new ModelsyncError('E_CONFIG', `${f.uri}: no AWS region: set AWS_REGION, s3.region in the manifest, or a region in the AWS profile`, ctx);
   }
   if (s.status === undefined) return networkFailure(e, s, f, where);
+  // Only a proxy asks for Proxy-Authorization: an absolute-form request's 407 is its answer.
+  if (s.status === 407 && f.proxy !== undefined) return proxyAuthRequired(f.proxy, f.uri);
   const code = s.name;
   if (code === 'PreconditionFailed' || s.status === 412) return sourceChanged(f, e);
   if (code === 'NoSuchKey' || (code === 'NotFound' && s.status === 404)) {

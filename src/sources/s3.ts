@@ -4,6 +4,8 @@ import type { Config } from '../config.js';
 import { readableBody } from '../transfer/body-reader.js';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, Manifest, S3Ref } from '../manifest/types.js';
+import { proxyFor } from '../proxy/proxy-for.js';
+import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
 import { createS3Client, s3Settings, type S3Settings } from './s3-client.js';
 import { isVagueHeadFailure, s3Error, sdkErrorShape, sourceChanged, type S3Failure } from './s3-errors.js';
@@ -46,12 +48,15 @@ export class S3Source implements Source {
   private readonly client: S3Client;
   private readonly policy: RetryPolicy;
   private region: string | undefined;
+  /** The proxy requests to the endpoint go through, for messages. */
+  private readonly proxy: ProxyEndpoint | undefined;
 
   constructor(readonly opts: S3SourceOptions) {
     const t = opts.config.tunables;
     this.settings = s3Settings(opts.config, opts.manifest.s3);
     this.region = this.settings.region;
-    this.client = createS3Client(this.settings, opts.idleTimeoutMs, t.connections + 8);
+    this.client = createS3Client(this.settings, opts.idleTimeoutMs, t.connections + 8, opts.config.proxies);
+    this.proxy = proxyFor(opts.config.proxies, new URL(this.settings.endpoint ?? 'https://s3.amazonaws.com'));
     this.policy = { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs };
   }
 
@@ -135,7 +140,7 @@ export class S3Source implements Source {
   }
 
   private failure(bucket: string, uri: string): S3Failure {
-    return { uri, bucket, settings: this.settings, region: this.region };
+    return { uri, bucket, settings: this.settings, region: this.region, proxy: this.proxy };
   }
 
   /** HEAD has no body: repeat the request as a 1-byte GET, whose error body says what went wrong. */

@@ -48,11 +48,11 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     (await import('../transfer/receive-buffers.js')).planReceiveMemory(t.connections);
     if (kind === 'hf') {
       const { HfSource } = await import('../sources/hf.js');
-      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db });
+      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db, proxies: config.proxies });
     }
     if (kind === 'https') {
       const { HttpsSource } = await import('../sources/https.js');
-      return new HttpsSource({ tokens: config.httpTokens, idleTimeoutMs: t.idleTimeoutMs });
+      return new HttpsSource({ tokens: config.httpTokens, idleTimeoutMs: t.idleTimeoutMs, proxies: config.proxies });
     }
     const { S3Source } = await import('../sources/s3.js');
     return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs });

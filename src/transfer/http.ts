@@ -1,5 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { ModelsyncError } from '../errors.js';
+import { proxyAuthRequired } from '../proxy/proxy-errors.js';
+import { proxyFor } from '../proxy/proxy-for.js';
+import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import type { BodyReader } from './body-reader.js';
 import { wireRequest } from './wire.js';
@@ -16,6 +19,8 @@ export interface HttpRequest {
   readonly maxRedirects?: number;
   /** When false, a 3xx is returned to the caller instead of followed. */
   readonly followRedirects?: boolean;
+  /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY, applied to every hop; undefined: always direct. */
+  readonly proxies?: ProxySettings | undefined;
 }
 
 export interface Hop {
@@ -69,7 +74,7 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
   }
 }
 
-function once(url: URL, req: HttpRequest, authorization: string | undefined): ReturnType<typeof wireRequest> {
+async function once(url: URL, req: HttpRequest, authorization: string | undefined): ReturnType<typeof wireRequest> {
   const headers: Record<string, string> = {
     'accept-encoding': 'identity',
     'user-agent': 'modelsync/0.1',
@@ -77,7 +82,14 @@ function once(url: URL, req: HttpRequest, authorization: string | undefined): Re
   };
   if (authorization !== undefined) headers.authorization = authorization;
   if (req.range) headers.range = `bytes=${req.range.start}-${req.range.end - 1}`;
-  return wireRequest({ url, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal });
+  const proxy = req.proxies === undefined ? undefined : proxyFor(req.proxies, url);
+  const res = await wireRequest({ url, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal, proxy });
+  // Sent to an http:// proxy in absolute form, a 407 is the proxy's own answer, not the server's.
+  if (res.status === 407 && proxy !== undefined && url.protocol === 'http:') {
+    res.body.discard();
+    throw proxyAuthRequired(proxy, url.host);
+  }
+  return res;
 }
 
 /** Milliseconds from a Retry-After header (seconds or an HTTP date). */

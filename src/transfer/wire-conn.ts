@@ -3,11 +3,12 @@ import { ModelsyncError } from '../errors.js';
 import { redactUrl } from '../redact.js';
 import type { BodyReader } from './body-reader.js';
 import { ChunkedDecoder } from './chunked-decoder.js';
-import { connect } from './connect.js';
+import { connect, type Connected } from './connect.js';
 import { networkError } from './network-error.js';
 import { ReceiveBuffers, type Half } from './receive-buffers.js';
 import type { ResponseHead } from './response-head.js';
 import { takeHead } from './take-head.js';
+import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
 
 /**
  * A waiting consumer gets a part-filled block after this long: on a slow link a block takes
@@ -24,6 +25,8 @@ export interface WireRequest {
   readonly headers: Readonly<Record<string, string>>;
   readonly idleTimeoutMs: number;
   readonly signal?: AbortSignal | undefined;
+  /** The proxy to go through (undefined: direct); the caller has applied NO_PROXY. */
+  readonly proxy?: ProxyEndpoint | undefined;
 }
 
 /** A failure on a kept-alive connection before any byte of the answer: the server had closed it. */
@@ -38,7 +41,6 @@ type Phase = 'idle' | 'head' | 'body' | 'done' | 'dead';
  */
 export class WireConn {
   private readonly socket: net.Socket;
-  private readonly bufs = new ReceiveBuffers();
   private phase: Phase = 'idle';
   private url: URL;
   private head: ResponseHead | undefined;
@@ -56,15 +58,32 @@ export class WireConn {
   private wake: (() => void) | undefined;
   private detachSignal: (() => void) | undefined;
 
-  /** `release` gets the connection back when an exchange ended cleanly and it may be reused. */
-  constructor(
+  /** Read bytes a 'data' event brought that did not fit yet (the socket is paused meanwhile). */
+  private pending: Buffer | undefined;
+
+  /**
+   * A connection to the URL's origin, directly or through `proxy`. `release` gets it back when
+   * an exchange ended cleanly and it may be reused.
+   */
+  static async open(url: URL, proxy: ProxyEndpoint | undefined, release: (c: WireConn) => void, died: (c: WireConn) => void, opts: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<WireConn> {
+    const bufs = new ReceiveBuffers();
+    const self: { conn?: WireConn } = {};
+    // Reads start only after our first request is written, by when `conn` is set.
+    const onread = { buffer: () => bufs.space(), callback: (n: number, landed: Uint8Array) => self.conn?.onRead(n, landed) ?? false };
+    self.conn = new WireConn(url, await connect(url, onread, proxy, opts), bufs, release, died);
+    return self.conn;
+  }
+
+  private constructor(
     url: URL,
+    private readonly link: Connected,
+    private readonly bufs: ReceiveBuffers,
     private readonly release: (c: WireConn) => void,
     private readonly died: (c: WireConn) => void,
   ) {
     this.url = url;
-    const onread = { buffer: () => this.bufs.space(), callback: (n: number, landed: Uint8Array) => this.onRead(n, landed) };
-    this.socket = connect(url, onread);
+    this.socket = link.socket;
+    if (!link.onreadHonoured) this.socket.on('data', (d: Buffer) => this.onData(d));
     this.socket.on('error', (e) => this.lost(this.stale(e) ?? networkError(e, this.url)));
     this.socket.on('end', () => this.onEnd());
     this.socket.on('close', () => this.lost(this.stale(undefined) ?? this.err('E_NETWORK', `connection to ${this.url.host} closed`)));
@@ -85,8 +104,10 @@ export class WireConn {
     this.reusable = true;
     this.idleMs = req.idleTimeoutMs;
     this.socket.ref();
-    const lines = [`GET ${req.url.pathname}${req.url.search} HTTP/1.1`, `host: ${req.url.host}`];
+    const target = this.link.absoluteForm ? `${req.url.protocol}//${req.url.host}${req.url.pathname}${req.url.search}` : `${req.url.pathname}${req.url.search}`;
+    const lines = [`GET ${target} HTTP/1.1`, `host: ${req.url.host}`];
     for (const [k, v] of Object.entries(req.headers)) lines.push(`${k}: ${v}`);
+    if (this.link.absoluteForm && this.link.proxy?.authorization !== undefined) lines.push(`proxy-authorization: ${this.link.proxy.authorization}`);
     this.socket.write(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
     this.armTimer();
     this.resume();
@@ -188,6 +209,25 @@ export class WireConn {
     this.resume();
     this.socket.unref();
     this.release(this);
+  }
+
+  /**
+   * Reads that come as 'data' events (TLS inside a tunnel): copied into the receive buffers as
+   * if they had landed there; what does not fit waits in `pending` while the socket is paused.
+   */
+  private onData(d: Buffer): void {
+    let rest = d;
+    while (rest.length > 0) {
+      const space = this.bufs.space();
+      const n = Math.min(space.length, rest.length);
+      rest.copy(space, 0, 0, n);
+      rest = rest.subarray(n);
+      if (!this.onRead(n, space)) {
+        if (this.phase !== 'dead' && rest.length > 0) this.pending = rest;
+        this.socket.pause();
+        return;
+      }
+    }
   }
 
   private onRead(n: number, landed: Uint8Array): boolean {
@@ -326,6 +366,12 @@ export class WireConn {
     if (!this.paused) return;
     this.paused = false;
     if (this.phase === 'head' || this.phase === 'body') this.armTimer();
+    const held = this.pending;
+    this.pending = undefined;
+    if (held !== undefined) {
+      this.onData(held);
+      if (this.paused) return;
+    }
     this.socket.resume();
   }
 }

@@ -30,10 +30,11 @@ export async function wireRequest(req: WireRequest): Promise<WireResponse> {
   for (const [k, v] of Object.entries(req.headers)) {
     if (/[\r\n]/.test(v) || !/^[a-z0-9-]+$/.test(k)) throw new ModelsyncError('E_CONFIG', `header ${k} has a line break or a bad name`);
   }
-  const key = `${req.url.protocol}//${req.url.host}`;
+  // By route too: a tunnel is reused only for the target it was opened to, and never for a direct request.
+  const key = `${req.proxy?.name ?? 'direct'} ${req.url.protocol}//${req.url.host}`;
   for (;;) {
     const pooled = take(key);
-    const conn = pooled ?? new WireConn(req.url, (c) => keep(key, c), (c) => drop(key, c));
+    const conn = pooled ?? (await WireConn.open(req.url, req.proxy, (c) => keep(key, c), (c) => drop(key, c), { timeoutMs: req.idleTimeoutMs, signal: req.signal }));
     try {
       const { head, body } = await conn.exchange(req);
       return { status: head.status, headers: head.headers, body };

@@ -13,13 +13,14 @@ export interface TestCert {
   readonly certPath: string;
 }
 
-export function makeSelfSignedCert(dir: string, ip = '127.0.0.1'): TestCert | undefined {
+/** `names`: more subject alternative names (`DNS:host`, `IP:addr`) for one certificate. */
+export function makeSelfSignedCert(dir: string, ip = '127.0.0.1', names: readonly string[] = []): TestCert | undefined {
   const keyPath = path.join(dir, 'tls.key');
   const certPath = path.join(dir, 'tls.crt');
   try {
     execFileSync(
       'openssl',
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '1', '-subj', `/CN=${ip}`, '-addext', `subjectAltName=IP:${ip}`],
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '1', '-subj', `/CN=${ip}`, '-addext', `subjectAltName=${[`IP:${ip}`, ...names].join(',')}`],
       { stdio: 'ignore' },
     );
   } catch {
