@@ -40,6 +40,7 @@ export type ErrorCode =
   | 'E_STATE_DB'
   | 'E_NOT_WRITABLE'
   | 'E_LIMIT'
+  | 'E_POLICY'
   | 'E_IO';
 
 const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
@@ -48,6 +49,8 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   E_LOCK_DRIFT: 2,
   E_CONFIG: 2,
   E_STATE_DIR: 2,
+  // An on-demand request the manifest's on_demand policy refuses: asking again will not help.
+  E_POLICY: 2,
 };
 
 export interface ErrorContext {

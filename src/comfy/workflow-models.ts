@@ -1,5 +1,6 @@
 import { Document, YAMLSeq, type YAMLMap } from 'yaml';
 import { isPickleFormat } from '../manifest/dest.js';
+import { hubFileUri, parseHubUrl } from '../manifest/hub-url.js';
 
 /** A model a ComfyUI workflow declares it needs (node `properties.models` or the top-level list). */
 export interface WorkflowModel {
@@ -48,18 +49,8 @@ export function workflowModels(workflow: unknown): WorkflowModel[] {
 
 /** https://huggingface.co/{repo}/resolve/{rev}/{path} -> hf://{repo}@{rev}/{path}; other URLs stay. */
 export function sourceFromUrl(url: string): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return url;
-  }
-  if (u.hostname !== 'huggingface.co' && u.hostname !== 'hf.co') return url;
-  const m = /^\/(datasets\/)?([^/]+)\/([^/]+)\/(?:resolve|blob)\/([^/]+)\/(.+)$/.exec(u.pathname);
-  if (!m) return url;
-  const rev = decodeURIComponent(m[4] ?? 'main');
-  const revPart = rev === 'main' ? '' : `@${encodeURIComponent(rev)}`;
-  return `hf://${m[1] ?? ''}${m[2]}/${m[3]}${revPart}/${decodeURIComponent(m[5] ?? '')}`;
+  const f = parseHubUrl(url);
+  return f === undefined || 'error' in f ? url : hubFileUri(f, false);
 }
 
 /**

@@ -1,9 +1,9 @@
 import { LineCounter, parseDocument, isMap, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
-import { destProblem, isPickleFormat } from './dest.js';
+import { checkEntry, duplicateDests } from './entry.js';
 import { ManifestError } from './manifest-error.js';
+import { parsePolicy } from './policy.js';
 import { EntrySchema, ManifestSchema } from './schema.js';
-import { parseSourceUri } from './source-uri.js';
 import type { Entry, Manifest, ManifestProblem } from './types.js';
 
 export interface ParseOptions {
@@ -38,31 +38,13 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
     // Unknown fields alone do not stop the other checks: every problem is listed at once.
     const loose = parsed.success ? parsed : EntrySchema.strip().safeParse(raw);
     if (!loose.success) return;
-    const e = loose.data;
-    const source = parseSourceUri(e.source);
-    if ('error' in source) add('source', source.error);
-    const dp = destProblem(e.dest, folders);
-    if (dp !== undefined) add('dest', dp);
-    if ('kind' in source && source.kind !== 'hf' && e.sha256 === undefined && opts.requireHashes !== false) {
-      add('sha256', `required for ${source.kind}:// sources (the source gives no sha256); "modelsync lock" can compute it`);
-    }
-    const pickleName = isPickleFormat(e.dest) || ('kind' in source && isPickleFormat(sourceName(e.source)));
-    if (pickleName && e.allow_pickle !== true) {
-      add('allow_pickle', 'this format loads through Python pickle, which can run arbitrary code; set allow_pickle: true only for sources you trust');
-    }
-    if ('kind' in source && dp === undefined) {
-      entries.push({
-        index,
-        source,
-        dest: e.dest,
-        sha256: e.sha256?.toLowerCase(),
-        size: e.size,
-        allowPickle: e.allow_pickle ?? false,
-        required: e.required ?? true,
-      });
-    }
+    const checked = checkEntry(loose.data, index, { folders, requireHashes: opts.requireHashes !== false });
+    for (const p of checked.problems) add(p.field, p.message);
+    if (checked.entry) entries.push(checked.entry);
   });
   problems.push(...duplicateDestProblems(entries, (i) => lineAt(nodeAt(doc, ['models', i, 'dest'])?.range?.[0])));
+  const onDemand = top.data.on_demand && parsePolicy(top.data.on_demand);
+  for (const p of onDemand?.problems ?? []) problems.push({ entry: undefined, field: p.field, line: lineAt(nodeAt(doc, p.field.split('.').map((k) => (/^\d+$/.test(k) ? Number(k) : k)))?.range?.[0]), message: p.message });
   if (problems.length > 0) throw new ManifestError(file, problems);
   const s3 = top.data.s3 ?? {};
   return {
@@ -70,29 +52,13 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
     entries,
     folders,
     s3: { endpoint: s3.endpoint, region: s3.region, pathStyle: s3.path_style },
+    onDemand: onDemand?.policy,
   };
-}
-
-function sourceName(uri: string): string {
-  return uri.split(/[?#]/)[0] ?? uri;
 }
 
 /** Same dest twice is fine only when both promise the same content. */
 function duplicateDestProblems(entries: readonly Entry[], lineOf: (i: number) => number | undefined): ManifestProblem[] {
-  const out: ManifestProblem[] = [];
-  const seen = new Map<string, Entry>();
-  for (const e of entries) {
-    const prev = seen.get(e.dest);
-    if (!prev) {
-      seen.set(e.dest, e);
-      continue;
-    }
-    const sameContent = (prev.sha256 !== undefined && prev.sha256 === e.sha256) || (prev.source.uri === e.source.uri && prev.sha256 === e.sha256);
-    if (!sameContent) {
-      out.push({ entry: e.index, field: 'dest', line: lineOf(e.index), message: `same dest as models[${prev.index}] with different content` });
-    }
-  }
-  return out;
+  return duplicateDests(entries).map(({ entry, first }) => ({ entry: entry.index, field: 'dest', line: lineOf(entry.index), message: `same dest as models[${first.index}] with different content` }));
 }
 
 function nodeAt(doc: Document, p: readonly (string | number)[]): Node | undefined {

@@ -17,6 +17,13 @@ export const ManifestSchema = z.strictObject({
   version: z.literal(1, { error: 'must be 1' }),
   models: z.array(z.unknown()),
   folders: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain folder name')).optional(),
+  on_demand: z
+    .strictObject({
+      allow: z.array(z.string()),
+      max_bytes: z.union([z.number(), z.string()]),
+      require_sha256: z.boolean().optional(),
+    })
+    .optional(),
   s3: z
     .strictObject({
       endpoint: z.string().url().optional(),

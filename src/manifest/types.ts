@@ -1,3 +1,5 @@
+import type { OnDemandPolicy } from './policy.js';
+
 export interface HfRef {
   readonly kind: 'hf';
   readonly repoType: 'model' | 'dataset';
@@ -56,6 +58,8 @@ export interface S3Options {
   readonly pathStyle: boolean | undefined;
 }
 
+export type { OnDemandPolicy } from './policy.js';
+
 export interface Manifest {
   /** Absolute path of the file it was read from. */
   readonly path: string;
@@ -63,6 +67,8 @@ export interface Manifest {
   /** Extra top-level folders allowed in `dest` (custom nodes add their own). */
   readonly folders: readonly string[];
   readonly s3: S3Options;
+  /** `on_demand:`; undefined: every on-demand request is refused. */
+  readonly onDemand?: OnDemandPolicy | undefined;
 }
 
 export interface ManifestProblem {
