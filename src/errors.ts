@@ -30,6 +30,7 @@ export type ErrorCode =
   | 'E_PATH_UNSAFE'
   | 'E_PUBLISH'
   | 'E_SOURCE_CHANGED'
+  | 'E_REMOTE_INVALID'
   | 'E_S3'
   | 'E_LEASE_LOST'
   | 'E_ABORTED'

@@ -4,8 +4,11 @@ import type { Entry, HfRef, PinnedContent } from '../manifest/types.js';
 import { proxiedFetch } from '../proxy/proxied-fetch.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
+import { shown } from '../remote-value.js';
 import type { StateDb } from '../state/db.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
+import { isCommit } from '../content-key.js';
+import { readPathsInfo } from './hf-paths-info.js';
 import { bodyFromResponse } from './http-body.js';
 import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
 
@@ -23,8 +26,6 @@ interface HfLocator {
   readonly commit: string;
   readonly lfs: boolean;
 }
-
-const COMMIT = /^[0-9a-f]{40}$/;
 
 /**
  * Hugging Face Hub source. Metadata through @huggingface/hub (one revision lookup and one
@@ -70,33 +71,37 @@ export class HfSource implements Source {
     const commit = await this.commitFor(ref, signal, group[0] as Entry);
     const cached = group.map((e) => this.opts.db.hfFile(ref.repoType, ref.repo, commit, (e.source as HfRef).path));
     const missing = group.filter((_, i) => cached[i] === undefined);
+    const problems = new Map<string, string>();
     if (missing.length > 0) {
       if (this.opts.offline) {
         throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${commit.slice(0, 12)} was never resolved here`, { entry: missing[0]?.index });
       }
-      const infos = await this.api(group[0] as Entry, () =>
+      const asked = missing.map((e) => (e.source as HfRef).path);
+      const infos: unknown = await this.api(group[0] as Entry, () =>
         pathsInfo({
           repo: { type: ref.repoType, name: ref.repo },
-          paths: missing.map((e) => (e.source as HfRef).path),
+          paths: asked,
           revision: commit,
           hubUrl: this.opts.endpoint,
           fetch: this.fetchWith(signal),
           ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
         }),
       );
+      const verdict = readPathsInfo(infos, asked);
       // One transaction for the whole listing: a snapshot of 2,000 files is one fsync, not 2,000.
       this.opts.db.transaction(() => {
-        for (const info of infos) {
-          if (info.type !== 'file') continue;
-          const lfs = info.lfs !== undefined;
-          const hex = lfs ? info.lfs?.oid : info.oid;
-          if (hex === undefined) continue;
-          this.opts.db.putHfFile({ repoType: ref.repoType, repo: ref.repo, commit, path: info.path, size: info.size, algo: lfs ? 'sha256' : 'gitsha1', hex });
+        for (const [p, v] of verdict) {
+          if ('problem' in v) problems.set(p, v.problem);
+          else this.opts.db.putHfFile({ repoType: ref.repoType, repo: ref.repo, commit, ...v.file });
         }
       });
     }
     return group.map((e) => {
       const r = e.source as HfRef;
+      const problem = problems.get(r.path);
+      if (problem !== undefined) {
+        throw new ModelsyncError('E_REMOTE_INVALID', `the Hub's paths-info for ${r.path} in ${r.repo}@${commit.slice(0, 12)} has ${problem}; refusing it`, { entry: e.index, url: e.source.uri });
+      }
       const f = this.opts.db.hfFile(r.repoType, r.repo, commit, r.path);
       if (!f) {
         throw new ModelsyncError('E_NOT_FOUND', `${r.path} does not exist in ${r.repo} at ${r.revision} (${commit.slice(0, 12)})`, { entry: e.index, url: e.source.uri });
@@ -121,7 +126,7 @@ export class HfSource implements Source {
 
   /** A revision to its commit: a 40-hex revision is one already; a branch is cached for offline use. */
   private async commitFor(ref: HfRef, signal: AbortSignal, entry: Entry): Promise<string> {
-    if (COMMIT.test(ref.revision)) return ref.revision;
+    if (isCommit(ref.revision)) return ref.revision;
     if (this.opts.offline) {
       const c = this.opts.db.hfRevision(ref.repoType, ref.repo, ref.revision);
       if (c === undefined) throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} was never resolved here`, { entry: entry.index });
@@ -137,8 +142,9 @@ export class HfSource implements Source {
     };
     const info = await this.api(entry, () => (ref.repoType === 'dataset' ? datasetInfo(common) : modelInfo(common)));
     const sha: unknown = (info as { sha?: unknown }).sha;
-    if (typeof sha !== 'string' || !COMMIT.test(sha)) {
-      throw new ModelsyncError('E_HTTP', `the Hub gave no commit for ${ref.repo}@${ref.revision}`, { entry: entry.index });
+    if (!isCommit(sha)) {
+      // It becomes part of every URL of this repo and of the lock file: only a commit id will do.
+      throw new ModelsyncError('E_REMOTE_INVALID', `the Hub answered ${shown(sha)} as the commit of ${ref.repo}@${ref.revision}, which is not a commit id (40 lowercase hex)`, { entry: entry.index, url: entry.source.uri });
     }
     this.opts.db.putHfRevision(ref.repoType, ref.repo, ref.revision, sha);
     return sha;
@@ -185,6 +191,9 @@ export class HfSource implements Source {
       return new ModelsyncError(s === 429 ? 'E_RATE_LIMITED' : 'E_HTTP', `Hub API answered HTTP ${s} for ${ref.repo}`, { ...ctx, status: s, retryable: s === 429 || s >= 500 });
     }
     if (e instanceof ModelsyncError) return e;
+    if (isMalformedAnswer(e)) {
+      return new ModelsyncError('E_REMOTE_INVALID', `the Hub's answer for ${ref.repo} is malformed (${shown((e as Error).message)})`, ctx);
+    }
     const host = safeHost(this.opts.endpoint);
     return new ModelsyncError('E_NETWORK', `cannot reach the Hub at ${host} for ${ref.repo}`, { ...ctx, retryable: true });
   }
@@ -215,7 +224,7 @@ export class HfSource implements Source {
         const linked = headerValue(res.hops[0]?.headers ?? {}, 'x-linked-etag')?.replace(/"/g, '');
         if (linked !== undefined && linked !== file.key.hex) {
           res.body.discard();
-          throw new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${linked} for ${file.uri}, expected ${file.key.hex}`, { url: file.uri });
+          throw new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${shown(linked)} for ${file.uri}, expected ${file.key.hex}`, { url: file.uri });
         }
         if (res.status === 200 || res.status === 206) this.cdnUrls.set(file.key.hex, res.url);
       }
@@ -248,6 +257,16 @@ function resolveUrl(endpoint: string, loc: HfLocator): string {
   const prefix = loc.ref.repoType === 'dataset' ? 'datasets/' : '';
   const p = loc.ref.path.split('/').map(encodeURIComponent).join('/');
   return `${endpoint}/${prefix}${loc.ref.repo}/resolve/${loc.commit}/${p}`;
+}
+
+/**
+ * @huggingface/hub parses the answer itself: a body that is not JSON, not a list, or has an item
+ * that is not an object fails inside it, not in the network. Such an answer is not worth a retry.
+ */
+function isMalformedAnswer(e: unknown): boolean {
+  if (e instanceof SyntaxError) return true;
+  if (!(e instanceof Error)) return false;
+  return /^malformed response/.test(e.message) || (e instanceof TypeError && /^Cannot read properties of/.test(e.message));
 }
 
 function safeHost(u: string): string {

@@ -2,9 +2,9 @@ import { existsSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ModelsyncError } from '../errors.js';
+import { isCommit, isContentKey, type ContentKey } from '../content-key.js';
 import { unwritableError } from '../os-errors.js';
 import { MalformedDb, isMalformed, stateDbError } from './db-errors.js';
-import type { ContentKey } from '../content-key.js';
 
 /** statfs magic numbers of file systems where SQLite's locking cannot be trusted. */
 const NETWORK_FS: ReadonlyMap<number, string> = new Map([
@@ -159,7 +159,10 @@ export class StateDb {
     const r = this.stmt('SELECT dev, ino, size, mtime_ns, algo, hex FROM verified WHERE path = ?').get(p) as
       | { dev: string; ino: string; size: number; mtime_ns: string; algo: ContentKey['algo']; hex: string }
       | undefined;
-    return r && { dev: r.dev, ino: r.ino, size: r.size, mtimeNs: r.mtime_ns, algo: r.algo, hex: r.hex };
+    // Rows name store files: one this modelsync would never write (an older one took a hostile
+    // mirror's word for it, or the file was edited) is no row at all.
+    if (!r || !isContentKey(r)) return undefined;
+    return { dev: r.dev, ino: r.ino, size: r.size, mtimeNs: r.mtime_ns, algo: r.algo, hex: r.hex };
   }
 
   putVerified(p: string, stamp: FileStamp, key: ContentKey): void {
@@ -181,7 +184,7 @@ export class StateDb {
 
   hfRevision(repoType: string, repo: string, revision: string): string | undefined {
     const r = this.stmt('SELECT commit_sha FROM hf_revisions WHERE repo_type = ? AND repo = ? AND revision = ?').get(repoType, repo, revision) as { commit_sha: string } | undefined;
-    return r?.commit_sha;
+    return isCommit(r?.commit_sha) ? r.commit_sha : undefined;
   }
 
   putHfRevision(repoType: string, repo: string, revision: string, commit: string): void {
@@ -192,7 +195,8 @@ export class StateDb {
     const r = this.stmt('SELECT size, algo, hex FROM hf_files WHERE repo_type = ? AND repo = ? AND commit_sha = ? AND path = ?').get(repoType, repo, commit, p) as
       | { size: number; algo: ContentKey['algo']; hex: string }
       | undefined;
-    return r && { repoType, repo, commit, path: p, size: r.size, algo: r.algo, hex: r.hex };
+    if (!r || !isContentKey(r) || !Number.isSafeInteger(r.size) || r.size < 0) return undefined;
+    return { repoType, repo, commit, path: p, size: r.size, algo: r.algo, hex: r.hex };
   }
 
   putHfFile(f: HfFileRow): void {
@@ -207,7 +211,8 @@ export class StateDb {
     const r = this.stmt('SELECT source, algo, hex, size, state, updated_at FROM entries WHERE dest = ?').get(dest) as
       | { source: string; algo: ContentKey['algo']; hex: string; size: number; state: string; updated_at: number }
       | undefined;
-    return r && { source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, updatedAt: r.updated_at };
+    if (!r || !isContentKey(r)) return undefined;
+    return { source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, updatedAt: r.updated_at };
   }
 
   /**

@@ -11,8 +11,9 @@ import { isLeaseLeftover } from './lease.js';
  * (on NFS the server sets it), so that nodes with skewed wall clocks still agree on ages.
  */
 
-/** `sha256-<hex>` / `gitsha1-<hex>`: the names blobs, leases, partials and markers share. */
-export const KEY_NAME = /^(sha256-[0-9a-f]{64}|gitsha1-[0-9a-f]{40})$/;
+import { KEY_NAME } from '../content-key.js';
+
+export { KEY_NAME };
 
 export interface RefsRecord {
   readonly file: string;

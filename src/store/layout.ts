@@ -1,8 +1,9 @@
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { shown } from '../remote-value.js';
 import { withReopen } from './estale.js';
-import type { ContentKey } from '../content-key.js';
+import { KEY_NAME, isContentKey, type ContentKey } from '../content-key.js';
 
 /** Bumped when the on-disk layout changes incompatibly; a newer store is refused, never rewritten. */
 export const LAYOUT_VERSION = 1;
@@ -26,8 +27,24 @@ export function storeLayout(root: string): StoreLayout {
   };
 }
 
+/**
+ * A content key's path in the store. Keys are checked where remote answers are read; this is the
+ * second check, where the path is made: whatever slipped through cannot name another file.
+ */
 export function blobPath(layout: StoreLayout, key: ContentKey): string {
+  const k: { readonly algo: unknown; readonly hex: unknown } = key;
+  if (!isContentKey(k)) throw unsafeKey(`${shown(k.algo)} content id ${shown(k.hex)}`);
   return path.join(layout.blobs, key.algo, key.hex.slice(0, 2), key.hex);
+}
+
+/** A name in STORE/tmp or STORE/leases made from a key name: only a key name will do. */
+export function checkKeyName(name: string): string {
+  if (!KEY_NAME.test(name)) throw unsafeKey(`key name ${shown(name)}`);
+  return name;
+}
+
+function unsafeKey(what: string): ModelsyncError {
+  return new ModelsyncError('E_PATH_UNSAFE', `refusing ${what} as a name in the store: not a sha256 (64 lowercase hex) or git blob id (40)`);
 }
 
 /** Create the store's folders and check (or write) its layout version. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import { withReopen } from '../store/estale.js';
 import { readJournal } from '../transfer/journal.js';
-import type { StoreLayout } from '../store/layout.js';
+import { checkKeyName, type StoreLayout } from '../store/layout.js';
 
 export interface PartPaths {
   readonly part: string;
@@ -11,7 +11,7 @@ export interface PartPaths {
 }
 
 export function partPaths(store: StoreLayout, keyName: string, token: string): PartPaths {
-  const base = path.join(store.tmp, `${keyName}.${token}`);
+  const base = path.join(store.tmp, `${checkKeyName(keyName)}.${token}`);
   return { part: `${base}.part`, journal: `${base}.journal` };
 }
 

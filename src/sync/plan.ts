@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ModelsyncError } from '../errors.js';
 import { fmt } from '../fmt.js';
 import type { Entry, Manifest } from '../manifest/types.js';
-import { keyName, type ContentKey } from '../content-key.js';
+import { isContentKey, keyName, type ContentKey } from '../content-key.js';
 import type { RemoteFile } from '../sources/source.js';
 import { blobPath } from '../store/layout.js';
 import { readJournal } from '../transfer/journal.js';
@@ -11,7 +11,7 @@ import type { SyncContext } from './context.js';
 import { presentLocally } from './local.js';
 import type { BlobJob, SyncEvents } from './types.js';
 
-const ENTRY_LEVEL: ReadonlySet<string> = new Set(['E_NOT_FOUND', 'E_HASH_MISMATCH', 'E_SIZE_MISMATCH']);
+const ENTRY_LEVEL: ReadonlySet<string> = new Set(['E_NOT_FOUND', 'E_HASH_MISMATCH', 'E_SIZE_MISMATCH', 'E_REMOTE_INVALID']);
 
 export interface Plan {
   readonly present: readonly { entry: Entry; key: ContentKey; size: number }[];
@@ -92,7 +92,8 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
   const partials = await partialProgress(ctx);
   for (const j of jobs) {
     const k = keyName(j.key);
-    if (await exists(blobPath(ctx.store, j.key))) {
+    // A key that cannot name a blob fails its entries when it is fetched (blobPath refuses it).
+    if (isContentKey(j.key) && (await exists(blobPath(ctx.store, j.key)))) {
       inStore.add(k);
       continue;
     }

@@ -1,20 +1,23 @@
 import { checkAccess, type AccessPolicy } from './hub-access.js';
 import { methodNotAllowed, notFoundPage, readBody, sendError, sendJson, type Exchange } from './hub-http.js';
 import { entryAt, siblings, treeEntries, type Commit, type RepoStore, type StoredRepo, type TreeEntry } from './hub-store.js';
+import type { MetadataLies } from './hub-lies.js';
 import type { RepoType } from './hub-types.js';
 
 export interface ApiEnv {
   store: RepoStore;
+  /** The lying-metadata mode: what paths-info, tree and revision answers say instead of the truth. */
+  lies: MetadataLies;
   /** Read on every request: tests change these on the live Hub. */
   settings: AccessPolicy & { treePageSize: number };
 }
 
-function repoInfo(repo: StoredRepo, commit: Commit, withBlobs: boolean): Record<string, unknown> {
+function repoInfo(repo: StoredRepo, commit: Commit, withBlobs: boolean, lies: MetadataLies): Record<string, unknown> {
   const info: Record<string, unknown> = {
     _id: repo.mongoId,
     id: repo.id,
     author: repo.id.slice(0, repo.id.indexOf('/')),
-    sha: commit.sha,
+    sha: lies.sha(repo.id, commit.sha),
     lastModified: commit.date.toISOString(),
     createdAt: repo.createdAt.toISOString(),
     private: repo.private,
@@ -59,7 +62,7 @@ async function readPaths(ex: Exchange): Promise<string[] | undefined> {
   }
 }
 
-function sendTreePage(ex: Exchange, entries: TreeEntry[], pageSize: number): void {
+function sendTreePage(ex: Exchange, entries: TreeEntry[], pageSize: number, lies: MetadataLies): void {
   const cursor = ex.url.searchParams.get('cursor');
   const offset = cursor === null ? 0 : Number(Buffer.from(cursor, 'base64url').toString('utf8'));
   if (!Number.isInteger(offset) || offset < 0) return sendError(ex, { status: 400, message: 'Invalid cursor' });
@@ -70,7 +73,7 @@ function sendTreePage(ex: Exchange, entries: TreeEntry[], pageSize: number): voi
     next.searchParams.set('cursor', Buffer.from(String(offset + pageSize)).toString('base64url'));
     headers['link'] = `<${next.href}>; rel="next"`;
   }
-  sendJson(ex, 200, page, headers);
+  sendJson(ex, 200, lies.answer(page), headers);
 }
 
 /** `segs`: decoded path segments after "/api". */
@@ -102,15 +105,15 @@ export async function handleApi(ex: Exchange, env: ApiEnv, segs: string[]): Prom
 
   if (action === undefined || action === 'revision') {
     const q = ex.url.searchParams;
-    return sendJson(ex, 200, applyExpand(repoInfo(repo, commit, isTrue(q.get('blobs'))), q.getAll('expand')), commitHeader);
+    return sendJson(ex, 200, applyExpand(repoInfo(repo, commit, isTrue(q.get('blobs')), env.lies), q.getAll('expand')), commitHeader);
   }
   if (action === 'tree') {
     const entries = treeEntries(commit, path, isTrue(ex.url.searchParams.get('recursive')));
     if (!entries) return sendError(ex, { status: 404, code: 'EntryNotFound', message: 'Entry not found', headers: commitHeader });
-    return sendTreePage(ex, entries, env.settings.treePageSize);
+    return sendTreePage(ex, entries, env.settings.treePageSize, env.lies);
   }
   const paths = await readPaths(ex);
   if (!paths) return sendError(ex, { status: 400, message: 'Invalid body: expected {"paths": [...]} or paths=...' });
   const found = paths.map((p) => entryAt(commit, p.replace(/^\/+|\/+$/g, ''))).filter((e): e is TreeEntry => e !== undefined);
-  return sendJson(ex, 200, found, commitHeader);
+  return sendJson(ex, 200, env.lies.answer(found), commitHeader);
 }

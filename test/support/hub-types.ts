@@ -1,3 +1,5 @@
+import type { MetadataLies } from './hub-lies.js';
+
 export type RepoType = 'model' | 'dataset';
 
 export interface HubFile {
@@ -75,6 +77,8 @@ export interface Hub {
   setRef(repoId: string, ref: string, commit: string, type?: RepoType): void;
   setFaults(sha256OrPath: string, faults: BlobFaults): void;
   clearFaults(): void;
+  /** The lying-metadata mode: hostile paths-info / tree entries and revision shas (see hub-lies.ts). */
+  lies: MetadataLies;
   tokens: { valid: Set<string>; gatedApproved: Set<string> };
   stats: HubStats;
   resetStats(): void;

@@ -204,6 +204,33 @@ describe('hub stand-in: faults', () => {
   });
 });
 
+describe('hub stand-in: lying metadata', () => {
+  it('says what it is told to in paths-info, tree and revision answers, and serves the true bytes', async () => {
+    hub.lies.about('unet/model.safetensors', { lfsOid: '../../x', size: 'big', extra: [null, { path: 'nobody/asked' }] });
+    hub.lies.revision('acme/sd', 42);
+    const info = await rawRequest(`${hub.endpoint}/api/models/acme/sd/revision/main`);
+    expect((JSON.parse(info.body.toString()) as { sha: unknown }).sha).toBe(42);
+    const paths = await rawRequest(`${hub.endpoint}/api/models/acme/sd/paths-info/${commit}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ paths: ['unet/model.safetensors', 'config.json'] }),
+    });
+    const answer = JSON.parse(paths.body.toString()) as unknown[];
+    expect(answer).toHaveLength(4);
+    expect(answer[0]).toMatchObject({ path: 'unet/model.safetensors', size: 'big', lfs: { oid: '../../x', size: WEIGHTS.length } });
+    expect(answer[1]).toMatchObject({ path: 'config.json', oid: gitBlobSha1Hex(CONFIG) });
+    expect(answer.slice(2)).toEqual([null, { path: 'nobody/asked' }]);
+    const tree = await rawRequest(`${hub.endpoint}/api/models/acme/sd/tree/${commit}/unet`);
+    expect((JSON.parse(tree.body.toString()) as { path: string; size: unknown }[]).find((e) => e.path === 'unet/model.safetensors')?.size).toBe('big');
+    expect((await rawRequest(await cdnUrl('unet/model.safetensors'))).body.length).toBe(WEIGHTS.length);
+    hub.lies.about('unet/model.safetensors', { noLfs: true });
+    const plain = JSON.parse((await rawRequest(`${hub.endpoint}/api/models/acme/sd/paths-info/${commit}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ paths: ['unet/model.safetensors'] }) })).body.toString()) as Record<string, unknown>[];
+    expect(plain[0]).not.toHaveProperty('lfs');
+    hub.lies.clear();
+    expect((JSON.parse((await rawRequest(`${hub.endpoint}/api/models/acme/sd/revision/main`)).body.toString()) as { sha: unknown }).sha).toMatch(/^[0-9a-f]{40}$/);
+  });
+});
+
 describe('makeSafetensors', () => {
   it('builds a file whose header and offsets account for every byte', () => {
     const file = makeSafetensors(1000, 3);

@@ -8,12 +8,14 @@ import type { AddressInfo, Socket } from 'node:net';
 import { handleApi } from './hub-api.js';
 import type { BodyEnv } from './hub-body.js';
 import { decodeSegments, sendError, type Exchange } from './hub-http.js';
+import { MetadataLies } from './hub-lies.js';
 import { handleCdn, handleResolve, handleResolveCache, UrlSigner, type ResolveEnv } from './hub-resolve.js';
 import { RepoStore } from './hub-store.js';
 import type { BlobFaults, Hub, HubStats } from './hub-types.js';
 import { handleBridge, xetReadToken, XetSigner, type XetEnv } from './hub-xet.js';
 
 export type { BlobFaults, Hub, HubFile, HubRepo, HubRequestRecord, HubStats, RepoType } from './hub-types.js';
+export type { EntryLies } from './hub-lies.js';
 export { gitBlobSha1Hex, sha256Hex } from './hub-store.js';
 export { makeSafetensors } from './safetensors.js';
 
@@ -36,6 +38,7 @@ function carriesCredentials(req: IncomingMessage): boolean {
 export async function startHub(): Promise<Hub> {
   const store = new RepoStore();
   const faults = new Map<string, BlobFaults>();
+  const lies = new MetadataLies();
   const stats: HubStats = { requests: [], bytesServed: new Map(), apiCalls: 0, cdnRequestsWithAuth: 0 };
   const sockets = new Set<Socket>();
   const hubServer = createServer();
@@ -73,6 +76,7 @@ export async function startHub(): Promise<Hub> {
     // A copy: counters are consumed here, and a test may reuse one literal for several blobs.
     setFaults: (key, f) => void faults.set(key, structuredClone(f)),
     clearFaults: () => faults.clear(),
+    lies,
     resetStats: () => {
       stats.requests.length = 0;
       stats.bytesServed.clear();
@@ -134,7 +138,7 @@ export async function startHub(): Promise<Hub> {
       if (!segs) return sendError(ex, { status: 400, message: 'Malformed URL encoding' });
       if (segs[0] === 'api' && segs[1] === 'resolve-cache') return handleResolveCache(ex, env, segs.slice(2));
       if (segs[0] === 'api' && segs[4] === 'xet-read-token' && store.get(segs[1] === 'datasets' ? 'dataset' : 'model', `${segs[2]}/${segs[3]}`)?.xet) return xetReadToken(ex, xet);
-      if (segs[0] === 'api') return handleApi(ex, { store, settings: hub }, segs.slice(1));
+      if (segs[0] === 'api') return handleApi(ex, { store, lies, settings: hub }, segs.slice(1));
       return handleResolve(ex, env, segs);
     };
     run().catch((err: unknown) => (ex ? fail(ex, err) : res.destroy()));
