@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Flags } from './cli-options.js';
+import { checkRoots } from './config-roots.js';
 import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
 import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
 import { ModelsyncError } from './errors.js';
@@ -156,6 +157,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   }
   const storeDir = path.resolve(flags['store-dir'] ?? env.MODELSYNC_STORE_DIR ?? path.join(modelsDir, '.modelsync-store'));
   const stateDir = path.resolve(flags['state-dir'] ?? env.MODELSYNC_STATE_DIR ?? defaultStateDir(env, home));
+  checkRoots(modelsDir, storeDir, stateDir);
   const hfToken = readHfToken(env, home);
   const httpTokens = readHttpTokens(env);
   const controlToken = tokenSetting('MODELSYNC_CONTROL_TOKEN', env.MODELSYNC_CONTROL_TOKEN);

@@ -12,8 +12,9 @@ const MAX_DEST_BYTES = 1024;
 
 /**
  * Why a `dest` is unsafe, or undefined when it is fine. A dest is a relative, "/"-separated path
- * that cannot leave the models dir on any OS: Windows forms are refused too, because manifests
- * travel between machines.
+ * that cannot leave the models dir on any OS (Windows forms are refused too, because manifests
+ * travel between machines) nor reach a dot-named file or folder in it: the store, when it is in
+ * the models dir, is only ever in one (config-roots.ts refuses any other place).
  */
 export function destProblem(dest: string, extraFolders: readonly string[]): string | undefined {
   if (dest === '') return 'is empty';
@@ -26,6 +27,11 @@ export function destProblem(dest: string, extraFolders: readonly string[]): stri
   for (const s of segs) {
     if (s === '..') return 'contains ".."';
     if (s === '' || s === '.') return 'has an empty or "." segment';
+    // The store (.modelsync-store), publish temps (.NAME.modelsync-*) and ComfyUI's own hidden
+    // files live under dot names: no dest may reach one, whatever the store is called.
+    if (s.startsWith('.')) return `has a name starting with "." (${JSON.stringify(s.slice(0, 40))}): dot names are reserved (the store lives in one)`;
+    // Windows drops trailing dots and spaces: " .." or " " would name the folder itself there.
+    if (/^[. ]+$/.test(s)) return `has a name of only spaces and dots (${JSON.stringify(s.slice(0, 40))})`;
     if (Buffer.byteLength(s) > MAX_SEGMENT_BYTES) return `has a name longer than ${MAX_SEGMENT_BYTES} bytes`;
     // eslint-disable-next-line no-control-regex -- control characters are exactly what we refuse
     if (/[\x00-\x1f]/.test(s)) return 'contains a control character';

@@ -16,7 +16,8 @@ export const EntrySchema = z.strictObject({
 export const ManifestSchema = z.strictObject({
   version: z.literal(1, { error: 'must be 1' }),
   models: z.array(z.unknown()),
-  folders: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain folder name')).optional(),
+  // No leading dot: dot names are reserved (the store, publish temps), see destProblem.
+  folders: z.array(z.string().regex(/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/, 'must be a plain folder name, not starting with "."')).optional(),
   on_demand: z
     .strictObject({
       allow: z.array(z.string()),

@@ -38,6 +38,11 @@ export async function publish(blob: string, modelsDir: string, dest: string, opt
   const { batch } = opts;
   const retries = opts.retries ?? 4;
   const segs = dest.split('/');
+  // Checked at manifest load too; here because a dest may also come from the state dir's manifest
+  // cache, and this is where it becomes a path.
+  if (segs.length < 2 || segs.some((s) => s === '' || s.startsWith('.') || s.includes('\0') || s.includes('\\'))) {
+    throw new ModelsyncError('E_PATH_UNSAFE', `refusing to publish to ${JSON.stringify(dest)}: not a FOLDER/FILE path of plain names`, { dest });
+  }
   let dir = modelsDir;
   for (const seg of segs.slice(0, -1)) {
     dir = path.join(dir, seg);
