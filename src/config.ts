@@ -157,7 +157,6 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   }
   const storeDir = path.resolve(flags['store-dir'] ?? env.MODELSYNC_STORE_DIR ?? path.join(modelsDir, '.modelsync-store'));
   const stateDir = path.resolve(flags['state-dir'] ?? env.MODELSYNC_STATE_DIR ?? defaultStateDir(env, home));
-  checkRoots(modelsDir, storeDir, stateDir);
   const hfToken = readHfToken(env, home);
   const httpTokens = readHttpTokens(env);
   const controlToken = tokenSetting('MODELSYNC_CONTROL_TOKEN', env.MODELSYNC_CONTROL_TOKEN);
@@ -219,5 +218,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     childEnv: Object.freeze(childEnvFrom(env, proxies.secretVars)),
     tty: isTty,
   };
+  // Last: every flag and variable is known good before the dirs are judged against each other.
+  checkRoots(modelsDir, storeDir, stateDir);
   return Object.freeze(config);
 }

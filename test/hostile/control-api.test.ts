@@ -5,7 +5,7 @@
  * the attacker's name, and a form or text/plain POST reaches any port without a preflight.
  */
 import { connect } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -193,14 +193,14 @@ describe('the control API accepts only its own callers (issue 13, class 6)', () 
     for (const bad of ['short-token', 'has a space in it 0123456789', 'tab\tin-it-0123456789abcdef', 'ünïcode-0123456789abcdef']) {
       let err: unknown;
       try {
-        loadConfig({ 'models-dir': '/' }, { MODELSYNC_CONTROL_TOKEN: bad });
+        loadConfig({ 'models-dir': tmpdir() }, { MODELSYNC_CONTROL_TOKEN: bad });
       } catch (e) {
         err = e;
       }
       expect(err).toMatchObject({ code: 'E_USAGE' });
       expect((err as Error).message).not.toContain(bad);
     }
-    const c = loadConfig({ 'models-dir': '/' }, { MODELSYNC_CONTROL_TOKEN: ` ${TOKEN}\n` });
+    const c = loadConfig({ 'models-dir': tmpdir() }, { MODELSYNC_CONTROL_TOKEN: ` ${TOKEN}\n` });
     expect(c.control.token).toBe(TOKEN);
     expect(c.secrets).toContain(TOKEN);
     expect(Object.keys(c.childEnv)).not.toContain('MODELSYNC_CONTROL_TOKEN');
