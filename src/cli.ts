@@ -46,10 +46,14 @@ export function usage(): string {
     '  --restart POLICY      on-failure (default), always or never; env MODELSYNC_RESTART',
     '  --startup-timeout S   seconds for CMD to answer GET /system_stats (default 600; 0: do not probe)',
     '  --stop-timeout S      seconds between SIGTERM and SIGKILL for CMD\'s process group (default 10)',
+    '  --max-restarts N      give up (exit 3) after N starts in a row that never became healthy (default 10; 0: never)',
+    '  --probe-interval S    a health probe every S seconds once CMD answers (default 5)',
+    '  --probe-timeout S     each probe waits S seconds for its answer (default 5)',
+    '  --probe-misses N      N unanswered probes in a row: CMD is hung and is restarted (default 3)',
     '  --comfy-url URL       where CMD answers (default: from its --listen/--port, port 8188)',
     "  --child-logs MODE     passthrough (default: CMD's output on stdout as it is) or json (records on stderr)",
     '',
-    'exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest; run: the child\'s code',
+    "exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest, 3 run gave up on CMD; run: otherwise CMD's code",
   ].join('\n');
 }
 

@@ -42,9 +42,14 @@ export interface DaemonSettings {
   stableMs: number;
   /** Failed starts in a row after which the daemon reports degraded. */
   degradedAfter: number;
+  /** A health probe starts this often (start to start) once the child has answered. */
   probeIntervalMs: number;
+  /** One probe's time to answer; with the interval and misses, a hang is declared (misses - 1) x interval + timeout after the first unanswered probe. */
+  probeTimeoutMs: number;
   /** Unanswered probes in a row after which a running child counts as hung. */
   probeFailures: number;
+  /** Starts in a row in which the child never became healthy, after which `run` gives up (exit 3); 0: never. */
+  maxRestarts: number;
   childLogs: ChildLogs;
   /** Debounce of manifest file events. */
   watchDebounceMs: number;
@@ -71,10 +76,19 @@ export function daemonSettings(flags: Flags, env: NodeJS.ProcessEnv): DaemonSett
     restartMaxMs: intSetting('MODELSYNC_RESTART_MAX_MS', env.MODELSYNC_RESTART_MAX_MS, 60_000, 0),
     stableMs: intSetting('MODELSYNC_RESTART_STABLE_MS', env.MODELSYNC_RESTART_STABLE_MS, 60_000, 0),
     degradedAfter: intSetting('MODELSYNC_DEGRADED_AFTER', env.MODELSYNC_DEGRADED_AFTER, 5, 1),
-    probeIntervalMs: intSetting('MODELSYNC_PROBE_INTERVAL_MS', env.MODELSYNC_PROBE_INTERVAL_MS, 5000, 10),
-    probeFailures: intSetting('MODELSYNC_PROBE_FAILURES', env.MODELSYNC_PROBE_FAILURES, 3, 1),
+    probeIntervalMs: flagSecondsOrEnvMs('--probe-interval', flags['probe-interval'], 'MODELSYNC_PROBE_INTERVAL_MS', env.MODELSYNC_PROBE_INTERVAL_MS, 5000),
+    probeTimeoutMs: flagSecondsOrEnvMs('--probe-timeout', flags['probe-timeout'], 'MODELSYNC_PROBE_TIMEOUT_MS', env.MODELSYNC_PROBE_TIMEOUT_MS, 5000),
+    probeFailures: flags['probe-misses'] !== undefined ? intSetting('--probe-misses', flags['probe-misses'], 3, 1) : intSetting('MODELSYNC_PROBE_FAILURES', env.MODELSYNC_PROBE_FAILURES, 3, 1),
+    maxRestarts: flags['max-restarts'] !== undefined ? intSetting('--max-restarts', flags['max-restarts'], 10, 0) : intSetting('MODELSYNC_MAX_RESTARTS', env.MODELSYNC_MAX_RESTARTS, 10, 0),
     childLogs,
     watchDebounceMs: intSetting('MODELSYNC_WATCH_DEBOUNCE_MS', env.MODELSYNC_WATCH_DEBOUNCE_MS, 300, 0),
     notifySocket: env.NOTIFY_SOCKET === '' ? undefined : env.NOTIFY_SOCKET,
   };
+}
+
+/** A duration given as a flag in seconds or as an environment variable in milliseconds; at least 10 ms. */
+function flagSecondsOrEnvMs(flag: string, flagRaw: string | undefined, envName: string, envRaw: string | undefined, dfltMs: number): number {
+  const ms = flagRaw !== undefined ? secondsSetting(flag, flagRaw, dfltMs) : intSetting(envName, envRaw, dfltMs, 10);
+  if (ms < 10) throw new ModelsyncError('E_USAGE', `${flag} must be at least 0.01 s, got "${flagRaw ?? ''}"`);
+  return ms;
 }

@@ -167,9 +167,9 @@ describe('control API', () => {
     expect((await get('/healthz')).status).toBe(200);
     const notReady = await get('/readyz');
     expect(notReady.status).toBe(503);
-    expect(notReady.body).toMatch(/required models not verified yet: checkpoints\/a\.safetensors/);
+    expect(notReady.body).toBe('not ready: waiting for 1 required model before ComfyUI starts: checkpoints/a.safetensors (pending)\n');
     state.events.entryState?.(req, 'published', { size: 1000 });
-    expect((await get('/readyz')).body).toMatch(/ComfyUI is none/);
+    expect((await get('/readyz')).body).toBe('not ready: ComfyUI has not been started yet\n');
     state.childSpawned(1);
     state.childAnswering();
     expect((await get('/readyz')).status).toBe(200);
@@ -177,14 +177,15 @@ describe('control API', () => {
     state.comfy.restarts = 5;
     const sick = await get('/healthz');
     expect(sick.status).toBe(503);
-    expect(sick.body).toMatch(/crash-looping \(5 restarts\)/);
+    expect(sick.body).toMatch(/crash-looping \(5 restarts so far\)/);
 
     const status = JSON.parse((await get('/status')).body) as { mode: string; healthy: boolean; comfyui: { phase: string; pid: number }; entries: { dest: string; state: string; verified: boolean; required: boolean; progress: number }[] };
     expect(status.mode).toBe('entrypoint');
     expect(status.healthy).toBe(false);
     expect(status.comfyui).toMatchObject({ phase: 'running', pid: 1 });
     expect(status.entries).toEqual([
-      expect.objectContaining({ dest: 'checkpoints/a.safetensors', state: 'published', verified: true, required: true, progress: 1 }),
+      // The engine's `published` is `present` here: one word for a model in place.
+      expect.objectContaining({ dest: 'checkpoints/a.safetensors', state: 'present', verified: true, required: true, progress: 1 }),
       expect.objectContaining({ dest: 'loras/b.safetensors', state: 'pending', verified: false, required: false, progress: 0 }),
     ]);
     expect((await get('/nope')).status).toBe(404);

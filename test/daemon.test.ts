@@ -157,9 +157,9 @@ describe('modelsync run', () => {
   it('exits with the child\'s code under --restart never; CMD may follow the flags without "--"', async () => {
     sb = await sandbox(hub.endpoint);
     await sb.writeManifest([]);
-    const s = await stub(sb, '--stub-crash-after-ms', '100', '--stub-exit-code', '3');
+    const s = await stub(sb, '--stub-crash-after-ms', '100', '--stub-exit-code', '7');
     const d = startRun(['--restart', 'never', ...s.args], sb.env(), await freePort(), [s.record]);
-    expect((await d.exited).code).toBe(3);
+    expect((await d.exited).code).toBe(7);
   });
 
   it('stops a ComfyUI that never answers (startup timeout) and fails', async () => {
@@ -167,8 +167,9 @@ describe('modelsync run', () => {
     await sb.writeManifest([]);
     const s = await stub(sb, '--stub-hang');
     const d = startRun(['--restart', 'never', '--startup-timeout', '0.5', '--', ...s.args], sb.env(), await freePort(), [s.record]);
-    // The stub exits 0 on our SIGTERM, but it was stopped for not answering.
-    expect((await d.exited).code).toBe(1);
+    // The stub exits 0 on our SIGTERM, but it was stopped for not answering: a failure, reported as
+    // 3 (modelsync's 1 means a failed sync).
+    expect((await d.exited).code).toBe(3);
     expect(d.stderr()).toMatch(/no answer within the startup timeout/);
   });
 

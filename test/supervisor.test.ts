@@ -29,6 +29,23 @@ class VirtualClock implements Clock {
   }
 }
 
+/** Time for the health probes only: a wait moves it forward, yielding to real I/O each time. */
+class ProbeClock implements Clock {
+  t = 0;
+  hungAt: number | undefined;
+  now(): number {
+    return this.t;
+  }
+  random(): number {
+    return 0.5;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    this.t += ms;
+    return new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
 function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: Supervisor; clock: VirtualClock; lines: string[]; events: string[]; logged: Record<string, unknown>[] } {
   const clock = new VirtualClock();
   const lines: string[] = [];
@@ -44,6 +61,7 @@ function harness(script: string, over: Partial<SupervisorOptions> = {}): { sup: 
     startupTimeoutMs: 0,
     stopTimeoutMs: 300,
     probeIntervalMs: 20,
+    probeTimeoutMs: 1000,
     probeFailures: 2,
     probe: () => Promise.resolve(true),
     log: pino({ level: 'info' }, { write: (rec: string) => logged.push(JSON.parse(rec) as Record<string, unknown>) }),
@@ -110,6 +128,33 @@ describe('backoff policy', () => {
     expect(t.restarts).toBe(4);
   });
 
+  it('gives up after --max-restarts starts in a row that never became healthy; a healthy run starts the count over', () => {
+    const t = new RestartTracker({ ...POLICY, maxRestarts: 3 }, 'on-failure');
+    let now = 0;
+    const run = (healthy: boolean) => {
+      t.started(now);
+      if (healthy) t.healthy();
+      now += 100;
+      return t.exited(now, CRASH);
+    };
+    expect(run(false)).toMatchObject({ restart: true });
+    expect(run(false)).toMatchObject({ restart: true });
+    // A run that answered, even briefly: not a start that "never became healthy".
+    expect(run(true)).toMatchObject({ restart: true });
+    expect(run(false)).toMatchObject({ restart: true });
+    expect(run(false)).toMatchObject({ restart: true });
+    expect(run(false)).toEqual({ restart: false, gaveUp: true });
+    // --restart never ends the run without "giving up"; 0 is no limit.
+    const never = new RestartTracker({ ...POLICY, maxRestarts: 1 }, 'never');
+    never.started(0);
+    expect(never.exited(1, CRASH)).toEqual({ restart: false, gaveUp: false });
+    const unlimited = new RestartTracker({ ...POLICY, maxRestarts: 0 }, 'always');
+    for (let i = 0; i < 50; i++) {
+      unlimited.started(i);
+      expect(unlimited.exited(i, CRASH).restart).toBe(true);
+    }
+  });
+
   it('spaces out `--restart always` restarts of a child that exits 0 at once', () => {
     const t = new RestartTracker(POLICY, 'always');
     t.started(0);
@@ -125,7 +170,7 @@ describe('Supervisor', () => {
     h.clock.onSleep = () => {
       if (h.clock.sleeps.length === 5) h.sup.stop();
     };
-    expect(await h.sup.run()).toBe(3);
+    expect((await h.sup.run()).code).toBe(3);
     expect(h.clock.sleeps).toEqual([1000, 2000, 4000, 4000, 4000]);
     // Five runs; the stop came during the fifth wait.
     expect(h.events.filter((e) => e.startsWith('exited'))).toHaveLength(5);
@@ -135,33 +180,87 @@ describe('Supervisor', () => {
   });
 
   it('passes the exit code on under --restart never, and 128+signal for a signal death', async () => {
-    expect(await harness('process.exit(7)', { restart: 'never' }).sup.run()).toBe(7);
+    expect((await harness('process.exit(7)', { restart: 'never' }).sup.run()).code).toBe(7);
     const killed = harness("process.kill(process.pid, 'SIGKILL')", { restart: 'never' });
-    expect(await killed.sup.run()).toBe(137);
+    expect((await killed.sup.run()).code).toBe(137);
     expect(killed.clock.sleeps).toEqual([]);
   });
 
   it('ends after a clean exit under on-failure, restarts it under always', async () => {
     const clean = harness('process.exit(0)');
-    expect(await clean.sup.run()).toBe(0);
+    expect((await clean.sup.run()).code).toBe(0);
     expect(clean.clock.sleeps).toEqual([]);
     const always = harness('process.exit(0)', { restart: 'always' });
     always.clock.onSleep = () => {
       if (always.clock.sleeps.length === 2) always.sup.stop();
     };
-    expect(await always.sup.run()).toBe(0);
+    expect((await always.sup.run()).code).toBe(0);
     expect(always.clock.sleeps).toEqual([1000, 2000]);
+  });
+
+  it('gives up on a child that exits at once, after --max-restarts starts (virtual time)', async () => {
+    const h = harness('process.exit(1)', { backoff: { ...POLICY, maxRestarts: 4 } });
+    expect(await h.sup.run()).toEqual({ code: 1, reason: 'gave-up' });
+    expect(h.events.filter((e) => e.startsWith('exited'))).toHaveLength(4);
+    expect(h.clock.sleeps).toEqual([1000, 2000, 4000]);
+    expect(h.logged).toContainEqual(expect.objectContaining({ level: 50, starts: 4 }));
+  });
+
+  it('declares a hung child after (misses - 1) x interval + timeout from its first unanswered probe: 15 s by default (virtual probe time)', async () => {
+    for (const [timeoutMs, expected] of [
+      [5000, 15_000],
+      [2000, 12_000],
+      // A timeout beyond the interval: each probe starts when the last one gave up.
+      [8000, 24_000],
+    ] as const) {
+      const probeClock = new ProbeClock();
+      const starts: number[] = [];
+      const h = harness('setInterval(() => {}, 1000)', {
+        restart: 'never',
+        startupTimeoutMs: 60_000,
+        probeIntervalMs: 5000,
+        probeTimeoutMs: timeoutMs,
+        probeFailures: 3,
+        probeClock,
+        // Answers the startup probe; then hangs: each probe runs out its whole timeout.
+        probe: (t) => {
+          starts.push(probeClock.now());
+          if (starts.length === 1) return Promise.resolve(true);
+          expect(t).toBe(timeoutMs);
+          probeClock.t += t;
+          return Promise.resolve(false);
+        },
+        events: { unresponsive: () => (probeClock.hungAt = probeClock.now()) },
+      });
+      // Stopped with SIGTERM once declared hung.
+      expect((await h.sup.run()).code).toBe(143);
+      expect(starts.length).toBe(4);
+      expect((probeClock.hungAt ?? 0) - (starts[1] ?? 0)).toBe(expected);
+      expect(starts[1]).toBe(5000);
+    }
+  });
+
+  it('continues a stopped (SIGSTOP) child along with SIGTERM, so it exits without waiting for SIGKILL', { timeout: 30_000 }, async () => {
+    const h = harness("process.on('SIGTERM', () => { console.log('clean exit'); process.exit(0); }); console.log('up'); setInterval(() => {}, 1000);", { stopTimeoutMs: 120_000 });
+    const running = h.sup.run();
+    await lineMatching(h.lines, /^stdout:up$/);
+    const pid = h.sup.pid ?? 0;
+    process.kill(pid, 'SIGSTOP');
+    h.sup.stop();
+    // Not 137: it ran its SIGTERM handler, long before the 120 s stop timeout.
+    expect(await running).toEqual({ code: 0, reason: 'stopped' });
+    expect(h.lines).toContain('stdout:clean exit');
   });
 
   it('resolves 127 when the command does not exist', async () => {
     const h = harness('', { command: '/nonexistent/comfyui-python' });
-    expect(await h.sup.run()).toBe(127);
+    expect((await h.sup.run()).code).toBe(127);
     expect(h.logged).toContainEqual(expect.objectContaining({ level: 50, command: '/nonexistent/comfyui-python', msg: 'cannot start the command' }));
   });
 
   it('forwards output line by line and gives the child exactly the environment it was handed', async () => {
     const h = harness("process.stdout.write(JSON.stringify(process.env) + '\\nfirst\\nno newline at the end'); process.stderr.write('on stderr\\n')", { restart: 'never' });
-    expect(await h.sup.run()).toBe(0);
+    expect((await h.sup.run()).code).toBe(0);
     const envLine = h.lines.find((l) => l.startsWith('stdout:{'));
     expect(JSON.parse((envLine ?? '').slice('stdout:'.length))).toEqual({ PATH: process.env.PATH ?? '/usr/bin:/bin', ONLY_THIS: 'yes' });
     expect(h.lines).toEqual(expect.arrayContaining(['stdout:first', 'stdout:no newline at the end', 'stderr:on stderr']));
@@ -170,7 +269,7 @@ describe('Supervisor', () => {
   it('stops a child that never answers within the startup timeout and counts it as a failure', async () => {
     const h = harness('setInterval(() => {}, 1000)', { restart: 'never', startupTimeoutMs: 200, probe: () => Promise.resolve(false) });
     // Node dies of the SIGTERM: 128 + 15.
-    expect(await h.sup.run()).toBe(143);
+    expect((await h.sup.run()).code).toBe(143);
     expect(h.events[0]).toMatch(/^unresponsive:no answer within the startup timeout/);
   });
 
@@ -184,7 +283,7 @@ describe('Supervisor', () => {
     });
     lines = h.lines;
     // It exits 0 on our SIGTERM, but it was stopped for hanging: a failure all the same.
-    expect(await h.sup.run()).toBe(1);
+    expect((await h.sup.run()).code).toBe(1);
     expect(h.events.slice(0, 2)).toEqual(['answering', 'unresponsive:2 health probes in a row went unanswered']);
   });
 
@@ -203,7 +302,7 @@ describe('Supervisor', () => {
     const grandchild = Number(m[1]);
     expect(processAlive(grandchild)).toBe(true);
     h.sup.stop();
-    expect(await running).toBe(137);
+    expect(await running).toEqual({ code: 137, reason: 'stopped' });
     expect(h.lines).toContain('stdout:ignoring SIGTERM');
     expect(processAlive(grandchild)).toBe(false);
     expect(h.clock.sleeps).toEqual([]);
@@ -212,7 +311,7 @@ describe('Supervisor', () => {
   it('stops what the child left in its group when it exits on its own', async () => {
     const script = "const g = require('node:child_process').spawn('sleep', ['1000'], { stdio: 'ignore' }); console.log('grandchild ' + g.pid); setTimeout(() => process.exit(0), 50);";
     const h = harness(script, { restart: 'never' });
-    expect(await h.sup.run()).toBe(0);
+    expect((await h.sup.run()).code).toBe(0);
     const m = await lineMatching(h.lines, /^stdout:grandchild (\d+)$/);
     expect(processAlive(Number(m[1]))).toBe(false);
   });

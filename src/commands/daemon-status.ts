@@ -6,6 +6,7 @@ import { print, printJson, type CommandIo } from './common.js';
 interface RemoteStatus {
   mode?: string;
   ready?: boolean;
+  readiness?: string;
   healthy?: boolean;
   manifest?: { path?: string; error?: string };
   comfyui?: { phase?: string; pid?: number; restarts?: number; degraded?: boolean };
@@ -27,7 +28,7 @@ export async function daemonStatus(io: CommandIo): Promise<number | undefined> {
   if (config.json) printJson(io, { daemon: answer.url.replace(/\/status$/, ''), ...s });
   else {
     const child = s.comfyui ? `; ComfyUI ${s.comfyui.phase ?? '?'}${s.comfyui.restarts ? `, ${s.comfyui.restarts} restarts` : ''}${s.comfyui.degraded ? ' (degraded)' : ''}` : '';
-    print(io, `daemon at ${answer.url.replace(/\/status$/, '')}: ${s.ready ? 'ready' : 'not ready'}${child}`);
+    print(io, `daemon at ${answer.url.replace(/\/status$/, '')}: ${s.ready ? 'ready' : `not ready (${s.readiness ?? 'no reason given'})`}${child}`);
     if (s.manifest?.error) print(io, `manifest on disk rejected (the last valid one is in force):\n${s.manifest.error}`);
     for (const e of entries) {
       const progress = !e.verified && e.state === 'downloading' && e.progress !== undefined ? ` ${(e.progress * 100).toFixed(0)}%` : '';

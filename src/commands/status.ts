@@ -4,7 +4,8 @@ import { fmt } from '../sync/plan.js';
 import { loadAll, print, printJson, type CommandIo } from './common.js';
 import { daemonStatus } from './daemon-status.js';
 
-export type LocalState = 'present' | 'changed' | 'missing' | 'never-synced';
+/** The daemon's vocabulary (DaemonState's StatusState) for what stat and the state DB can tell. */
+export type LocalState = 'present' | 'changed' | 'missing';
 
 /** `modelsync status`: per entry, what the models dir and state DB hold (stat only, no network). */
 export async function statusCommand(io: CommandIo): Promise<number> {
@@ -21,8 +22,8 @@ export async function statusCommand(io: CommandIo): Promise<number> {
       const v = ctx.db.verifiedStamp(final);
       let state: LocalState;
       if (!st) state = 'missing';
-      else if (!rec || rec.source !== e.source.uri) state = 'never-synced';
-      else state = v && sameStamp(st, v) ? 'present' : 'changed';
+      // A file that was never synced for this source is not the entry's either.
+      else state = rec && rec.source === e.source.uri && v && sameStamp(st, v) ? 'present' : 'changed';
       rows.push({ index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state, size: st?.size, hash: rec ? `${rec.key.algo}:${rec.key.hex}` : undefined, syncedAt: rec ? new Date(rec.updatedAt).toISOString() : undefined });
     }
     if (config.json) printJson(io, { modelsDir: config.modelsDir, storeDir: config.storeDir, entries: rows });

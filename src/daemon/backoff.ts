@@ -8,6 +8,8 @@ export interface BackoffPolicy {
   readonly stableMs: number;
   /** Failures in a row that make the child crash-looping (degraded). */
   readonly degradedAfter: number;
+  /** Starts in a row that never became healthy, after which there is no other; 0: no limit. */
+  readonly maxRestarts?: number;
 }
 
 /** How a run of the child ended. */
@@ -19,7 +21,8 @@ export interface ChildExit {
   readonly unresponsive: boolean;
 }
 
-export type RestartDecision = { readonly restart: false } | { readonly restart: true; readonly delayMs: number };
+/** `gaveUp`: the policy would restart, but --max-restarts starts in a row never became healthy. */
+export type RestartDecision = { readonly restart: false; readonly gaveUp: boolean } | { readonly restart: true; readonly delayMs: number };
 
 /** Delay before restart number `failures` (1-based) in a row: initial * 2^(n-1), capped. */
 export function backoffDelay(policy: BackoffPolicy, failures: number): number {
@@ -43,7 +46,10 @@ export class RestartTracker {
   /** Runs in a row that ended before they were stable. */
   failures = 0;
   restarts = 0;
+  /** Starts in a row in which the child never became healthy (answered, or stayed up without probes). */
+  unhealthyStarts = 0;
   private startedAt = 0;
+  private healthyThisRun = false;
 
   constructor(
     private readonly policy: BackoffPolicy,
@@ -56,6 +62,18 @@ export class RestartTracker {
 
   started(now: number): void {
     this.startedAt = now;
+    this.healthyThisRun = false;
+  }
+
+  /** This run became healthy (its first answer; or, unprobed, a stable run): the give-up count starts over. */
+  healthy(): void {
+    this.healthyThisRun = true;
+    this.unhealthyStarts = 0;
+  }
+
+  /** The run has lasted the stable period. */
+  stableAt(now: number): boolean {
+    return now - this.startedAt >= this.policy.stableMs;
   }
 
   /** The child answered at `now`; once it has been up for the stable period, failures reset. */
@@ -72,7 +90,10 @@ export class RestartTracker {
     // must not spin); after a stable run it is the first of a new series.
     if (now - this.startedAt >= this.policy.stableMs) this.failures = 0;
     this.failures++;
-    if (!wantsRestart(this.restartPolicy, exit)) return { restart: false };
+    if (!this.healthyThisRun) this.unhealthyStarts++;
+    if (!wantsRestart(this.restartPolicy, exit)) return { restart: false, gaveUp: false };
+    const max = this.policy.maxRestarts ?? 0;
+    if (max > 0 && this.unhealthyStarts >= max) return { restart: false, gaveUp: true };
     this.restarts++;
     return { restart: true, delayMs: backoffDelay(this.policy, this.failures) };
   }

@@ -35,11 +35,12 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
     args,
     env,
     restart: d.restart,
-    backoff: { initialMs: d.restartBaseMs, maxMs: d.restartMaxMs, stableMs: d.stableMs, degradedAfter: d.degradedAfter },
+    backoff: { initialMs: d.restartBaseMs, maxMs: d.restartMaxMs, stableMs: d.stableMs, degradedAfter: d.degradedAfter, maxRestarts: d.maxRestarts },
     clock: s.clock,
     startupTimeoutMs: d.startupTimeoutMs,
     stopTimeoutMs: d.stopTimeoutMs,
     probeIntervalMs: d.probeIntervalMs,
+    probeTimeoutMs: d.probeTimeoutMs,
     probeFailures: d.probeFailures,
     probe: (timeoutMs, signal) => probeHealth(url, timeoutMs, signal),
     log: s.log,
@@ -63,9 +64,13 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
         s.log.warn({ childPid: pid, code: exit.code, signal: exit.signal, unresponsive: exit.unresponsive }, 'ComfyUI exited');
       },
       backoff: (delayMs, failures) => {
-        s.state.comfy.phase = 'backoff';
-        s.state.comfy.restarts++;
+        s.state.childBackoff(delayMs);
         s.notify.status(`ComfyUI exited; restart ${s.state.comfy.restarts} in ${Math.round(delayMs / 1000)} s (${failures} failures in a row)`);
+      },
+      gaveUp: (starts) => {
+        s.state.comfy.gaveUp = true;
+        s.state.comfy.reason = `it never became healthy in ${starts} starts in a row`;
+        s.notify.status(`ComfyUI never became healthy in ${starts} starts in a row: gave up`);
       },
       degraded: (degraded) => {
         s.state.comfy.degraded = degraded;

@@ -4,6 +4,7 @@ import { ModelsyncError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { renderMetrics } from './metrics.js';
 import { RequestGuard, answerRefusal, isLoopbackHost, requireTokenBeyondLoopback } from './request-guard.js';
+import { notReadySentence } from './readiness.js';
 import type { DaemonState } from './state.js';
 import type { SyncOutcome } from './sync-runner.js';
 
@@ -11,6 +12,8 @@ export interface ControlApi {
   readonly state: DaemonState;
   /** Re-read the manifest and sync now (after any sync in progress); resolves when done. */
   resync(): Promise<SyncOutcome>;
+  /** Look at the disk for the models ComfyUI is serving, before readiness is answered. */
+  checkServed?(): Promise<void>;
 }
 
 export interface ControlAddress {
@@ -88,13 +91,14 @@ export async function startControl(at: ControlAddress, api: ControlApi, log: Log
 async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi, path: string, detail: boolean): Promise<void> {
   const read = req.method === 'GET' || req.method === 'HEAD';
   const s = api.state;
+  if (read && (path === '/readyz' || path === '/status' || path === '/metrics')) await api.checkServed?.();
   switch (path) {
     case '/healthz':
       if (!read) return notAllowed(res, 'GET, HEAD');
-      return s.healthy() ? send(res, 200, 'text/plain', 'ok\n') : send(res, 503, 'text/plain', `degraded: ComfyUI is crash-looping (${s.comfy.restarts} restarts)\n`);
+      return s.healthy() ? send(res, 200, 'text/plain', 'ok\n') : send(res, 503, 'text/plain', `degraded: ComfyUI is crash-looping (${s.comfy.restarts} restarts so far)\n`);
     case '/readyz':
       if (!read) return notAllowed(res, 'GET, HEAD');
-      return s.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${notReadyReason(s, detail)}\n`);
+      return s.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${notReadySentence(s, detail)}\n`);
     case '/status':
       if (!read) return notAllowed(res, 'GET, HEAD');
       return send(res, 200, 'application/json', `${JSON.stringify(s.snapshot(), null, 2)}\n`);
@@ -110,15 +114,6 @@ async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi
     default:
       return send(res, 404, 'text/plain', 'not found: try /healthz, /readyz, /status, /metrics or POST /resync\n');
   }
-}
-
-function notReadyReason(s: DaemonState, detail: boolean): string {
-  if (!s.requiredReady()) {
-    const waiting = [...s.entries.values()].filter((e) => e.required && !e.verified).map((e) => e.dest);
-    if (!detail) return `${waiting.length} required model${waiting.length === 1 ? '' : 's'} not verified yet`;
-    return `required models not verified yet: ${waiting.slice(0, 5).join(', ')}${waiting.length > 5 ? `, and ${waiting.length - 5} more` : ''}`;
-  }
-  return `ComfyUI is ${s.comfy.phase}`;
 }
 
 function notAllowed(res: ServerResponse, allow: string): void {

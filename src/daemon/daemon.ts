@@ -1,4 +1,6 @@
 import { setMaxListeners } from 'node:events';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { constants } from 'node:os';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
@@ -15,7 +17,8 @@ import { startControl, type ControlServer } from './control.js';
 import { ManifestHolder } from './manifest-holder.js';
 import { systemdNotifier } from './notify.js';
 import { DaemonState } from './state.js';
-import type { Supervisor } from './supervisor.js';
+import { runExitCode } from './exit-code.js';
+import type { Supervisor, SupervisionEnd } from './supervisor.js';
 import { SyncRunner, type SyncOutcome } from './sync-runner.js';
 import type { ManifestWatch } from './watch.js';
 
@@ -67,7 +70,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   };
   let control: ControlServer;
   try {
-    control = await startControl(config.control, { state, resync: () => resync('resync requested', true) }, log);
+    const onDisk = (dest: string): Promise<boolean> =>
+      stat(path.join(config.modelsDir, dest)).then(
+        (st) => st.isFile(),
+        () => false,
+      );
+    control = await startControl(config.control, { state, resync: () => resync('resync requested', true), checkServed: () => state.checkServed(onDisk) }, log);
   } catch (e) {
     ctx.close();
     throw e;
@@ -108,7 +116,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     if (!first.ok) throw requiredFailure(first);
     state.mark('requiredReady');
     log.info({ seconds: state.timeline.requiredReady }, 'required models ready');
-    let childDone: Promise<number> | undefined;
+    let childDone: Promise<SupervisionEnd> | undefined;
     if (o.command.length > 0) {
       await comfyPortFree(config, o.command, log, halt.signal);
       if (halt.signal.aborted) return stopCode(mode, signalled);
@@ -128,9 +136,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     void onManifestEvent().catch((e: unknown) => log.error({ err: String(e) }, 'resync after a manifest change failed'));
     if (childDone) {
       // The child's end (by policy, or our stop) ends the daemon.
-      const code = await childDone;
+      const end = await childDone;
       if (!halt.signal.aborted) stop();
-      return state.comfy.lastExit === undefined && signalled ? stopCode(mode, signalled) : code;
+      return state.comfy.lastExit === undefined && signalled ? stopCode(mode, signalled) : runExitCode(end);
     }
     await stopped;
     return stopCode(mode, signalled);

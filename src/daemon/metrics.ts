@@ -1,10 +1,9 @@
-import type { EntryState } from '../sync/types.js';
-import type { DaemonState } from './state.js';
+import type { DaemonState, StatusState } from './state.js';
 
 type Kind = 'counter' | 'gauge';
 type Labels = Readonly<Record<string, string>>;
 
-const ENTRY_STATES: readonly EntryState[] = ['pending', 'present', 'resolving', 'queued', 'downloading', 'waiting-peer', 'verifying', 'published', 'failed'];
+const ENTRY_STATES: readonly StatusState[] = ['pending', 'present', 'resolving', 'queued', 'downloading', 'waiting-peer', 'verifying', 'failed'];
 
 const TIMELINE: readonly { key: 'manifestLoaded' | 'requiredReady' | 'comfySpawned' | 'comfyAnswering'; phase: string }[] = [
   { key: 'manifestLoaded', phase: 'manifest_loaded' },

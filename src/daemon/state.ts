@@ -2,15 +2,27 @@ import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
 import type { ChildExit } from './backoff.js';
+import { notReadySentence } from './readiness.js';
 
+/** ComfyUI's state in /status (`comfyui.phase`); docs/daemon.md lists them. */
 export type ComfyPhase = 'none' | 'waiting-for-models' | 'starting' | 'running' | 'unresponsive' | 'backoff' | 'stopping' | 'exited';
+
+/**
+ * An entry's state in /status, /metrics and `modelsync status`: one vocabulary (docs/daemon.md).
+ * The sync engine's `published` (what a sync did) is `present` here (what the models dir holds).
+ */
+export type StatusState = Exclude<EntryState, 'published'>;
+
+function statusState(s: EntryState): StatusState {
+  return s === 'published' ? 'present' : s;
+}
 
 export interface EntryStatus {
   readonly index: number;
   readonly dest: string;
   readonly source: string;
   readonly required: boolean;
-  state: EntryState;
+  state: StatusState;
   /** Last sync ended with this entry present and verified (sticky through a re-check). */
   verified: boolean;
   size: number | undefined;
@@ -49,15 +61,33 @@ export class DaemonState {
   readonly entries = new Map<string, EntryStatus>();
   readonly counters = { bytesDownloaded: 0, verifyFailures: 0, cacheHits: 0, retries: 0, syncsOk: 0, syncsFailed: 0, syncSeconds: 0 };
   readonly timeline: Timeline = {};
-  readonly comfy: { phase: ComfyPhase; pid: number | undefined; url: string | undefined; restarts: number; degraded: boolean; lastExit: (ChildExit & { at: string }) | undefined; reason: string | undefined } = {
+  readonly comfy: {
+    phase: ComfyPhase;
+    pid: number | undefined;
+    url: string | undefined;
+    restarts: number;
+    degraded: boolean;
+    /** --max-restarts starts in a row never became healthy: no more restarts. */
+    gaveUp: boolean;
+    lastExit: (ChildExit & { at: string }) | undefined;
+    /** When the next start is due, during a backoff (wall clock, ISO 8601). */
+    nextStartAt: string | undefined;
+    reason: string | undefined;
+  } = {
     phase: 'none',
     pid: undefined,
     url: undefined,
     restarts: 0,
     degraded: false,
+    gaveUp: false,
     lastExit: undefined,
+    nextStartAt: undefined,
     reason: undefined,
   };
+  /** Required models ComfyUI was started with, or has had since: readiness needs them on disk. */
+  private readonly served = new Set<string>();
+  /** Those of them found missing by the last check (checkServed). */
+  gone: readonly string[] = [];
   manifest: { path: string; loadedAt: string; error: string | undefined } | undefined;
   syncing: { reason: string; startedAt: string } | undefined;
   lastSync: LastSync | undefined;
@@ -94,8 +124,26 @@ export class DaemonState {
     return this.manifest !== undefined;
   }
 
+  /**
+   * Service mode: every required entry is verified. Entrypoint mode: ComfyUI answers and no
+   * required model it was started with (or has had since) is gone from disk. Entries a manifest
+   * edit adds are fetched without taking readiness away: every node sees the edit at once, and a
+   * Service that lost all its pods together for a new model would be an outage.
+   */
   ready(): boolean {
-    return this.requiredReady() && (this.mode === 'service' || this.comfy.phase === 'running');
+    if (this.mode === 'service') return this.requiredReady();
+    return this.comfy.phase === 'running' && this.gone.length === 0;
+  }
+
+  /** Look for the models ComfyUI has been serving; `exists` asks the disk about one dest. */
+  async checkServed(exists: (dest: string) => Promise<boolean>): Promise<void> {
+    const wanted = [...this.served].filter((d) => this.entries.get(d)?.required === true);
+    const found = await Promise.all(wanted.map(exists));
+    this.gone = wanted.filter((_, i) => !found[i]).sort();
+  }
+
+  private serve(s: EntryStatus): void {
+    if (s.required && s.verified && this.timeline.comfySpawned !== undefined) this.served.add(s.dest);
   }
 
   /** Alive and not crash-looping. */
@@ -136,7 +184,8 @@ export class DaemonState {
       const s = this.entries.get(r.dest);
       if (!s || s.source !== r.source) continue;
       s.verified = r.state !== 'failed';
-      s.state = r.state;
+      s.state = statusState(r.state);
+      this.serve(s);
       if (r.size !== undefined) s.size = r.size;
       if (r.key) s.key = keyName(r.key);
       s.error = r.error?.message;
@@ -149,7 +198,7 @@ export class DaemonState {
       const s = this.entryFor(entry);
       if (!s) return;
       if (state === 'resolving' || (state === 'downloading' && s.state !== 'downloading')) s.bytes = 0;
-      s.state = state;
+      s.state = statusState(state);
       if (detail?.size !== undefined) s.size = detail.size;
       if (detail?.key) {
         s.key = keyName(detail.key);
@@ -161,6 +210,7 @@ export class DaemonState {
         s.verified = true;
         s.error = undefined;
         if (s.size !== undefined) s.bytes = Math.max(s.bytes, s.size);
+        this.serve(s);
       }
       if (state === 'failed') {
         s.verified = false;
@@ -189,7 +239,15 @@ export class DaemonState {
   childSpawned(pid: number): void {
     this.comfy.phase = 'starting';
     this.comfy.pid = pid;
+    this.comfy.nextStartAt = undefined;
     this.mark('comfySpawned');
+    for (const e of this.entries.values()) this.serve(e);
+  }
+
+  childBackoff(delayMs: number): void {
+    this.comfy.phase = 'backoff';
+    this.comfy.restarts++;
+    this.comfy.nextStartAt = new Date(Date.now() + delayMs).toISOString();
   }
 
   childAnswering(): void {
@@ -212,10 +270,11 @@ export class DaemonState {
     return {
       mode: this.mode,
       ready: this.ready(),
+      readiness: this.ready() ? 'ready' : notReadySentence(this, true),
       healthy: this.healthy(),
       requiredReady: this.requiredReady(),
       manifest: this.manifest,
-      comfyui: this.mode === 'service' ? undefined : { ...this.comfy },
+      comfyui: this.mode === 'service' ? undefined : { ...this.comfy, modelsGone: this.gone },
       sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, throughputBytesPerSecond: this.throughput() },
       timeline: this.timeline,
       counts: byState,

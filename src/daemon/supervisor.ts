@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Clock } from '../clock.js';
+import { systemClock, type Clock } from '../clock.js';
 import type { RestartPolicy } from '../config.js';
 import type { Logger } from '../log.js';
 import { RestartTracker, type BackoffPolicy, type ChildExit } from './backoff.js';
@@ -21,12 +21,16 @@ export interface SupervisorOptions {
   readonly env: Readonly<Record<string, string>>;
   readonly restart: RestartPolicy;
   readonly backoff: BackoffPolicy;
-  /** Backoff waits and run lengths; probes and stop timeouts use real time. */
+  /** Backoff waits and run lengths; stop timeouts use real time. */
   readonly clock: Clock;
+  /** The health probes' schedule (real time unless a test says otherwise). */
+  readonly probeClock?: Clock;
   /** Time for the first answer; 0: never probe, the child counts as up once spawned. */
   readonly startupTimeoutMs: number;
   readonly stopTimeoutMs: number;
+  /** From the start of one probe to the start of the next, once the child has answered. */
   readonly probeIntervalMs: number;
+  readonly probeTimeoutMs: number;
   readonly probeFailures: number;
   /** One health request: true when the child answered. */
   readonly probe: (timeoutMs: number, signal: AbortSignal) => Promise<boolean>;
@@ -41,6 +45,8 @@ export interface SupervisorEvents {
   answering?(pid: number): void;
   unresponsive?(pid: number, reason: string): void;
   exited?(pid: number, exit: ChildExit): void;
+  /** No restart after all: `starts` runs in a row never became healthy (--max-restarts). */
+  gaveUp?(starts: number, exit: ChildExit): void;
   backoff?(delayMs: number, failures: number): void;
   degraded?(degraded: boolean): void;
 }
@@ -55,6 +61,13 @@ interface Running {
   streamsClosed: Promise<void>;
   /** Takes the group down if the daemon dies first (parent-death.ts). */
   readonly guard: ParentDeathGuard | undefined;
+}
+
+/** How supervision ended: the last run's exit code, and why there is no next run. */
+export interface SupervisionEnd {
+  readonly code: number;
+  /** `exited`: by the restart policy; `stopped`: stop() was called; `gave-up`: --max-restarts; `spawn-failed`: 127/126. */
+  readonly reason: 'exited' | 'stopped' | 'gave-up' | 'spawn-failed';
 }
 
 /** ENOENT: no such command (127, as a shell says); anything else that stops exec: 126. */
@@ -76,30 +89,36 @@ export class Supervisor {
   }
 
   /**
-   * Run the child until the restart policy lets it end or stop() is called; resolves with the
-   * exit code to pass on (the child's, 128+signal for a signal death). Never rejects for the
-   * child's sake: a command that cannot be started resolves 127/126, after a log line.
+   * Run the child until the restart policy lets it end, --max-restarts gives up on it, or stop()
+   * is called; resolves with the last exit code (the child's, 128+signal for a signal death) and
+   * why it ended. Never rejects for the child's sake: a command that cannot be started ends with
+   * 127/126, after a log line.
    */
-  async run(): Promise<number> {
+  async run(): Promise<SupervisionEnd> {
     let last = 0;
     for (;;) {
-      if (this.stopping) return last;
+      if (this.stopping) return { code: last, reason: 'stopped' };
       const r = await this.start();
-      if (typeof r === 'number') return r;
+      if (typeof r === 'number') return { code: r, reason: 'spawn-failed' };
       const exit = await this.watch(r);
       last = exit.code;
       this.opts.events?.exited?.(r.pid, exit);
-      if (this.stopping) return last;
+      if (this.stopping) return { code: last, reason: 'stopped' };
       const wasDegraded = this.tracker.degraded;
       const d = this.tracker.exited(this.opts.clock.now(), exit);
       if (this.tracker.degraded !== wasDegraded) this.opts.events?.degraded?.(this.tracker.degraded);
-      if (!d.restart) return last;
+      if (!d.restart) {
+        if (!d.gaveUp) return { code: last, reason: 'exited' };
+        this.opts.log.error({ code: exit.code, signal: exit.signal, starts: this.tracker.unhealthyStarts }, 'the child never became healthy in the last starts in a row; giving up on it');
+        this.opts.events?.gaveUp?.(this.tracker.unhealthyStarts, exit);
+        return { code: last, reason: 'gave-up' };
+      }
       this.opts.log.warn({ code: exit.code, signal: exit.signal, delayMs: d.delayMs, failures: this.tracker.failures }, 'child exited; restarting after backoff');
       this.opts.events?.backoff?.(d.delayMs, this.tracker.failures);
       try {
         await this.opts.clock.sleep(d.delayMs, this.stopCtrl.signal);
       } catch {
-        return last;
+        return { code: last, reason: 'stopped' };
       }
     }
   }
@@ -193,31 +212,44 @@ export class Supervisor {
     }
   }
 
-  /** Startup: poll until the first answer or the startup timeout; then a probe per interval. */
+  /**
+   * Startup: poll until the first answer or the startup timeout. Then a probe starts every
+   * interval (start to start, so a slow answer does not stretch the schedule) and waits up to the
+   * probe timeout: a child that stops answering is declared hung (misses - 1) x interval +
+   * timeout after the first probe it leaves unanswered, 15 s with the defaults.
+   */
   private async monitor(r: Running, signal: AbortSignal): Promise<void> {
     const o = this.opts;
-    const wait = (ms: number): Promise<void> => sleep(ms, undefined, { signal }).catch(() => undefined);
+    const clock = o.probeClock ?? systemClock;
+    const wait = (ms: number): Promise<void> => (ms > 0 ? clock.sleep(ms, signal).catch(() => undefined) : Promise.resolve());
     if (o.startupTimeoutMs > 0) {
-      const deadline = performance.now() + o.startupTimeoutMs;
+      const deadline = clock.now() + o.startupTimeoutMs;
       for (;;) {
-        const left = deadline - performance.now();
-        if (await o.probe(Math.max(1, Math.min(this.probeTimeout(), left)), signal)) break;
+        const left = deadline - clock.now();
+        if (await o.probe(Math.max(1, Math.min(o.probeTimeoutMs, left)), signal)) break;
         if (signal.aborted) return;
-        if (performance.now() >= deadline) {
+        if (clock.now() >= deadline) {
           this.hung(r, `no answer within the startup timeout (${o.startupTimeoutMs / 1000} s)`);
           return;
         }
         await wait(Math.min(100, o.probeIntervalMs));
         if (signal.aborted) return;
       }
+      this.tracker.healthy();
     }
     o.events?.answering?.(r.pid);
     let misses = 0;
+    let next = clock.now() + o.probeIntervalMs;
     for (;;) {
-      await wait(o.probeIntervalMs);
+      await wait(next - clock.now());
       if (signal.aborted) return;
-      const ok = o.startupTimeoutMs === 0 || (await o.probe(this.probeTimeout(), signal));
+      next += o.probeIntervalMs;
+      // Unprobed, a run counts as healthy once it has lasted the stable period.
+      if (o.startupTimeoutMs === 0 && this.tracker.stableAt(o.clock.now())) this.tracker.healthy();
+      const ok = o.startupTimeoutMs === 0 || (await o.probe(o.probeTimeoutMs, signal));
       if (signal.aborted) return;
+      // A probe that took longer than the interval: the next one starts now, not in a burst.
+      next = Math.max(next, clock.now());
       if (ok) {
         if (misses >= 1) o.log.info({ childPid: r.pid }, 'child answers again');
         misses = 0;
@@ -233,10 +265,6 @@ export class Supervisor {
     }
   }
 
-  private probeTimeout(): number {
-    return Math.max(1000, this.opts.probeIntervalMs);
-  }
-
   private hung(r: Running, reason: string): void {
     this.opts.log.error({ childPid: r.pid, reason }, 'child is not answering; stopping it');
     r.unresponsive = true;
@@ -244,11 +272,14 @@ export class Supervisor {
     this.terminate(r);
   }
 
-  /** SIGTERM to the group now, SIGKILL once the stop timeout has passed. */
+  /** SIGTERM (and SIGCONT) to the group now, SIGKILL once the stop timeout has passed. */
   private terminate(r: Running): void {
     if (r.done || r.killTimer !== undefined) return;
     this.opts.log.info({ childPid: r.pid, stopTimeoutMs: this.opts.stopTimeoutMs }, 'sending SIGTERM to the child process group');
     signalGroup(r.pid, 'SIGTERM');
+    // A stopped process (SIGSTOP, a debugger, a frozen cgroup's leftover) keeps SIGTERM pending
+    // until it runs again: continue it, so that it can exit now rather than at SIGKILL time.
+    signalGroup(r.pid, 'SIGCONT');
     r.killTimer = setTimeout(() => {
       if (groupAlive(r.pid)) {
         this.opts.log.warn({ childPid: r.pid }, 'child process group did not stop in time; sending SIGKILL');
