@@ -162,7 +162,7 @@ describe('the control API accepts only its own callers (issue 13, class 6)', () 
     // Probes cannot carry a secret; they learn whether, not which models are missing.
     const probe = await ask(url, '/readyz');
     expect(probe.status).toBe(503);
-    expect(probe.body.toString()).toMatch(/1 required model not verified yet/);
+    expect(probe.body.toString()).toMatch(/waiting for 1 required model\n$/);
     expect(probe.body.toString()).not.toContain('secret-project');
     expect((await ask(url, '/readyz', { headers: good })).body.toString()).toContain('secret-project');
     expect((await ask(url, '/healthz')).status).toBe(200);
