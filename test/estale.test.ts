@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
-import { isTransientFsError, withReopen } from '../src/store/estale.js';
+import { isTransientFsError, withReopen } from '../src/fs/estale.js';
 
 /** A clock that records the waits instead of sleeping them. */
 function recordingClock(): Clock & { waits: number[] } {

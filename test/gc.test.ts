@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ModelsyncError } from '../src/errors.js';
+import { tempPathFor } from '../src/fs/atomic-write.js';
 import { collectGarbage, type GcOptions } from '../src/store/gc.js';
 import { openStore, type StoreLayout } from '../src/store/layout.js';
 import { fileSha256, makeNode, startNode, startSync, writeManifest, type Finished, type NodeDirs } from './support/cli-nodes.js';
@@ -160,6 +161,21 @@ describe('gc over nodes with different manifests', () => {
     expect(r.removed.map((x) => x.key)).toEqual([old.key]);
     expect((await readdir(store.leases)).sort()).toEqual([leased.key]);
     expect((await readdir(store.tmp)).sort()).toEqual([`${partialed.key}.t1.journal`, `${partialed.key}.t1.part`]);
+  });
+
+  it('clears the temp files killed atomic writers left (refs, layout.json, journals; old naming too) once old, never a record or a young temp', async () => {
+    const a = await blob(1);
+    await record('nodeA', [a.key]);
+    const layout = path.join(store.root, 'layout.json');
+    const journal = path.join(store.tmp, `${a.key}.t1.journal`);
+    const old = [tempPathFor(path.join(store.refs, 'nodeB.json')), tempPathFor(layout), tempPathFor(journal), `${layout}.123.abc`, path.join(store.refs, 'nodeC.json.123.abc')];
+    const young = [tempPathFor(path.join(store.refs, 'nodeD.json')), tempPathFor(layout)];
+    for (const p of [...old, ...young]) await writeFile(p, '{"half": ');
+    for (const p of old) await age(p, 2 * DAY);
+    const r = await gc();
+    expect(r.temps.map((t) => t.path).sort()).toEqual(old.map((p) => path.relative(store.root, p)).sort());
+    for (const p of old) expect(await exists(p)).toBe(false);
+    for (const p of [...young, layout, path.join(store.refs, 'nodeA.json'), a.path]) expect(await exists(p)).toBe(true);
   });
 
   it('collects nothing when no node has a live record, and stops at an unreadable one', async () => {

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { codeRoot } from '../code-root.js';
+import { writeJsonAtomic } from '../fs/atomic-write.js';
 import { readManifestFilesSync, type ManifestFiles } from './files.js';
 import type { Manifest } from './types.js';
 
@@ -71,14 +71,7 @@ export function lookUpFiles(stateDir: string, files: ManifestFiles): ManifestLoo
 /** Best effort: a cache that cannot be written costs the next start a parse, nothing else. */
 export async function rememberManifest(stateDir: string, lookup: ManifestLookup, manifest: Manifest): Promise<void> {
   if (holdsCredentials(manifest)) return;
-  const file = path.join(stateDir, CACHE_FILE);
-  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  try {
-    await writeFile(tmp, JSON.stringify({ key: lookup.key, manifest }));
-    await rename(tmp, file);
-  } catch {
-    await rm(tmp, { force: true });
-  }
+  await writeJsonAtomic(path.join(stateDir, CACHE_FILE), { key: lookup.key, manifest }).catch(() => undefined);
 }
 
 /** A presigned URL carries its credential in the query; nothing else in a manifest is secret. */

@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { ModelsyncError } from '../errors.js';
+import { writeFileAtomic } from '../fs/atomic-write.js';
 import type { Entry, Manifest } from './types.js';
 
 /**
@@ -65,15 +64,8 @@ function unusable(file: string, why: string, cause?: unknown): ModelsyncError {
  * Returns the text written.
  */
 export async function writeLock(file: string, lock: LockFile): Promise<string> {
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
   const text = `${JSON.stringify(LockSchema.parse(lock), null, 2)}\n`;
-  try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  await writeFileAtomic(file, text);
   return text;
 }
 

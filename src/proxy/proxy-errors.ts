@@ -1,4 +1,5 @@
 import { ModelsyncError } from '../errors.js';
+import { isDnsFailure, isPermanentNetworkCode } from '../network-codes.js';
 import type { ProxyEndpoint } from './proxy-settings.js';
 
 /**
@@ -19,10 +20,8 @@ export function proxyRefused(proxy: ProxyEndpoint, target: string, status: numbe
   return new ModelsyncError('E_PROXY', `proxy ${proxy.name} refused to connect to ${target} (HTTP ${status}${reason === '' ? '' : ` ${reason}`})`, { url: proxy.name, status, retryable });
 }
 
-const PERMANENT = new Set(['ENOTFOUND', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_TLS_CERT_ALTNAME_INVALID']);
-
 export function proxyUnreachable(proxy: ProxyEndpoint, target: string, e: unknown): ModelsyncError {
   const code = typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : '';
-  const what = code === 'ENOTFOUND' ? 'cannot resolve proxy' : code.includes('CERT') ? 'TLS certificate rejected for proxy' : 'cannot reach proxy';
-  return new ModelsyncError('E_PROXY', `${what} ${proxy.name}${code ? ` (${code})` : ''} from ${proxy.variable}, for ${target}`, { url: proxy.name, retryable: !PERMANENT.has(code), cause: e });
+  const what = isDnsFailure(code) ? 'cannot resolve proxy' : code.includes('CERT') ? 'TLS certificate rejected for proxy' : 'cannot reach proxy';
+  return new ModelsyncError('E_PROXY', `${what} ${proxy.name}${code ? ` (${code})` : ''} from ${proxy.variable}, for ${target}`, { url: proxy.name, retryable: !isPermanentNetworkCode(code), cause: e });
 }

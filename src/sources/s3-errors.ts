@@ -1,4 +1,5 @@
 import { ModelsyncError } from '../errors.js';
+import { isDnsFailure, isPermanentNetworkCode } from '../network-codes.js';
 import { proxyAuthRequired } from '../proxy/proxy-errors.js';
 import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
 import { endpointName, type S3Settings } from './s3-client.js';
@@ -61,8 +62,6 @@ const KNOWN_CODES = new Set([
 ]);
 
 const BAD_CREDENTIALS = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'TokenRefreshRequired']);
-const NET_PERMANENT = new Set(['ENOTFOUND', 'EAI_AGAIN', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_TLS_CERT_ALTNAME_INVALID']);
-
 /** The credential providers the SDK's default chain tries, in its order, for "none found". */
 export function credentialChain(profile: string | undefined): string {
   return [
@@ -134,8 +133,8 @@ function networkFailure(e: unknown, s: SdkErrorShape, f: S3Failure, where: strin
     return new ModelsyncError('E_TIMEOUT', `${f.uri}: ${where} sent nothing for too long`, { ...ctx, retryable: true });
   }
   if (s.code !== undefined) {
-    const what = s.code === 'ENOTFOUND' ? 'cannot resolve' : s.code.includes('CERT') ? 'TLS certificate rejected by' : 'cannot reach';
-    return new ModelsyncError('E_NETWORK', `${f.uri}: ${what} ${where} (${s.code})`, { ...ctx, retryable: !NET_PERMANENT.has(s.code) });
+    const what = isDnsFailure(s.code) ? 'cannot resolve' : s.code.includes('CERT') ? 'TLS certificate rejected by' : 'cannot reach';
+    return new ModelsyncError('E_NETWORK', `${f.uri}: ${what} ${where} (${s.code})`, { ...ctx, retryable: !isPermanentNetworkCode(s.code) });
   }
   // A bug of ours keeps its stack; anything else is the SDK failing on a garbled answer.
   if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) throw e;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
-import { withReopen } from './estale.js';
+import { withReopen } from '../fs/estale.js';
 import type { StoreLayout } from './layout.js';
 import { isLeaseLeftover } from './lease.js';
 
@@ -80,6 +80,7 @@ export async function readRecords(store: StoreLayout): Promise<{ records: RefsRe
     const file = path.join(store.refs, name);
     const st = await statOrGone(file);
     if (!st) continue;
+    // Not a record: a writer's temp (writeJsonAtomic: `<node>.json.<pid>.<random>.tmp`).
     if (!name.endsWith('.json')) {
       temps.push(st);
       continue;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
+import { isTempOf } from '../fs/atomic-write.js';
 import type { Logger } from '../log.js';
 import { KEY_NAME, list, readBlobs, readLeases, readRecords, readTemps, statOrGone, storeNow, type BlobEntry, type RefsRecord } from './gc-scan.js';
 import type { StoreLayout } from './layout.js';
@@ -206,11 +207,11 @@ async function dropOrphanMarkers(dir: string, marked: ReadonlySet<string>, blobs
   }
 }
 
-/** Temp files of layout.json writers. */
+/** Temp files of layout.json writers (writeJsonAtomic) killed before their rename. */
 async function rootTemps(store: StoreLayout): Promise<{ path: string; mtimeMs: number; size: number }[]> {
   const out: { path: string; mtimeMs: number; size: number }[] = [];
   for (const name of await list(store.root)) {
-    if (!/^layout\.json\..+/.test(name)) continue;
+    if (!isTempOf(name, 'layout.json')) continue;
     const st = await statOrGone(path.join(store.root, name));
     if (st) out.push(st);
   }

@@ -1,9 +1,10 @@
-import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ModelsyncError, errnoCode } from '../errors.js';
-import { shown } from '../remote-value.js';
-import { withReopen } from './estale.js';
 import { KEY_NAME, isContentKey, type ContentKey } from '../content-key.js';
+import { ModelsyncError, errnoCode } from '../errors.js';
+import { writeJsonAtomic } from '../fs/atomic-write.js';
+import { withReopen } from '../fs/estale.js';
+import { shown } from '../remote-value.js';
 
 /** Bumped when the on-disk layout changes incompatibly; a newer store is refused, never rewritten. */
 export const LAYOUT_VERSION = 1;
@@ -59,10 +60,8 @@ export async function openStore(root: string): Promise<StoreLayout> {
   }
   if (raw === undefined) {
     await makeFolders(layout);
-    // Unique temp + rename: two nodes creating the store at once both write the same content.
-    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    await writeFile(tmp, `${JSON.stringify({ layout: LAYOUT_VERSION })}\n`);
-    await rename(tmp, file);
+    // Two nodes creating the store at once both write the same content.
+    await writeJsonAtomic(file, { layout: LAYOUT_VERSION });
     return layout;
   }
   let version: unknown;

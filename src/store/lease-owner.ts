@@ -2,7 +2,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
-import { withReopen } from './estale.js';
+import { withReopen } from '../fs/estale.js';
 
 /** The owner file of a lease (or claim): who holds it, and whether that holder died here. */
 

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { writeJsonAtomic } from '../fs/atomic-write.js';
 import type { ClaimOwner } from './claim.js';
 import { HERE, contentOf, holderDiedHere, readOwner } from './lease-owner.js';
 
@@ -99,16 +100,8 @@ export class Lease {
   private async write(): Promise<void> {
     const beat = ++this.beat;
     const startedAt = this.clock.now();
-    const owner = path.join(this.path, 'owner');
-    const tmp = `${owner}.${this.opts.token}.${beat}`;
     // `at` is for people reading the file; staleness is judged on content changes alone.
-    await writeFile(tmp, JSON.stringify({ token: this.opts.token, beat, host: hostname(), pid: process.pid, here: HERE, at: new Date().toISOString() }));
-    try {
-      await rename(tmp, owner);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => undefined);
-      throw e;
-    }
+    await writeJsonAtomic(path.join(this.path, 'owner'), { token: this.opts.token, beat, host: hostname(), pid: process.pid, here: HERE, at: new Date().toISOString() });
     this.lastBeatAt = Math.max(this.lastBeatAt, startedAt);
   }
 

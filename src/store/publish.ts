@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { copyFile, link, lstat, mkdir, readdir, rename, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import { NO_HARD_LINKS, fsyncDir } from './blobs.js';
 
 export type PublishMode = 'present' | 'hardlink' | 'symlink' | 'copy';
@@ -153,7 +154,7 @@ async function ensureRealDir(dir: string, dest: string, batch: PublishBatch | un
 function publishError(e: unknown, dest: string): ModelsyncError {
   if (e instanceof ModelsyncError) return e;
   const code = errnoCode(e);
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new ModelsyncError('E_DISK_FULL', `${dest}: disk full while publishing`, { dest, cause: e });
+  if (isDiskFull(e)) return diskFullError(e, `while publishing ${dest}`, { dest });
   return new ModelsyncError('E_PUBLISH', `${dest}: cannot publish (${code ?? String(e)})`, { dest, cause: e });
 }
 

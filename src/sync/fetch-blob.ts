@@ -5,7 +5,7 @@ import type { Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
 import { stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
-import { withReopen } from '../store/estale.js';
+import { withReopen } from '../fs/estale.js';
 import { Lease, acquireOrWait } from '../store/lease.js';
 import { hashFile } from '../transfer/verify.js';
 import { SMALL_BLOB_BYTES, type ClaimOwner } from '../store/claim.js';

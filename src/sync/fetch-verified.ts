@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { keyName } from '../content-key.js';
+import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
 import { commitBlob, stampOf } from '../store/blobs.js';
@@ -113,7 +114,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
     try {
       await commitBlob(paths.part, final, { dirs: batch, how: w.how });
     } catch (e) {
-      if (errnoCode(e) === 'ENOSPC' || errnoCode(e) === 'EDQUOT') throw new ModelsyncError('E_DISK_FULL', `disk full committing ${job.file.uri}`, { cause: e });
+      if (isDiskFull(e)) throw diskFullError(e, `while committing ${job.file.uri}`, { url: job.file.uri });
       // Our partial is gone from under its name: a peer that took over adopted it (or cleared it).
       if (errnoCode(e) === 'ENOENT') throw new ModelsyncError('E_LEASE_LOST', `${job.file.uri}: a peer took over this download`, { cause: e });
       throw e;

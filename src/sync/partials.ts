@@ -1,7 +1,7 @@
 import { chmod, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
-import { withReopen } from '../store/estale.js';
+import { withReopen } from '../fs/estale.js';
 import { readJournal } from '../transfer/journal.js';
 import { checkKeyName, type StoreLayout } from '../store/layout.js';
 

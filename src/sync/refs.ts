@@ -1,8 +1,9 @@
 import { hostname } from 'node:os';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
-import { withReopen } from '../store/estale.js';
+import { writeJsonAtomic } from '../fs/atomic-write.js';
+import { withReopen } from '../fs/estale.js';
 import type { SyncContext } from './context.js';
 
 /**
@@ -22,16 +23,7 @@ export async function writeRefs(ctx: Pick<SyncContext, 'db' | 'store' | 'config'
   const file = path.join(ctx.store.refs, `${node}.json`);
   const previous = opts.merge ? await readKeys(file) : [];
   const record = { node, host: hostname(), manifest: manifestPath, modelsDir, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys])].sort() };
-  // pid + Math.random, not node:crypto: only this node writes this name, and a warm start
-  // would load crypto for nothing else.
-  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  try {
-    await writeFile(tmp, `${JSON.stringify(record)}\n`);
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
-  }
+  await writeJsonAtomic(file, record);
 }
 
 async function readKeys(file: string): Promise<string[]> {

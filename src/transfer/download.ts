@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type PQueue from 'p-queue';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { Logger } from '../log.js';
 import type { OpenBody, RemoteFile, Source } from '../sources/source.js';
 import type { BodyReader } from './body-reader.js';
@@ -108,7 +109,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   try {
     // Extending the file can fail already: EFBIG under a file-size limit (RLIMIT_FSIZE, quotas).
-    if (!resumable) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFull(e, p.file.uri) : e));
+    if (!resumable) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFullError(e, `while writing ${p.file.uri}`, { url: p.file.uri }) : e));
     const hashing = hasher.run();
     hashing.catch(() => ctrl.abort());
     const tasks: Promise<void>[] = [];
@@ -230,21 +231,12 @@ async function streamInto(
       if (piece.length < block.length) break;
     }
   } catch (e) {
-    if (isDiskFull(e)) throw diskFull(e, from);
+    if (isDiskFull(e)) throw diskFullError(e, `while writing ${from}`, { url: from });
     throw e instanceof ModelsyncError ? e : networkError(e, /^https?:/.test(from) ? from : 'http://unknown.invalid/');
   } finally {
     body.destroy();
   }
   return pos - start;
-}
-
-function isDiskFull(e: unknown): boolean {
-  const code = errnoCode(e);
-  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
-}
-
-export function diskFull(e: unknown, uri: string): ModelsyncError {
-  return new ModelsyncError('E_DISK_FULL', `disk full while writing ${uri} (${errnoCode(e) ?? 'write failed'})`, { url: uri, cause: e });
 }
 
 /**

@@ -1,6 +1,7 @@
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { errnoCode } from '../errors.js';
-import { withReopen } from '../store/estale.js';
+import { writeJsonAtomic } from '../fs/atomic-write.js';
+import { withReopen } from '../fs/estale.js';
 import { MIN_CHUNK_SIZE } from './chunks.js';
 
 /**
@@ -48,14 +49,6 @@ export async function readJournal(file: string): Promise<Journal | undefined> {
   }
 }
 
-export async function writeJournal(file: string, j: Journal): Promise<void> {
-  const tmp = `${file}.tmp`;
-  try {
-    await writeFile(tmp, JSON.stringify(j));
-    await rename(tmp, file);
-  } catch (e) {
-    // A full disk fails the write half-way: leave no stray temp behind for the next run to find.
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
-  }
+export function writeJournal(file: string, j: Journal): Promise<void> {
+  return writeJsonAtomic(file, j);
 }
