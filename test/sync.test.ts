@@ -144,6 +144,32 @@ describe('modelsync sync', () => {
     expect(await exists(path.join(sb.models, 'checkpoints/g.safetensors'))).toBe(false);
   });
 
+  it('two repos resolved at once keep their own Hub error codes: a gated one is E_GATED, a missing revision E_NOT_FOUND', async () => {
+    sb = await sandbox(hub.endpoint);
+    const gated = addModel(hub, 1000, { gated: true });
+    const other = addModel(hub, 1000);
+    hub.gateApiCalls = true;
+    // The missing revision's answer is split around the gated one's: its headers arrive first,
+    // its body only after the gated answer (with its x-error-code) was read.
+    hub.interleaveApi = { split: other.repo, inside: gated.repo, gapMs: 150 };
+    try {
+      await sb.writeManifest([
+        { source: gated.uri, dest: 'checkpoints/gated.safetensors' },
+        { source: `hf://${other.repo}@no-such-branch/${other.path}`, dest: 'checkpoints/other.safetensors' },
+      ]);
+      const r = await runCli(['sync', '--json'], sb.env());
+      expect(r.code).toBe(1);
+      const report = JSON.parse(r.stdout) as { entries: { dest: string; error?: { code: string } }[] };
+      expect(report.entries.map((e) => [e.dest, e.error?.code])).toEqual([
+        ['checkpoints/gated.safetensors', 'E_GATED'],
+        ['checkpoints/other.safetensors', 'E_NOT_FOUND'],
+      ]);
+    } finally {
+      hub.gateApiCalls = false;
+      hub.interleaveApi = undefined;
+    }
+  });
+
   it('one bad path in a repo fails that entry alone; the repo\'s other files still arrive', async () => {
     sb = await sandbox(hub.endpoint);
     const m = addModel(hub, 50_000);

@@ -77,13 +77,13 @@ export class HfSource implements Source {
         throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${commit.slice(0, 12)} was never resolved here`, { entry: missing[0]?.index });
       }
       const asked = missing.map((e) => (e.source as HfRef).path);
-      const infos: unknown = await this.api(group[0] as Entry, () =>
+      const infos: unknown = await this.api(group[0] as Entry, signal, (fetchFn) =>
         pathsInfo({
           repo: { type: ref.repoType, name: ref.repo },
           paths: asked,
           revision: commit,
           hubUrl: this.opts.endpoint,
-          fetch: this.fetchWith(signal),
+          fetch: fetchFn,
           ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
         }),
       );
@@ -132,15 +132,17 @@ export class HfSource implements Source {
       if (c === undefined) throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} was never resolved here`, { entry: entry.index });
       return c;
     }
-    const common = {
-      name: ref.repo,
-      revision: ref.revision,
-      hubUrl: this.opts.endpoint,
-      fetch: this.fetchWith(signal),
-      additionalFields: ['sha'] as ['sha'],
-      ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
-    };
-    const info = await this.api(entry, () => (ref.repoType === 'dataset' ? datasetInfo(common) : modelInfo(common)));
+    const info = await this.api(entry, signal, (fetchFn) => {
+      const common = {
+        name: ref.repo,
+        revision: ref.revision,
+        hubUrl: this.opts.endpoint,
+        fetch: fetchFn,
+        additionalFields: ['sha'] as ['sha'],
+        ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
+      };
+      return ref.repoType === 'dataset' ? datasetInfo(common) : modelInfo(common);
+    });
     const sha: unknown = (info as { sha?: unknown }).sha;
     if (!isCommit(sha)) {
       // It becomes part of every URL of this repo and of the lock file: only a commit id will do.
@@ -150,32 +152,31 @@ export class HfSource implements Source {
     return sha;
   }
 
-  /** fetch for @huggingface/hub: our abort signal, identity encoding, and the error code header kept. */
-  private fetchWith(signal: AbortSignal): typeof fetch {
-    return async (input, init) => {
+  /**
+   * One Hub API call, its failure typed. HubApiError drops the answer's X-Error-Code (GatedRepo,
+   * RevisionNotFound, ...), so the fetch handed to @huggingface/hub keeps it: per call, since
+   * repos resolve concurrently on this one source and one repo's code must not name another's error.
+   */
+  private async api<T>(entry: Entry, signal: AbortSignal, call: (fetchFn: typeof fetch) => Promise<T>): Promise<T> {
+    let errorCode: string | undefined;
+    const fetchFn: typeof fetch = async (input, init) => {
       const headers = new Headers(init?.headers);
       headers.set('accept-encoding', 'identity');
       const res = await this.fetcher(input, { ...init, headers, signal });
-      if (!res.ok) this.lastErrorCode = res.headers.get('x-error-code') ?? undefined;
+      if (!res.ok) errorCode = res.headers.get('x-error-code') ?? undefined;
       return res;
     };
-  }
-
-  private lastErrorCode: string | undefined;
-
-  private async api<T>(entry: Entry, call: () => Promise<T>): Promise<T> {
     try {
-      return await call();
+      return await call(fetchFn);
     } catch (e) {
-      throw this.apiError(e, entry);
+      throw this.apiError(e, entry, errorCode);
     }
   }
 
-  private apiError(e: unknown, entry: Entry): ModelsyncError {
+  private apiError(e: unknown, entry: Entry, code: string | undefined): ModelsyncError {
     const ref = entry.source as HfRef;
     const ctx = { entry: entry.index, url: entry.source.uri, cause: e };
     if (e instanceof HubApiError) {
-      const code = this.lastErrorCode;
       const s = e.statusCode;
       if (code === 'GatedRepo') {
         return new ModelsyncError('E_GATED', `${ref.repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { ...ctx, status: s });

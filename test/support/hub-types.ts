@@ -1,3 +1,4 @@
+import type { ApiInterleave } from './hub-interleave.js';
 import type { MetadataLies } from './hub-lies.js';
 
 export type RepoType = 'model' | 'dataset';
@@ -70,6 +71,8 @@ export interface Hub {
   plainRedirect: boolean;
   /** Real Hub leaves metadata of gated repos readable; set true to gate API calls too. */
   gateApiCalls: boolean;
+  /** Two repos' API answers interleaved (hub-interleave.ts): one's head, the other's whole answer, the first's body. Once per Hub. */
+  interleaveApi: ApiInterleave | undefined;
   treePageSize: number;
   signedUrlTtlSeconds: number;
   addRepo(repo: HubRepo): { commit: string };

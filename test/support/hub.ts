@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { handleApi } from './hub-api.js';
+import { Interleaver } from './hub-interleave.js';
 import type { BodyEnv } from './hub-body.js';
 import { decodeSegments, sendError, type Exchange } from './hub-http.js';
 import { MetadataLies } from './hub-lies.js';
@@ -66,6 +67,7 @@ export async function startHub(): Promise<Hub> {
     bridgeOrigin: `http://127.0.0.3:${bridgePort}`,
     plainRedirect: false,
     gateApiCalls: false,
+    interleaveApi: undefined,
     treePageSize: 1000,
     signedUrlTtlSeconds: 3600,
     tokens: { valid: new Set(), gatedApproved: new Set() },
@@ -96,6 +98,7 @@ export async function startHub(): Promise<Hub> {
     countBytes: (key, n) => void stats.bytesServed.set(key, (stats.bytesServed.get(key) ?? 0) + n),
   };
   const signer = new UrlSigner();
+  const interleaver = new Interleaver();
   const xet: XetEnv = {
     body,
     signer: new XetSigner(),
@@ -138,7 +141,10 @@ export async function startHub(): Promise<Hub> {
       if (!segs) return sendError(ex, { status: 400, message: 'Malformed URL encoding' });
       if (segs[0] === 'api' && segs[1] === 'resolve-cache') return handleResolveCache(ex, env, segs.slice(2));
       if (segs[0] === 'api' && segs[4] === 'xet-read-token' && store.get(segs[1] === 'datasets' ? 'dataset' : 'model', `${segs[2]}/${segs[3]}`)?.xet) return xetReadToken(ex, xet);
-      if (segs[0] === 'api') return handleApi(ex, { store, lies, settings: hub }, segs.slice(1));
+      if (segs[0] === 'api') {
+        await interleaver.around(`${segs[2] ?? ''}/${segs[3] ?? ''}`, hub.interleaveApi, res);
+        return handleApi(ex, { store, lies, settings: hub }, segs.slice(1));
+      }
       return handleResolve(ex, env, segs);
     };
     run().catch((err: unknown) => (ex ? fail(ex, err) : res.destroy()));
