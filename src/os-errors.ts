@@ -1,6 +1,7 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ModelsyncError, errnoCode, type ErrorCode } from './errors.js';
+import { DISK_FULL_ERRNOS } from './fs/disk-full.js';
 
 /**
  * Failed system calls that say something about the machine (a limit, a full or read-only disk),
@@ -11,9 +12,7 @@ const MACHINE: Readonly<Record<string, { readonly code: ErrorCode; readonly text
   EMFILE: { code: 'E_LIMIT', text: 'too many open files for this process (raise `ulimit -n`, or lower --connections)' },
   ENFILE: { code: 'E_LIMIT', text: 'too many open files on this machine (the system-wide file table is full)' },
   ENOMEM: { code: 'E_LIMIT', text: 'out of memory (a `ulimit -v` or a container memory limit?)' },
-  ENOSPC: { code: 'E_DISK_FULL', text: 'no space left on the device' },
-  EDQUOT: { code: 'E_DISK_FULL', text: 'disk quota exceeded' },
-  EFBIG: { code: 'E_DISK_FULL', text: 'file too large for this process (`ulimit -f`) or file system' },
+  ...Object.fromEntries(Object.entries(DISK_FULL_ERRNOS).map(([errno, text]) => [errno, { code: 'E_DISK_FULL' as const, text }])),
   EROFS: { code: 'E_NOT_WRITABLE', text: 'read-only file system' },
   EACCES: { code: 'E_NOT_WRITABLE', text: 'permission denied' },
   EPERM: { code: 'E_NOT_WRITABLE', text: 'operation not permitted' },
