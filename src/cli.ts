@@ -2,6 +2,8 @@ import { parseArgs } from 'node:util';
 import { processEnvironment } from './config.js';
 import { OPTIONS } from './cli-options.js';
 import { ModelsyncError } from './errors.js';
+import { machineError, syscallText } from './os-errors.js';
+import { limitsProblem } from './os-limits.js';
 import type { CommandIo, WarmAttempt } from './commands/common.js';
 
 type Handler = (io: CommandIo) => Promise<number>;
@@ -100,6 +102,9 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
     io.stdout.write(`${usage()}\n`);
     return 0;
   }
+  // Before loading the command: under too low a limit the loading itself is what fails.
+  const tooLow = limitsProblem();
+  if (tooLow !== undefined) throw new ModelsyncError('E_LIMIT', tooLow);
   const handler = await cmd.load();
   return handler({ ...io, flags: parsed.values, positionals: parsed.positionals });
 }
@@ -111,9 +116,11 @@ export function runMain(argv: readonly string[], warm?: WarmAttempt): void {
       process.exitCode = code;
     },
     (e: unknown) => {
-      if (e instanceof ModelsyncError) {
-        process.stderr.write(`modelsync: ${e.message}\n`);
-        process.exitCode = e.exitCode;
+      // A limit or a full, read-only disk met where no caller expected it is still not a bug.
+      const known = e instanceof ModelsyncError ? e : machineError(e, syscallText(e));
+      if (known) {
+        process.stderr.write(`modelsync: ${known.message}\n`);
+        process.exitCode = known.exitCode;
       } else {
         process.stderr.write(`modelsync: internal error (a bug; please report it)\n${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
         process.exitCode = 1;

@@ -5,7 +5,8 @@ import type { Flags } from './cli-options.js';
 import { checkRoots } from './config-roots.js';
 import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
 import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
-import { ModelsyncError } from './errors.js';
+import { ModelsyncError, errnoCode } from './errors.js';
+import { connectionsThatFit } from './os-limits.js';
 import { readProxySettings, type ProxySettings } from './proxy/proxy-settings.js';
 
 export type { ChildLogs, DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
@@ -13,6 +14,8 @@ export type { ChildLogs, DaemonSettings, GcSettings, RestartPolicy } from './con
 export interface Tunables {
   /** Connections open at once across all files (the global budget). */
   connections: number;
+  /** What --connections asked for; more than `connections` when the open-file limit cut it. */
+  connectionsWanted: number;
   /** Bytes per ranged request of a large file. */
   chunkSize: number;
   /** Abort a response that sends nothing for this long. */
@@ -153,7 +156,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   try {
     if (!statSync(modelsDir).isDirectory()) throw new Error('not a directory');
   } catch (e) {
-    throw new ModelsyncError('E_USAGE', `models dir ${modelsDir} is not a directory (create it first)`, { cause: e });
+    const why = errnoCode(e) === 'ENOENT' || !(e instanceof Error && 'code' in e) ? 'is not a directory (create it first)' : `cannot be used: ${e.message}`;
+    throw new ModelsyncError('E_USAGE', `models dir ${modelsDir} ${why}`, { cause: e });
   }
   const storeDir = path.resolve(flags['store-dir'] ?? env.MODELSYNC_STORE_DIR ?? path.join(modelsDir, '.modelsync-store'));
   const stateDir = path.resolve(flags['state-dir'] ?? env.MODELSYNC_STATE_DIR ?? defaultStateDir(env, home));
@@ -172,8 +176,11 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     ...httpTokens.values(),
   ].filter((s): s is string => typeof s === 'string' && s.length > 0);
 
+  const connectionsWanted = intSetting('--connections', flags.connections ?? env.MODELSYNC_CONNECTIONS, 16, 1);
   const tunables: Tunables = {
-    connections: intSetting('--connections', flags.connections ?? env.MODELSYNC_CONNECTIONS, 16, 1),
+    // Never more than the open-file limit can hold (os-limits.ts); openContext says when it cut.
+    connections: Math.min(connectionsWanted, connectionsThatFit()),
+    connectionsWanted,
     chunkSize: sizeSetting('--chunk-size', flags['chunk-size'] ?? env.MODELSYNC_CHUNK_SIZE, 32 * MiB),
     idleTimeoutMs: intSetting('MODELSYNC_IDLE_TIMEOUT_MS', env.MODELSYNC_IDLE_TIMEOUT_MS, 30_000, 10),
     retryBaseMs: intSetting('MODELSYNC_RETRY_BASE_MS', env.MODELSYNC_RETRY_BASE_MS, 500, 0),

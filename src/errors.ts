@@ -52,6 +52,8 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   E_STATE_DIR: 2,
   // An on-demand request the manifest's on_demand policy refuses: asking again will not help.
   E_POLICY: 2,
+  // A limit too low to run (`ulimit -n`, `-v`): no restart fixes it, the invocation must change.
+  E_LIMIT: 2,
 };
 
 export interface ErrorContext {

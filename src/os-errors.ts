@@ -73,3 +73,10 @@ export function unwritableError(e: unknown, dir: string, what: string): unknown 
   if (why !== undefined) return new ModelsyncError('E_NOT_WRITABLE', `${what} ${dir} is not writable: ${why}`, { cause: e });
   return known ?? e;
 }
+
+/** "open /some/file": which call failed on what, as Node's errors say it. */
+export function syscallText(e: unknown): string {
+  const o = (typeof e === 'object' && e !== null ? e : {}) as { syscall?: unknown; path?: unknown };
+  const call = typeof o.syscall === 'string' ? o.syscall : 'a system call';
+  return typeof o.path === 'string' ? `${call} ${o.path}` : call;
+}

@@ -1,7 +1,11 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { manifestYaml, workflowModels } from '../comfy/workflow-models.js';
 import { ModelsyncError } from '../errors.js';
+import { readBounded } from '../read-bounded.js';
+
+/** ComfyUI's workflows are kilobytes to a few megabytes, big templates included. */
+const MAX_WORKFLOW_BYTES = 64 * 1024 * 1024;
 import type { CommandIo } from './common.js';
 
 /** `modelsync import-workflow WORKFLOW.json [-o manifest.yaml]`: the models a workflow embeds, as manifest entries. */
@@ -10,11 +14,18 @@ export async function importWorkflowCommand(io: CommandIo): Promise<number> {
   if (file === undefined) throw new ModelsyncError('E_USAGE', 'usage: modelsync import-workflow WORKFLOW.json [-o manifest.yaml]');
   let workflow: unknown;
   try {
-    workflow = JSON.parse(await readFile(file, 'utf8'));
+    workflow = JSON.parse(await readBounded(file, MAX_WORKFLOW_BYTES, () => new Error(`larger than ${MAX_WORKFLOW_BYTES / 1024 / 1024} MiB`)));
   } catch (e) {
     throw new ModelsyncError('E_USAGE', `cannot read workflow ${file}: ${(e as Error).message}`, { cause: e });
   }
-  const models = workflowModels(workflow);
+  let models;
+  try {
+    models = workflowModels(workflow);
+  } catch (e) {
+    // Subgraphs inside subgraphs, thousands deep: the file's fault.
+    if (!(e instanceof RangeError)) throw e;
+    throw new ModelsyncError('E_USAGE', `cannot read workflow ${file}: its subgraphs are nested too deeply`, { cause: e });
+  }
   if (models.length === 0) {
     io.stderr.write(`modelsync: ${file} embeds no models list (ComfyUI adds one to templates and to nodes' properties.models)\n`);
     return 1;

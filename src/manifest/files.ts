@@ -1,7 +1,13 @@
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { readBounded, readBoundedSync } from '../read-bounded.js';
+
+/**
+ * The most a manifest or lock file may hold. Ten thousand entries are about 3 MB; a file far
+ * past that is a mistake or an attack (a YAML parser needs many times the text's size in
+ * memory), and `--manifest /dev/zero` must not read forever: reads stop at this size.
+ */
+export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 
 /**
  * A manifest's text and its lock file's, read together: validation, the cache key and a
@@ -25,10 +31,10 @@ export function lockPathFor(manifestPath: string): string {
 
 export async function readManifestFiles(manifestPath: string): Promise<ManifestFiles> {
   const lockPath = lockPathFor(manifestPath);
-  const manifest = await readFile(manifestPath, 'utf8').catch((e: unknown) => {
+  const manifest = await readBounded(manifestPath, MAX_MANIFEST_BYTES, () => tooBig('manifest', manifestPath)).catch((e: unknown) => {
     throw cannotRead('manifest', manifestPath, e);
   });
-  const lock = await readFile(lockPath, 'utf8').catch((e: unknown) => absentOrThrow(lockPath, e));
+  const lock = await readBounded(lockPath, MAX_MANIFEST_BYTES, () => tooBig('lock file', lockPath)).catch((e: unknown) => absentOrThrow(lockPath, e));
   return { path: manifestPath, lockPath, manifest, lock };
 }
 
@@ -37,13 +43,13 @@ export function readManifestFilesSync(manifestPath: string): ManifestFiles {
   const lockPath = lockPathFor(manifestPath);
   let manifest: string;
   try {
-    manifest = readFileSync(manifestPath, 'utf8');
+    manifest = readBoundedSync(manifestPath, MAX_MANIFEST_BYTES, () => tooBig('manifest', manifestPath));
   } catch (e) {
     throw cannotRead('manifest', manifestPath, e);
   }
   let lock: string | undefined;
   try {
-    lock = readFileSync(lockPath, 'utf8');
+    lock = readBoundedSync(lockPath, MAX_MANIFEST_BYTES, () => tooBig('lock file', lockPath));
   } catch (e) {
     lock = absentOrThrow(lockPath, e);
   }
@@ -59,6 +65,13 @@ function absentOrThrow(lockPath: string, e: unknown): undefined {
   throw cannotRead('lock file', lockPath, e);
 }
 
-function cannotRead(what: 'manifest' | 'lock file', file: string, e: unknown): ModelsyncError {
+type What = 'manifest' | 'lock file';
+
+function tooBig(what: What, file: string): ModelsyncError {
+  return new ModelsyncError('E_MANIFEST', `${what} ${file} is larger than ${MAX_MANIFEST_BYTES / 1024 / 1024} MiB; refusing to parse it (is it the right file?)`);
+}
+
+function cannotRead(what: What, file: string, e: unknown): ModelsyncError {
+  if (e instanceof ModelsyncError) return e;
   return new ModelsyncError('E_USAGE', `cannot read ${what} ${file}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }

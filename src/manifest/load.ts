@@ -19,7 +19,17 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
   if (doc.errors.length > 0) {
     throw new ManifestError(file, doc.errors.map((e) => ({ entry: undefined, field: 'syntax', line: lineAt(e.pos[0]), message: e.message.split('\n')[0] ?? e.message })));
   }
-  const data: unknown = doc.toJS();
+  let data: unknown;
+  try {
+    // The yaml package stops an alias bomb (aliases that expand a few lines into gigabytes)
+    // with a ReferenceError, and a document nested too deep ends in a RangeError: both are the
+    // file's fault, not ours.
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    const why = e instanceof ReferenceError && /alias/i.test(e.message) ? 'too many aliases (a YAML alias bomb?)' : e instanceof RangeError ? 'nested too deeply' : undefined;
+    if (why === undefined) throw e;
+    throw new ManifestError(file, [{ entry: undefined, field: 'syntax', line: undefined, message: why }]);
+  }
   const problems: ManifestProblem[] = [];
   const top = ManifestSchema.safeParse(data);
   if (!top.success) {

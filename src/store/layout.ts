@@ -2,6 +2,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { KEY_NAME, isContentKey, type ContentKey } from '../content-key.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { unwritableError } from '../os-errors.js';
 import { writeJsonAtomic } from '../fs/atomic-write.js';
 import { withReopen } from '../fs/estale.js';
 import { shown } from '../remote-value.js';
@@ -61,7 +62,11 @@ export async function openStore(root: string): Promise<StoreLayout> {
   if (raw === undefined) {
     await makeFolders(layout);
     // Two nodes creating the store at once both write the same content.
-    await writeJsonAtomic(file, { layout: LAYOUT_VERSION });
+    try {
+      await writeJsonAtomic(file, { layout: LAYOUT_VERSION });
+    } catch (e) {
+      throw unwritableError(e, root, 'store');
+    }
     return layout;
   }
   let version: unknown;
@@ -82,5 +87,10 @@ export async function openStore(root: string): Promise<StoreLayout> {
 
 /** Only once the version is known to be ours: a newer store is refused without a byte written. */
 async function makeFolders(layout: StoreLayout): Promise<void> {
-  await Promise.all([layout.blobs, layout.tmp, layout.leases, layout.refs].map((d) => mkdir(d, { recursive: true })));
+  try {
+    await Promise.all([layout.blobs, layout.tmp, layout.leases, layout.refs].map((d) => mkdir(d, { recursive: true })));
+  } catch (e) {
+    // A read-only models dir (or store): Node's recursive mkdir then says ENOENT, not EROFS.
+    throw unwritableError(e, layout.root, 'store');
+  }
 }

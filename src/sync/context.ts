@@ -42,6 +42,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
   const db = StateDb.open(config.stateDir, { onRecreated, busyTimeoutMs: config.tunables.stateBusyTimeoutMs });
   const store = await openStore(config.storeDir);
   const t = config.tunables;
+  if (t.connections < t.connectionsWanted) log.warn({ connections: t.connections, asked: t.connectionsWanted }, 'fewer connections than asked: the open-file limit (ulimit -n) leaves room for no more');
   const sources = new Map<string, Promise<Source>>();
   // Sources are imported lazily: a warm start needs none of them (nor the AWS SDK's load time).
   const make = async (kind: SourceRef['kind'], manifest: Manifest): Promise<Source> => {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
+import { machineError, syscallText, whyNotWritable } from '../os-errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
@@ -34,6 +35,11 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
   const entries = manifest.entries.filter(opts.filter ?? (() => true));
   const plan = await buildPlan(ctx, manifest, entries, signal, events);
   checkSpace(plan);
+  // Before the first byte: a download that could never be published is hours for nothing.
+  if (plan.jobs.length > 0) {
+    const why = whyNotWritable(ctx.config.modelsDir);
+    if (why !== undefined) throw new ModelsyncError('E_NOT_WRITABLE', `models dir ${ctx.config.modelsDir} is not writable: ${why}`);
+  }
   // Tell gc on other nodes what we are about to fetch and publish before we do it (see refs.ts).
   if (plan.jobs.length > 0) {
     const planned = [...plan.present, ...plan.jobs].map((p) => keyName(p.key));
@@ -72,8 +78,9 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
             fetched += got.fetched;
             await publishJob(ctx, job, got.stamp, results, events, batch);
           } catch (err) {
-            const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
-            if (!(err instanceof ModelsyncError)) ctx.log.error({ err }, 'unexpected error');
+            const known = machineError(err, syscallText(err));
+            const me = known ?? new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
+            if (!known) ctx.log.error({ err }, 'unexpected error');
             for (const e of job.entries) {
               const ee = me.forEntry(e.index, e.dest);
               results.set(e, result(e, 'failed', { error: ee }));

@@ -12,7 +12,7 @@ import { bootId } from './boot-id.js';
 import { readJournal } from './journal.js';
 import { journalFlusher, resumePoint } from './journal-flusher.js';
 import { PrefixHasher } from './prefix-hasher.js';
-import { ThreadHasher } from './thread-hasher.js';
+import { ThreadHasher, hashThreadFits } from './thread-hasher.js';
 import { withRetry, type RetryPolicy } from './retry.js';
 import { keyHasher } from './verify.js';
 
@@ -103,7 +103,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const onAbort = (): void => ctrl.abort(p.signal.reason);
   p.signal.addEventListener('abort', onAbort, { once: true });
   // A file big enough to come over several connections is big enough for the hash thread.
-  const hasher = map.count > 1 ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
+  const hasher = map.count > 1 && hashThreadFits() ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
   const offer = hasher instanceof PrefixHasher ? (b: Buffer, at: number): void => hasher.offer(b, at) : undefined;
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { memoryHeadroom } from '../os-limits.js';
 import type { ContentKey } from '../content-key.js';
 import type { ChunkMap } from './chunks.js';
 
@@ -65,6 +66,10 @@ class HashThread {
   private readonly jobs = new Map<number, Job>();
   private nextId = 1;
 
+  get started(): boolean {
+    return this.worker !== undefined;
+  }
+
   open(file: string, algo: ContentKey['algo'], size: number, job: Job): number {
     const id = this.nextId++;
     this.jobs.set(id, job);
@@ -92,7 +97,7 @@ class HashThread {
 
   private ensure(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(WORKER, { eval: true });
+    const w = new Worker(WORKER, { eval: true, resourceLimits: THREAD_LIMITS });
     w.on('message', (m: { id: number; hex?: string; error?: string }) => {
       const job = this.jobs.get(m.id);
       if (!job) return;
@@ -115,6 +120,28 @@ class HashThread {
 }
 
 const thread = new HashThread();
+
+/**
+ * The thread's own V8 heap, sized for what it does (a 1 MiB read buffer outside the heap and a
+ * hash state): by default each thread reserves ~840 MB of address space (its code range
+ * most of all), with these ~210 MB.
+ */
+const THREAD_LIMITS = { codeRangeSizeMb: 8, maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 4 };
+/** Address space the thread needs, with room for the main thread to go on growing. */
+const THREAD_HEADROOM = 1024 * 1024 * 1024;
+
+let fits: boolean | undefined;
+
+/**
+ * Whether a hash thread may be started. Under a low `ulimit -v` (or `-d`) V8 cannot reserve a
+ * new isolate's memory, and that is a fatal OOM of the whole process (SIGTRAP, nothing to
+ * catch): decided before the first thread, from the limits and what is mapped already. When
+ * it does not fit, large files are hashed on the main thread (PrefixHasher), a little slower.
+ */
+export function hashThreadFits(): boolean {
+  fits ??= thread.started || memoryHeadroom() >= THREAD_HEADROOM;
+  return fits;
+}
 
 /** PrefixHasher's work, done on the shared hash thread: the main thread only posts the frontier. */
 export class ThreadHasher {
