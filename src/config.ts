@@ -16,8 +16,8 @@ export interface Tunables {
   connections: number;
   /** What --connections asked for; more than `connections` when the open-file limit cut it. */
   connectionsWanted: number;
-  /** Bytes per ranged request of a large file. */
-  chunkSize: number;
+  /** --chunk-size: the largest chunk (one ranged request) a file is cut into; see chunkSizeFor. */
+  maxChunkSize: number;
   /** Abort a response that sends nothing for this long. */
   idleTimeoutMs: number;
   /** First retry delay; doubles each attempt, with jitter. */
@@ -181,7 +181,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     // Never more than the open-file limit can hold (os-limits.ts); openContext says when it cut.
     connections: Math.min(connectionsWanted, connectionsThatFit()),
     connectionsWanted,
-    chunkSize: sizeSetting('--chunk-size', flags['chunk-size'] ?? env.MODELSYNC_CHUNK_SIZE, 32 * MiB),
+    maxChunkSize: sizeSetting('--chunk-size', flags['chunk-size'] ?? env.MODELSYNC_CHUNK_SIZE, 32 * MiB),
     idleTimeoutMs: intSetting('MODELSYNC_IDLE_TIMEOUT_MS', env.MODELSYNC_IDLE_TIMEOUT_MS, 30_000, 10),
     retryBaseMs: intSetting('MODELSYNC_RETRY_BASE_MS', env.MODELSYNC_RETRY_BASE_MS, 500, 0),
     retryMaxWaitMs: intSetting('MODELSYNC_RETRY_MAX_WAIT_MS', env.MODELSYNC_RETRY_MAX_WAIT_MS, 120_000, 0),

@@ -3,6 +3,8 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ModelsyncError } from '../src/errors.js';
 import type { BodyReader } from '../src/transfer/body-reader.js';
+import { ConnectionBudget } from '../src/transfer/budget.js';
+import { receiveBlockSize } from '../src/transfer/receive-buffers.js';
 import { wireRequest } from '../src/transfer/wire.js';
 
 /**
@@ -76,7 +78,9 @@ async function readAll(body: BodyReader): Promise<Buffer> {
   return Buffer.concat(out);
 }
 
-const get = (url: URL, headers: Record<string, string> = {}) => wireRequest({ url, headers, idleTimeoutMs: 2000 });
+/** Each test's servers are its own, so one budget (one idle pool) for the file shares nothing between tests. */
+const budget = new ConnectionBudget(16);
+const get = (url: URL, headers: Record<string, string> = {}, b = budget) => wireRequest({ url, headers, idleTimeoutMs: 2000 }, b);
 
 function chunkedParts(data: Buffer, sizes: readonly number[]): Buffer[] {
   const parts: Buffer[] = [];
@@ -174,7 +178,7 @@ describe('wire transport', () => {
       hold = sock;
       sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${1 << 20}\r\n\r\n${'x'.repeat(1000)}`);
     });
-    const res = await wireRequest({ url: srv.url(), headers: {}, idleTimeoutMs: 120_000 });
+    const res = await wireRequest({ url: srv.url(), headers: {}, idleTimeoutMs: 120_000 }, budget);
     expect((await res.body.next())?.length).toBe(1000);
     hold?.destroy();
     await expect(res.body.next()).rejects.toMatchObject({ code: 'E_NETWORK' });
@@ -212,12 +216,12 @@ describe('wire transport', () => {
 
   it('an idle server is cut by the timeout; an abort stops a request at once', async () => {
     const srv = await rawServer((_req, sock) => sock.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc'));
-    const res = await wireRequest({ url: srv.url(), headers: {}, idleTimeoutMs: 100 });
+    const res = await wireRequest({ url: srv.url(), headers: {}, idleTimeoutMs: 100 }, budget);
     expect((await res.body.next())?.toString()).toBe('abc');
     await expect(res.body.next()).rejects.toMatchObject({ code: 'E_TIMEOUT' });
     const ctrl = new AbortController();
     const silent = await rawServer(() => undefined);
-    const pending = wireRequest({ url: silent.url(), headers: {}, idleTimeoutMs: 60_000, signal: ctrl.signal });
+    const pending = wireRequest({ url: silent.url(), headers: {}, idleTimeoutMs: 60_000, signal: ctrl.signal }, budget);
     ctrl.abort();
     await expect(pending).rejects.toMatchObject({ code: 'E_ABORTED' });
   });
@@ -226,5 +230,59 @@ describe('wire transport', () => {
     const srv = await rawServer(() => undefined);
     await expect(get(srv.url(), { authorization: 'Bearer x\r\nx-evil: 1' })).rejects.toMatchObject({ code: 'E_CONFIG' });
     expect(srv.seen.requests).toHaveLength(0);
+  });
+});
+
+describe('the connection budget', () => {
+  const answer = (_req: string, sock: net.Socket): void => void sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+
+  it('kept-alive connections belong to one budget: another budget opens its own', async () => {
+    const srv = await rawServer(answer);
+    const other = new ConnectionBudget(16);
+    for (const b of [budget, other, budget, other]) expect((await readAll((await get(srv.url(), {}, b)).body)).toString()).toBe('ok');
+    expect(srv.seen.connections).toBe(2);
+  });
+
+  it('keeps no more idle connections per route than the budget has connections', async () => {
+    const srv = await rawServer(answer);
+    const two = new ConnectionBudget(2);
+    const round = async (): Promise<void> => {
+      const all = await Promise.all([1, 2, 3].map(() => get(srv.url(), {}, two)));
+      for (const r of all) expect((await readAll(r.body)).toString()).toBe('ok');
+    };
+    await round();
+    expect(srv.seen.connections).toBe(3);
+    // Two were kept, the third closed: the next three requests open one more.
+    await round();
+    expect(srv.seen.connections).toBe(4);
+  });
+
+  it('runs at most `connections` requests at once, and the rest as slots free up', async () => {
+    const b = new ConnectionBudget(2);
+    let running = 0;
+    let most = 0;
+    const gates: (() => void)[] = [];
+    const tasks = [1, 2, 3, 4, 5].map(() =>
+      b.request(async () => {
+        most = Math.max(most, ++running);
+        await new Promise<void>((r) => gates.push(r));
+        running--;
+      }),
+    );
+    for (let done = 0; done < 5; done++) {
+      while (gates.length === 0) await new Promise((r) => setImmediate(r));
+      gates.shift()?.();
+    }
+    await Promise.all(tasks);
+    expect(most).toBe(2);
+  });
+
+  it('sizes what depends on it: files in flight, lookups, the SDK\'s sockets, receive blocks', () => {
+    expect([1, 4, 16, 64].map((n) => new ConnectionBudget(n).files)).toEqual([4, 4, 16, 64]);
+    expect([1, 4, 16].map((n) => new ConnectionBudget(n).lookups)).toEqual([1, 4, 4]);
+    expect(new ConnectionBudget(16).sdkSockets).toBe(24);
+    // 16 MiB of receive memory in all, two blocks per connection, 128-512 KiB each.
+    expect([1, 16, 32, 64, 1000].map(receiveBlockSize)).toEqual([512, 512, 256, 128, 128].map((k) => k * 1024));
+    expect(new ConnectionBudget(32).receiveBlockSize).toBe(256 * 1024);
   });
 });

@@ -6,6 +6,7 @@ import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import { shown } from '../remote-value.js';
 import type { StateDb } from '../state/db.js';
+import type { ConnectionBudget } from '../transfer/budget.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
 import { isCommit } from '../content-key.js';
 import { readPathsInfo } from './hf-paths-info.js';
@@ -19,6 +20,8 @@ export interface HfSourceOptions {
   readonly idleTimeoutMs: number;
   readonly db: StateDb;
   readonly proxies: ProxySettings;
+  /** The sync's connection budget: the file bytes' requests use its connections. */
+  readonly connections: ConnectionBudget;
 }
 
 interface HfLocator {
@@ -213,6 +216,7 @@ export class HfSource implements Source {
         idleTimeoutMs: this.opts.idleTimeoutMs,
         signal: req.signal,
         proxies: this.opts.proxies,
+        connections: this.opts.connections,
       });
       const viaCdn = cdn !== undefined || res.hops.length > 0;
       // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.

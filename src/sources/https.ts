@@ -2,6 +2,7 @@ import { ModelsyncError } from '../errors.js';
 import type { Entry, HttpsRef } from '../manifest/types.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
+import type { ConnectionBudget } from '../transfer/budget.js';
 import { httpRequest, statusError } from '../transfer/http.js';
 import { bodyFromResponse } from './http-body.js';
 import type { ContentKey } from '../content-key.js';
@@ -12,6 +13,7 @@ export interface HttpsSourceOptions {
   readonly tokens: ReadonlyMap<string, string>;
   readonly idleTimeoutMs: number;
   readonly proxies: ProxySettings;
+  readonly connections: ConnectionBudget;
 }
 
 /**
@@ -48,6 +50,7 @@ export class HttpsSource implements Source {
       idleTimeoutMs: this.opts.idleTimeoutMs,
       signal: req.signal,
       proxies: this.opts.proxies,
+      connections: this.opts.connections,
     });
     if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
     if (res.status === 401 || res.status === 403) {

@@ -6,6 +6,7 @@ import { ModelsyncError } from '../errors.js';
 import type { Entry, Manifest, S3Ref } from '../manifest/types.js';
 import { proxyFor } from '../proxy/proxy-for.js';
 import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
+import type { ConnectionBudget } from '../transfer/budget.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
 import { createS3Client, s3Settings, type S3Settings } from './s3-client.js';
 import { isVagueHeadFailure, s3Error, sdkErrorShape, sourceChanged, type S3Failure } from './s3-errors.js';
@@ -16,6 +17,7 @@ export interface S3SourceOptions {
   readonly config: Config;
   readonly manifest: Manifest;
   readonly idleTimeoutMs: number;
+  readonly connections: ConnectionBudget;
 }
 
 /** What HeadObject says about an object. */
@@ -55,7 +57,7 @@ export class S3Source implements Source {
     const t = opts.config.tunables;
     this.settings = s3Settings(opts.config, opts.manifest.s3);
     this.region = this.settings.region;
-    this.client = createS3Client(this.settings, opts.idleTimeoutMs, t.connections + 8, opts.config.proxies);
+    this.client = createS3Client(this.settings, opts.idleTimeoutMs, opts.connections.sdkSockets, opts.config.proxies);
     this.proxy = proxyFor(opts.config.proxies, new URL(this.settings.endpoint ?? 'https://s3.amazonaws.com'));
     this.policy = { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs };
   }

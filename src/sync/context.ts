@@ -1,4 +1,3 @@
-import PQueue from 'p-queue';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { SourceRef } from '../manifest/types.js';
@@ -8,6 +7,7 @@ import { StateDb } from '../state/db.js';
 import { openStore, type StoreLayout } from '../store/layout.js';
 import { newToken } from '../store/lease.js';
 import { systemClock, type Clock } from '../clock.js';
+import { ConnectionBudget } from '../transfer/budget.js';
 import type { RetryPolicy } from '../transfer/retry.js';
 
 /** Everything a sync needs, opened once per process and shared by every sync it runs. */
@@ -16,8 +16,8 @@ export interface SyncContext {
   readonly log: Logger;
   readonly db: StateDb;
   readonly store: StoreLayout;
-  /** The global connection budget. */
-  readonly pool: PQueue;
+  /** --connections and all that is sized from it (transfer/budget.ts). */
+  readonly connections: ConnectionBudget;
   readonly policy: RetryPolicy;
   readonly clock: Clock;
   /** Random per process: names our partials and leases (hostnames repeat across pods). */
@@ -43,27 +43,27 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
   const store = await openStore(config.storeDir);
   const t = config.tunables;
   if (t.connections < t.connectionsWanted) log.warn({ connections: t.connections, asked: t.connectionsWanted }, 'fewer connections than asked: the open-file limit (ulimit -n) leaves room for no more');
+  const connections = new ConnectionBudget(t.connections);
   const sources = new Map<string, Promise<Source>>();
   // Sources are imported lazily: a warm start needs none of them (nor the AWS SDK's load time).
   const make = async (kind: SourceRef['kind'], manifest: Manifest): Promise<Source> => {
-    (await import('../transfer/receive-buffers.js')).planReceiveMemory(t.connections);
     if (kind === 'hf') {
       const { HfSource } = await import('../sources/hf.js');
-      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db, proxies: config.proxies });
+      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db, proxies: config.proxies, connections });
     }
     if (kind === 'https') {
       const { HttpsSource } = await import('../sources/https.js');
-      return new HttpsSource({ tokens: config.httpTokens, idleTimeoutMs: t.idleTimeoutMs, proxies: config.proxies });
+      return new HttpsSource({ tokens: config.httpTokens, idleTimeoutMs: t.idleTimeoutMs, proxies: config.proxies, connections });
     }
     const { S3Source } = await import('../sources/s3.js');
-    return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs });
+    return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs, connections });
   };
   return {
     config,
     log,
     db,
     store,
-    pool: new PQueue({ concurrency: t.connections }),
+    connections,
     policy: { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs },
     clock,
     token: newToken(),

@@ -55,8 +55,7 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
   // Folder fsyncs and state DB rows of every commit and publish, done in a few passes; the last
   // one before this sync reports anything (see SyncBatch for why that is as durable as before).
   const batch = new SyncBatch(ctx.db, ctx.log, ctx.clock);
-  // Files in flight are bounded too: each holds a file handle, a hasher and a lease.
-  const files = new PQueue({ concurrency: Math.max(4, ctx.config.tunables.connections) });
+  const files = new PQueue({ concurrency: ctx.connections.files });
   const claims = new ClaimOwner(ctx.store.tmp, ctx.token);
   // Small blobs a peer is fetching right now: a second pass, after everything else.
   const busy: BlobJob[] = [];

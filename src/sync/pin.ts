@@ -68,7 +68,7 @@ export async function pinManifest(ctx: SyncContext, manifest: Manifest, opts: Pi
     const g = s.kind === 'hf' ? `hf:${s.repoType}:${s.repo}@${s.revision}` : `${s.kind}:${e.index}`;
     groups.set(g, [...(groups.get(g) ?? []), e]);
   }
-  const queue = new PQueue({ concurrency: Math.min(4, ctx.config.tunables.connections) });
+  const queue = new PQueue({ concurrency: ctx.connections.lookups });
   await Promise.all(
     [...groups.values()].map((group) =>
       queue.add(async () => {

@@ -11,7 +11,7 @@ const TARGET_CHUNKS = 64;
 
 /**
  * The chunk size of a new download of `size` bytes: size / 64 (whole MiB), at least 4 MiB and
- * at most `largest` (--chunk-size). The hash can only follow the lowest unfinished chunk, and the
+ * at most `maxChunkSize` (--chunk-size). The hash can only follow the lowest unfinished chunk, and the
  * connections' last chunks all end together, so up to connections x chunk bytes are left to hash
  * after the last byte arrives: 0.3 s at 32 MiB over 16 connections. Smaller chunks for files
  * under 2 GiB bound that, and spread a 100 MB file over more connections than three; each
@@ -19,9 +19,9 @@ const TARGET_CHUNKS = 64;
  * Depends on nothing but the size and the setting, and a journal keeps its own (resume never
  * changes a partial's layout).
  */
-export function chunkSizeFor(size: number, largest: number): number {
+export function chunkSizeFor(size: number, maxChunkSize: number): number {
   const even = Math.ceil(size / TARGET_CHUNKS / MiB) * MiB;
-  return Math.min(largest, Math.max(MIN_CHUNK, even));
+  return Math.min(maxChunkSize, Math.max(MIN_CHUNK, even));
 }
 
 /**

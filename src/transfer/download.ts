@@ -1,11 +1,11 @@
 import { setMaxListeners } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import type PQueue from 'p-queue';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { Logger } from '../log.js';
 import type { OpenBody, RemoteFile, Source } from '../sources/source.js';
 import type { BodyReader } from './body-reader.js';
+import type { ConnectionBudget } from './budget.js';
 import { ChunkMap, chunkSizeFor } from './chunks.js';
 import { networkError } from './network-error.js';
 import { bootId } from './boot-id.js';
@@ -23,9 +23,9 @@ export interface DownloadParams {
   readonly partPath: string;
   readonly journalPath: string;
   /** The largest chunk (--chunk-size): see chunkSizeFor. */
-  readonly chunkSize: number;
-  /** The global connection budget, shared by every file of the sync. */
-  readonly pool: PQueue;
+  readonly maxChunkSize: number;
+  /** The connection budget, shared by every file of the sync: each chunk's request takes one of its connections. */
+  readonly connections: ConnectionBudget;
   readonly policy: RetryPolicy;
   readonly signal: AbortSignal;
   readonly log: Logger;
@@ -92,7 +92,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const resumable = journal !== undefined && journal.version === p.file.version && journal.size === size && partSize === size;
   const boot = await bootId();
   const from = resumable ? resumePoint(journal, boot) : { written: [], durable: [] };
-  const map = new ChunkMap(size, resumable ? journal.chunkSize : chunkSizeFor(size, p.chunkSize), from.written);
+  const map = new ChunkMap(size, resumable ? journal.chunkSize : chunkSizeFor(size, p.maxChunkSize), from.written);
   const fh = await open(p.partPath, resumable ? 'r+' : 'w+');
   const resumedFrom = map.bytesOnDisk();
   if (resumable && resumedFrom > 0) p.log.info({ uri: p.file.uri, bytes: resumedFrom }, 'resuming partial download');
@@ -122,7 +122,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
     for (let i = 0; i < map.count; i++) {
       if (map.done(i)) continue;
       tasks.push(
-        p.pool.add(
+        p.connections.request(
           () =>
             withRetry(
               async (ctx) => {
@@ -136,7 +136,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
               p.policy,
               { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
             ).catch(stopAll),
-          { signal: ctrl.signal },
+          ctrl.signal,
         ),
       );
     }

@@ -5,6 +5,7 @@ import { proxyFor } from '../proxy/proxy-for.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import type { BodyReader } from './body-reader.js';
+import type { ConnectionBudget } from './budget.js';
 import { wireRequest } from './wire.js';
 
 export interface HttpRequest {
@@ -21,6 +22,8 @@ export interface HttpRequest {
   readonly followRedirects?: boolean;
   /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY, applied to every hop; undefined: always direct. */
   readonly proxies?: ProxySettings | undefined;
+  /** Whose kept-alive connections (and receive memory) the request uses. */
+  readonly connections: ConnectionBudget;
 }
 
 export interface Hop {
@@ -83,7 +86,7 @@ async function once(url: URL, req: HttpRequest, authorization: string | undefine
   if (authorization !== undefined) headers.authorization = authorization;
   if (req.range) headers.range = `bytes=${req.range.start}-${req.range.end - 1}`;
   const proxy = req.proxies === undefined ? undefined : proxyFor(req.proxies, url);
-  const res = await wireRequest({ url, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal, proxy });
+  const res = await wireRequest({ url, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal, proxy }, req.connections);
   // Sent to an http:// proxy in absolute form, a 407 is the proxy's own answer, not the server's.
   if (res.status === 407 && proxy !== undefined && url.protocol === 'http:') {
     res.body.discard();

@@ -6,15 +6,13 @@ const MAX_BLOCK = 512 * 1024;
 /** Receive memory of all connections together: 32 x 2 x 256 KiB, or 16 x 2 x 512 KiB. */
 const RECEIVE_MEMORY = 16 * 1024 * 1024;
 
-let block = MAX_BLOCK;
-
 /**
- * Size blocks for a connection budget. On loopback 512 KiB blocks cost ~10 % less CPU than
- * 256 KiB, but past 16 connections two of them per connection are most of the process's
- * memory, and a link shared by that many connections gives each less than a block needs.
+ * Block size for a connection budget (transfer/budget.ts). On loopback 512 KiB blocks cost ~10 %
+ * less CPU than 256 KiB, but past 16 connections two of them per connection are most of the
+ * process's memory, and a link shared by that many connections gives each less than a block needs.
  */
-export function planReceiveMemory(connections: number): void {
-  block = Math.max(MIN_BLOCK, Math.min(MAX_BLOCK, 2 ** Math.floor(Math.log2(RECEIVE_MEMORY / (2 * Math.max(1, connections))))));
+export function receiveBlockSize(connections: number): number {
+  return Math.max(MIN_BLOCK, Math.min(MAX_BLOCK, 2 ** Math.floor(Math.log2(RECEIVE_MEMORY / (2 * Math.max(1, connections))))));
 }
 
 /**
@@ -48,7 +46,7 @@ export class ReceiveBuffers {
   private held: Half | undefined;
   private scratch: Buffer | undefined;
 
-  constructor() {
+  constructor(block: number) {
     const mk = (): Half => ({ buf: Buffer.allocUnsafeSlow(block), start: 0, out: 0, scan: 0, fill: 0, state: 'recv' });
     this.halves = [mk(), mk()];
   }

@@ -65,8 +65,8 @@ export class WireConn {
    * A connection to the URL's origin, directly or through `proxy`. `release` gets it back when
    * an exchange ended cleanly and it may be reused.
    */
-  static async open(url: URL, proxy: ProxyEndpoint | undefined, release: (c: WireConn) => void, died: (c: WireConn) => void, opts: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<WireConn> {
-    const bufs = new ReceiveBuffers();
+  static async open(url: URL, proxy: ProxyEndpoint | undefined, release: (c: WireConn) => void, died: (c: WireConn) => void, opts: { timeoutMs: number; signal?: AbortSignal | undefined; receiveBlockSize: number }): Promise<WireConn> {
+    const bufs = new ReceiveBuffers(opts.receiveBlockSize);
     const self: { conn?: WireConn } = {};
     // Reads start only after our first request is written, by when `conn` is set.
     const onread = { buffer: () => bufs.space(), callback: (n: number, landed: Uint8Array) => self.conn?.onRead(n, landed) ?? false };
