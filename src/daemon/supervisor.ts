@@ -199,16 +199,18 @@ export class Supervisor {
   /** The child's guardian (parent-death.ts); without one the child still runs, and that is said. */
   private startGuardian(): ParentDeathGuard | undefined {
     const g = guardianCommand(this.opts.stopTimeoutMs);
-    try {
-      const proc = spawn(g.command, [...g.args], { detached: true, env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'ignore', 'ignore'] });
-      if (proc.pid === undefined) {
-        proc.once('error', (e) => this.opts.log.warn({ err: e.message, command: g.command }, 'cannot start the guardian: the child would outlive a killed modelsync'));
-        return undefined;
-      }
-      return new ParentDeathGuard(proc, this.opts.log);
-    } catch (e) {
+    const failed = (e: unknown): undefined => {
       this.opts.log.warn({ err: e instanceof Error ? e.message : String(e), command: g.command }, 'cannot start the guardian: the child would outlive a killed modelsync');
       return undefined;
+    };
+    try {
+      // cwd /: it lives as long as the child and must not keep a mount (the models volume) busy.
+      const proc = spawn(g.command, [...g.args], { detached: true, cwd: '/', env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'ignore', 'ignore'] });
+      if (proc.pid !== undefined) return new ParentDeathGuard(proc, this.opts.log);
+      proc.once('error', failed);
+      return undefined;
+    } catch (e) {
+      return failed(e);
     }
   }
 
