@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from './support/cli.js';
 import { startHub, type Hub } from './support/hub.js';
-import { addModel } from './support/models.js';
+import { addModel, fileSha256 } from './support/models.js';
 
 let hub: Hub;
 let sb: Sandbox;
@@ -64,9 +64,12 @@ describe('plan, status, verify', () => {
     expect(st.code).toBe(1);
     expect(st.stdout).toMatch(/missing\s+checkpoints\/a\.safetensors/);
     expect(st.stdout).toMatch(/changed\s+checkpoints\/b\.safetensors/);
+    // --full finds the tampered file and repairs it from the store (issue 13); a stays missing.
     const v = await runCli(['verify', '--full'], sb.env());
     expect(v.code).toBe(1);
-    expect(v.stdout).toMatch(/corrupt\s+checkpoints\/b\.safetensors: sha256 expected [0-9a-f]{64}, got/);
+    expect(v.stdout).toMatch(/repaired\s+checkpoints\/b\.safetensors: was corrupt \(sha256 expected [0-9a-f]{64}, got [0-9a-f]{64}\); fetched again/);
+    expect(v.stdout).toMatch(/missing\s+checkpoints\/a\.safetensors/);
+    expect(await fileSha256(bPath)).toBe(b.sha256);
     // sync repairs both from the store, without downloading again
     hub.resetStats();
     await chmod(bPath, 0o644);

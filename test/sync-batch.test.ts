@@ -27,7 +27,7 @@ afterEach(async () => {
 });
 
 const KEY = { algo: 'sha256', hex: 'ab'.repeat(32) } as const;
-const STAMP = { dev: '1', ino: '2', size: 3, mtimeNs: '4' };
+const STAMP = { dev: '1', ino: '2', size: 3, mtimeNs: '4', ctimeNs: '5' };
 
 async function setup(limits?: { rows: number; ms: number }): Promise<{ batch: SyncBatch; db: StateDb; root: string }> {
   dir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-batch-'));

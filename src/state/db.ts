@@ -5,6 +5,7 @@ import { ModelsyncError } from '../errors.js';
 import { isCommit, isContentKey, type ContentKey } from '../content-key.js';
 import { unwritableError } from '../os-errors.js';
 import { MalformedDb, isMalformed, stateDbError } from './db-errors.js';
+import { migrate } from './db-migrate.js';
 
 /** statfs magic numbers of file systems where SQLite's locking cannot be trusted. */
 const NETWORK_FS: ReadonlyMap<number, string> = new Map([
@@ -19,11 +20,18 @@ const NETWORK_FS: ReadonlyMap<number, string> = new Map([
   [0x01021997, '9p'],
 ]);
 
+/**
+ * What a file was when it was verified. A file is trusted without reading it only while all of
+ * these are unchanged: the ctime too, because an mtime can be set back by anyone who can write
+ * the file (touch -d), and the ctime cannot. A hard link made or removed moves the ctime as well
+ * (it is the inode's), so a blob another models dir links is re-verified once.
+ */
 export interface FileStamp {
   readonly dev: string;
   readonly ino: string;
   readonly size: number;
   readonly mtimeNs: string;
+  readonly ctimeNs: string;
 }
 
 export interface HfFileRow {
@@ -57,7 +65,8 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS verified (
   path TEXT PRIMARY KEY, dev TEXT NOT NULL, ino TEXT NOT NULL, size INTEGER NOT NULL,
-  mtime_ns TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL, verified_at INTEGER NOT NULL);
+  mtime_ns TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL, verified_at INTEGER NOT NULL,
+  ctime_ns TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS hf_revisions (
   repo_type TEXT NOT NULL, repo TEXT NOT NULL, revision TEXT NOT NULL, commit_sha TEXT NOT NULL,
   resolved_at INTEGER NOT NULL, PRIMARY KEY (repo_type, repo, revision));
@@ -156,22 +165,23 @@ export class StateDb {
   }
 
   verifiedStamp(p: string): (FileStamp & ContentKey) | undefined {
-    const r = this.stmt('SELECT dev, ino, size, mtime_ns, algo, hex FROM verified WHERE path = ?').get(p) as
-      | { dev: string; ino: string; size: number; mtime_ns: string; algo: ContentKey['algo']; hex: string }
+    const r = this.stmt('SELECT dev, ino, size, mtime_ns, ctime_ns, algo, hex FROM verified WHERE path = ?').get(p) as
+      | { dev: string; ino: string; size: number; mtime_ns: string; ctime_ns: string; algo: ContentKey['algo']; hex: string }
       | undefined;
     // Rows name store files: one this modelsync would never write (an older one took a hostile
     // mirror's word for it, or the file was edited) is no row at all.
     if (!r || !isContentKey(r)) return undefined;
-    return { dev: r.dev, ino: r.ino, size: r.size, mtimeNs: r.mtime_ns, algo: r.algo, hex: r.hex };
+    return { dev: r.dev, ino: r.ino, size: r.size, mtimeNs: r.mtime_ns, ctimeNs: r.ctime_ns, algo: r.algo, hex: r.hex };
   }
 
   putVerified(p: string, stamp: FileStamp, key: ContentKey): void {
-    this.stmt('INSERT OR REPLACE INTO verified (path, dev, ino, size, mtime_ns, algo, hex, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+    this.stmt('INSERT OR REPLACE INTO verified (path, dev, ino, size, mtime_ns, ctime_ns, algo, hex, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
       p,
       stamp.dev,
       stamp.ino,
       stamp.size,
       stamp.mtimeNs,
+      stamp.ctimeNs,
       key.algo,
       key.hex,
       Date.now(),
@@ -274,6 +284,7 @@ function openChecked(file: string, busyTimeoutMs: number): Database.Database {
     const check = db.pragma('quick_check', { simple: true });
     if (check !== 'ok') throw new MalformedDb(`quick_check: ${String(check)}`);
     db.exec(SCHEMA);
+    migrate(db);
     return db;
   } catch (e) {
     db.close();

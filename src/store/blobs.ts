@@ -1,3 +1,4 @@
+import type { BigIntStats } from 'node:fs';
 import { chmod, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
@@ -127,13 +128,23 @@ export async function stampOf(file: string): Promise<FileStamp | undefined> {
   try {
     const s = await stat(file, { bigint: true });
     if (!s.isFile()) return undefined;
-    return { dev: s.dev.toString(), ino: s.ino.toString(), size: Number(s.size), mtimeNs: s.mtimeNs.toString() };
+    return stampFrom(s);
   } catch (e) {
     if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
     throw e;
   }
 }
 
+export function stampFrom(s: BigIntStats): FileStamp {
+  return { dev: s.dev.toString(), ino: s.ino.toString(), size: Number(s.size), mtimeNs: s.mtimeNs.toString(), ctimeNs: s.ctimeNs.toString() };
+}
+
+/** Unchanged since it was stamped: the same inode, size, mtime and ctime (see FileStamp). */
 export function sameStamp(a: FileStamp, b: FileStamp): boolean {
+  return sameContentStamp(a, b) && a.ctimeNs === b.ctimeNs;
+}
+
+/** The same inode with the same size and mtime: only the ctime may differ (a link made or removed). */
+export function sameContentStamp(a: FileStamp, b: FileStamp): boolean {
   return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
 }

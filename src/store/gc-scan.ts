@@ -189,3 +189,21 @@ export async function readBlobs(store: StoreLayout): Promise<BlobEntry[]> {
   }
   return out;
 }
+
+/**
+ * Blobs moved to STORE/quarantine, dated by their ctime: the move set it (on the store's clock),
+ * while the mtime is still the old commit's. Evidence of a corruption, kept for gc's temp age.
+ */
+export async function readQuarantine(store: StoreLayout): Promise<Dated[]> {
+  const out: Dated[] = [];
+  for (const name of await list(store.quarantine)) {
+    const p = path.join(store.quarantine, name);
+    try {
+      const s = await withReopen(() => stat(p));
+      out.push({ path: p, mtimeMs: s.ctimeMs, size: s.nlink > 1 ? 0 : s.size });
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+    }
+  }
+  return out;
+}

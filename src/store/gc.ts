@@ -4,7 +4,7 @@ import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import { isTempOf } from '../fs/atomic-write.js';
 import type { Logger } from '../log.js';
-import { KEY_NAME, list, readBlobs, readLeases, readRecords, readTemps, statOrGone, storeNow, type BlobEntry, type RefsRecord } from './gc-scan.js';
+import { KEY_NAME, list, readBlobs, readLeases, readQuarantine, readRecords, readTemps, statOrGone, storeNow, type BlobEntry, type RefsRecord } from './gc-scan.js';
 import type { StoreLayout } from './layout.js';
 
 /**
@@ -23,7 +23,8 @@ import type { StoreLayout } from './layout.js';
  * - In flight: a blob with a lease, or with a partial in STORE/tmp younger than `tmpMaxAgeMs`,
  *   is being downloaded (a partial may be resumed by the next node): never collected.
  * - Debris: partials, journals and temp files untouched for `tmpMaxAgeMs` and not under a live
- *   lease; leases whose heartbeat stopped that long ago; leftovers of broken/released leases.
+ *   lease; leases whose heartbeat stopped that long ago; leftovers of broken/released leases;
+ *   quarantined blobs (STORE/quarantine) moved aside that long ago.
  * - Safety: with no live record at all, no blob is collected (an empty refs dir is more likely a
  *   new or misconfigured store than a decision to delete everything). Just before deleting, the
  *   records and leases are read again, so a node that started to need a blob meanwhile keeps it.
@@ -97,7 +98,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
     tempsOut.push({ path: rel(store, t.path), size: t.size, ageMs: age });
     if (act) await rm(t.path, { force: true });
   }
-  for (const t of [...recordTemps, ...(await rootTemps(store))]) {
+  for (const t of [...recordTemps, ...(await rootTemps(store)), ...(await readQuarantine(store))]) {
     const age = now - t.mtimeMs;
     if (age < opts.tmpMaxAgeMs) continue;
     tempsOut.push({ path: rel(store, t.path), size: t.size, ageMs: age });

@@ -17,6 +17,8 @@ export interface StoreLayout {
   readonly leases: string;
   /** Per-node records of what each node's manifest references, for gc. */
   readonly refs: string;
+  /** Blobs found not to hash to their address, moved aside (made when first needed). */
+  readonly quarantine: string;
 }
 
 export function storeLayout(root: string): StoreLayout {
@@ -26,6 +28,7 @@ export function storeLayout(root: string): StoreLayout {
     tmp: path.join(root, 'tmp'),
     leases: path.join(root, 'leases'),
     refs: path.join(root, 'refs'),
+    quarantine: path.join(root, 'quarantine'),
   };
 }
 

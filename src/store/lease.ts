@@ -229,7 +229,12 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
     if (await isDone()) return 'done';
     const lease = await Lease.tryAcquire(opts);
     if (lease) {
-      if (!(await isDone())) return lease;
+      // isDone may throw (a manifest that disagrees with the blob): the lease must not outlive it.
+      const done = await isDone().catch(async (e: unknown) => {
+        await lease.release();
+        throw e;
+      });
+      if (!done) return lease;
       await lease.release();
       return 'done';
     }

@@ -5,10 +5,10 @@ import { machineError, syscallText, whyNotWritable } from '../os-errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
-import { stampOf } from '../store/blobs.js';
+import { sameContentStamp, stampOf } from '../store/blobs.js';
 import { ClaimOwner, SMALL_BLOB_BYTES } from '../store/claim.js';
 import { blobPath } from '../store/layout.js';
-import { publish } from '../store/publish.js';
+import { publish, type PublishMode } from '../store/publish.js';
 import { sweepDeadClaims } from '../store/sweep-dead-claims.js';
 import type { SyncContext } from './context.js';
 import { buildPlan, checkSpace } from './plan.js';
@@ -118,6 +118,7 @@ async function publishJob(ctx: SyncContext, job: BlobJob, stamp: FileStamp | und
   const blobSt = stamp ?? (await stampOf(blob));
   // The committed blob's own size: a source re-resolved mid-download may have named another.
   const size = blobSt?.size ?? job.file.size ?? 0;
+  const done: { e: Entry; final: string; mode: PublishMode; fail: (err: unknown) => void }[] = [];
   for (const e of job.entries) {
     const fail = (err: unknown): void => {
       const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_PUBLISH', String(err), { cause: err });
@@ -127,19 +128,28 @@ async function publishJob(ctx: SyncContext, job: BlobJob, stamp: FileStamp | und
     };
     try {
       const mode = await publish(blob, ctx.config.modelsDir, e.dest, { batch, blobId: blobSt });
-      const final = path.join(ctx.config.modelsDir, e.dest);
-      // A hard link is the blob's inode: same dev, ino, size and mtime, no second stat needed.
-      const st = (mode === 'hardlink' || mode === 'present') && blobSt ? blobSt : await stampOf(final);
-      batch.record(() => {
-        if (st) ctx.db.putVerified(final, st, job.key);
-        ctx.db.putEntry(e.dest, e.source.uri, job.key, size, 'published');
-      }, fail);
+      done.push({ e, final: path.join(ctx.config.modelsDir, e.dest), mode, fail });
       if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
       results.set(e, result(e, 'published', { key: job.key, size, commit: job.file.commit }));
       events.entryState?.(e, 'published', { size });
     } catch (err) {
       fail(err);
     }
+  }
+  // Every hard link made moved the inode's ctime: the stamp to remember is the one after them,
+  // provided nothing but the ctime changed since the blob was verified (an edit meanwhile is
+  // left for the next sync to find). One stat for the blob and all its hard-linked dests.
+  const linked = done.some((d) => d.mode === 'hardlink');
+  const now = blobSt && linked ? await stampOf(blob) : blobSt;
+  const shared = now && blobSt && sameContentStamp(now, blobSt) ? now : undefined;
+  if (shared && linked) batch.record(() => ctx.db.putVerified(blob, shared, job.key));
+  for (const d of done) {
+    const st = d.mode === 'hardlink' || d.mode === 'present' ? shared : await stampOf(d.final);
+    batch.record(() => {
+      if (st) ctx.db.putVerified(d.final, st, job.key);
+      else ctx.db.forgetVerified(d.final);
+      ctx.db.putEntry(d.e.dest, d.e.source.uri, job.key, size, 'published');
+    }, d.fail);
   }
 }
 

@@ -3,14 +3,12 @@ import { ModelsyncError } from '../errors.js';
 import { keyName } from '../content-key.js';
 import type { Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
-import { stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
-import { withReopen } from '../fs/estale.js';
 import { Lease, acquireOrWait } from '../store/lease.js';
-import { hashFile } from '../transfer/verify.js';
 import { SMALL_BLOB_BYTES, type ClaimOwner } from '../store/claim.js';
 import type { SyncContext } from './context.js';
 import { fetchVerified, type Fetched } from './fetch-verified.js';
+import { usableBlob } from './usable-blob.js';
 import { adoptPartial, partPaths, removePart } from './partials.js';
 import type { SyncBatch } from './sync-batch.js';
 import type { BlobJob, SyncEvents } from './types.js';
@@ -145,28 +143,4 @@ async function fetchSmallClaimed(ctx: SyncContext, job: BlobJob, source: Source,
       if (have) return { fetched: 0, stamp: have };
     }
   }
-}
-
-/**
- * A blob in the store was verified by whoever committed it (blobs are read-only and content-
- * addressed). Its size is always checked; after the state DB was lost, it is re-hashed once.
- * Returns its stamp when it is usable.
- */
-async function usableBlob(ctx: SyncContext, job: BlobJob, final: string, batch: SyncBatch): Promise<FileStamp | undefined> {
-  const stamp = await withReopen(() => stampOf(final));
-  if (!stamp) return undefined;
-  const ok = job.file.size === undefined || stamp.size === job.file.size;
-  const known = ctx.db.verifiedStamp(final);
-  const trusted = known !== undefined && known.ino === stamp.ino && known.size === stamp.size;
-  if (ok && (trusted || !ctx.dbRecreated)) return stamp;
-  if (ok) {
-    const h = await withReopen(() => hashFile(final, job.key.algo));
-    if (h.hex === job.key.hex) {
-      batch.record(() => ctx.db.putVerified(final, stamp, job.key));
-      return stamp;
-    }
-  }
-  ctx.log.error({ blob: final }, 'store blob does not match its address; removing it');
-  await rm(final, { force: true });
-  return undefined;
 }

@@ -4,7 +4,7 @@ import { errnoCode } from '../errors.js';
 import type { Entry } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
-import { sameStamp, stampOf } from '../store/blobs.js';
+import { sameStamp, stampFrom, stampOf } from '../store/blobs.js';
 import type { SyncContext } from './context.js';
 
 const COMMIT = /^[0-9a-f]{40}$/;
@@ -17,7 +17,7 @@ type Present = { key: ContentKey; size: number } | undefined;
 /**
  * Is this entry already in place, decided by stat and the state DB alone (no network, no model
  * byte read)? True when the dest was published and verified for this same source, and its
- * dev/inode/size/mtime have not changed since.
+ * dev/inode/size/mtime/ctime have not changed since.
  */
 export async function presentLocally(ctx: LocalView, entry: Entry): Promise<Present> {
   const rec = recorded(ctx, entry);
@@ -64,7 +64,7 @@ function stampOfSync(file: string): FileStamp | undefined {
   try {
     const s = statSync(file, { bigint: true });
     if (!s.isFile()) return undefined;
-    return { dev: s.dev.toString(), ino: s.ino.toString(), size: Number(s.size), mtimeNs: s.mtimeNs.toString() };
+    return stampFrom(s);
   } catch (e) {
     if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
     throw e;
