@@ -22,6 +22,8 @@ export const OPTIONS = {
   's3-endpoint': { type: 'string' },
   's3-path-style': { type: 'boolean' },
   'comfy-url': { type: 'string' },
+  gate: { type: 'string' },
+  'gate-frontend-downloads': { type: 'boolean' },
   'startup-timeout': { type: 'string' },
   restart: { type: 'string' },
   'stop-timeout': { type: 'string' },

@@ -53,6 +53,8 @@ export function usage(): string {
     '  --probe-timeout S     each probe waits S seconds for its answer (default 5)',
     '  --probe-misses N      N unanswered probes in a row: CMD is hung and is restarted (default 3)',
     '  --comfy-url URL       where CMD answers (default: from its --listen/--port, port 8188)',
+    '  --gate HOST:PORT      a front door in front of ComfyUI: 503 until it answers, prompts\' models fetched first',
+    '  --gate-frontend-downloads  (experimental) serve ComfyUI frontend\'s server-side download API',
     "  --child-logs MODE     passthrough (default: CMD's output on stdout as it is) or json (records on stderr)",
     '',
     "exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest, 3 run gave up on CMD; run: otherwise CMD's code",

@@ -1,5 +1,5 @@
 import type { Flags } from './cli-options.js';
-import { intSetting, secondsSetting } from './config-values.js';
+import { intSetting, parseHostPort, secondsSetting, sizeSetting, truthy } from './config-values.js';
 import { ModelsyncError } from './errors.js';
 
 /** The settings of `modelsync run` and `modelsync gc`, read from flags and the env given to them. */
@@ -91,4 +91,40 @@ function flagSecondsOrEnvMs(flag: string, flagRaw: string | undefined, envName: 
   const ms = flagRaw !== undefined ? secondsSetting(flag, flagRaw, dfltMs) : intSetting(envName, envRaw, dfltMs, 10);
   if (ms < 10) throw new ModelsyncError('E_USAGE', `${flag} must be at least 0.01 s, got "${flagRaw ?? ''}"`);
   return ms;
+}
+
+export interface GateSettings {
+  /** `--gate HOST:PORT`: where the gate in front of ComfyUI listens. */
+  readonly host: string;
+  readonly port: number;
+  /** `--gate-frontend-downloads`: serve ComfyUI frontend's server-side download API (experimental). */
+  readonly frontendDownloads: boolean;
+  /** Largest POST /prompt body the gate reads to find models (ComfyUI's own default limit is 100 MB). */
+  readonly maxPromptBytes: number;
+  /** Most distinct models one prompt may ask for. */
+  readonly maxModels: number;
+  /** Longest a relayed prompt keeps its models pinned when its end is never seen. */
+  readonly pinMaxMs: number;
+  /** How often ComfyUI's queue is read while prompts hold pins (the websocket usually says sooner). */
+  readonly queuePollMs: number;
+}
+
+const MiB = 1024 * 1024;
+
+/** undefined: no --gate, no gate. */
+export function gateSettings(flags: Flags, env: NodeJS.ProcessEnv): GateSettings | undefined {
+  const raw = flags.gate ?? env.MODELSYNC_GATE;
+  const frontendDownloads = (flags['gate-frontend-downloads'] ?? false) || truthy(env.MODELSYNC_GATE_FRONTEND_DOWNLOADS);
+  if (raw === undefined || raw === '') {
+    if (frontendDownloads) throw new ModelsyncError('E_USAGE', '--gate-frontend-downloads needs --gate HOST:PORT');
+    return undefined;
+  }
+  return {
+    ...parseHostPort(raw, '--gate'),
+    frontendDownloads,
+    maxPromptBytes: sizeSetting('MODELSYNC_GATE_MAX_PROMPT_BYTES', env.MODELSYNC_GATE_MAX_PROMPT_BYTES, 32 * MiB),
+    maxModels: intSetting('MODELSYNC_GATE_MAX_MODELS', env.MODELSYNC_GATE_MAX_MODELS, 64, 1),
+    pinMaxMs: secondsSetting('MODELSYNC_GATE_PIN_MAX', env.MODELSYNC_GATE_PIN_MAX, 6 * 3600 * 1000),
+    queuePollMs: intSetting('MODELSYNC_GATE_POLL_MS', env.MODELSYNC_GATE_POLL_MS, 5000, 10),
+  };
 }

@@ -59,10 +59,10 @@ export function truthy(v: string | undefined): boolean {
   return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.toLowerCase());
 }
 
-export function parseHostPort(raw: string): { host: string; port: number } {
+export function parseHostPort(raw: string, name = '--control'): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
-  if (!m) throw new ModelsyncError('E_USAGE', `--control must be HOST:PORT, got "${raw}"`);
+  if (!m) throw new ModelsyncError('E_USAGE', `${name} must be HOST:PORT, got "${raw}"`);
   const port = Number(m[2]);
-  if (port > 65535) throw new ModelsyncError('E_USAGE', `--control port out of range: ${port}`);
+  if (port > 65535) throw new ModelsyncError('E_USAGE', `${name} port out of range: ${port}`);
   return { host: (m[1] ?? '').replace(/^\[|\]$/g, ''), port };
 }

@@ -3,13 +3,13 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Flags } from './cli-options.js';
 import { checkRoots } from './config-roots.js';
-import { daemonSettings, gcSettings, type DaemonSettings, type GcSettings } from './config-sections.js';
+import { daemonSettings, gateSettings, gcSettings, type DaemonSettings, type GateSettings, type GcSettings } from './config-sections.js';
 import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
 import { ModelsyncError, errnoCode } from './errors.js';
 import { connectionsThatFit } from './os-limits.js';
 import { readProxySettings, type ProxySettings } from './proxy/proxy-settings.js';
 
-export type { ChildLogs, DaemonSettings, GcSettings, RestartPolicy } from './config-sections.js';
+export type { ChildLogs, DaemonSettings, GateSettings, GcSettings, RestartPolicy } from './config-sections.js';
 
 export interface Tunables {
   /** Connections open at once across all files (the global budget). */
@@ -56,6 +56,8 @@ export interface Config {
   readonly control: { readonly host: string; readonly port: number; readonly token: string | undefined };
   /** `modelsync run`: supervision of the child and the daemon's own timings. */
   readonly daemon: Readonly<DaemonSettings>;
+  /** `modelsync run --gate`: the front door in front of ComfyUI; undefined without --gate. */
+  readonly gate: GateSettings | undefined;
   /** `modelsync gc`: how long things must have been unused before they are removed. */
   readonly gc: Readonly<GcSettings>;
   /** Every secret value we know of: scrubbed from child output, never logged. */
@@ -220,6 +222,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     }),
     control: Object.freeze({ ...parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189'), token: controlToken }),
     daemon: Object.freeze(daemonSettings(flags, env)),
+    gate: freezeOptional(gateSettings(flags, env)),
     gc: Object.freeze(gcSettings(flags, env)),
     secrets: Object.freeze(secrets),
     childEnv: Object.freeze(childEnvFrom(env, proxies.secretVars)),
@@ -228,4 +231,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   // Last: every flag and variable is known good before the dirs are judged against each other.
   checkRoots(modelsDir, storeDir, stateDir);
   return Object.freeze(config);
+}
+
+function freezeOptional<T extends object>(v: T | undefined): Readonly<T> | undefined {
+  return v === undefined ? undefined : Object.freeze(v);
 }

@@ -5,6 +5,8 @@ import { constants } from 'node:os';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { ModelsyncError } from '../errors.js';
+import { checkGateSetup, startDaemonGate } from '../gate/daemon-gate.js';
+import type { Gate } from '../gate/gate.js';
 import type { Logger } from '../log.js';
 import type { SyncContext } from '../sync/context.js';
 import { runSync } from '../sync/engine.js';
@@ -53,6 +55,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const { config, log } = o;
   const clock = o.clock ?? systemClock;
   const mode = o.command.length > 0 ? 'entrypoint' : 'service';
+  checkGateSetup(config, o.command);
   const state = new DaemonState(mode);
   if (process.pid === 1) log.warn('running as PID 1: orphaned processes will not be reaped; run under an init such as tini (docker run --init)');
   const halt = new AbortController();
@@ -69,6 +72,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     return runner.request(why, refresh);
   };
   let control: ControlServer;
+  let gate: Gate | undefined;
   try {
     const onDisk = (dest: string): Promise<boolean> =>
       stat(path.join(config.modelsDir, dest)).then(
@@ -77,6 +81,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       );
     control = await startControl(config.control, { state, resync: () => resync('resync requested', true), checkServed: () => state.checkServed(onDisk) }, log);
   } catch (e) {
+    ctx.close();
+    throw e;
+  }
+  try {
+    // Before the first sync: clients meet a 503 with Retry-After, never a refused connection.
+    gate = await startDaemonGate(config, o.command, state, log);
+    state.gate = gate?.stats;
+  } catch (e) {
+    await control.close();
     ctx.close();
     throw e;
   }
@@ -153,6 +166,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     await watch?.close().catch(() => undefined);
     // Partials and journals stay on disk, resumable; wait for the sync to let go of them.
     await runner.close();
+    await gate?.close();
     await control.close();
     ctx.close();
   });

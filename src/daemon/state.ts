@@ -1,6 +1,7 @@
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
+import type { GateStats } from '../gate/gate.js';
 import type { ChildExit } from './backoff.js';
 import { notReadySentence } from './readiness.js';
 
@@ -91,6 +92,8 @@ export class DaemonState {
   manifest: { path: string; loadedAt: string; error: string | undefined } | undefined;
   syncing: { reason: string; startedAt: string } | undefined;
   lastSync: LastSync | undefined;
+  /** `run --gate`: the gate's counters, live. */
+  gate: GateStats | undefined;
   private readonly samples: { at: number; bytes: number }[] = [];
   private readonly dests = new Map<string, Set<string>>();
 
@@ -275,6 +278,7 @@ export class DaemonState {
       requiredReady: this.requiredReady(),
       manifest: this.manifest,
       comfyui: this.mode === 'service' ? undefined : { ...this.comfy, modelsGone: this.gone },
+      gate: this.gate === undefined ? undefined : { ...this.gate },
       sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, throughputBytesPerSecond: this.throughput() },
       timeline: this.timeline,
       counts: byState,

@@ -2,11 +2,14 @@
 // A ComfyUI stand-in for supervision tests: same flags and endpoints modelsync relies on, plus
 // --stub-* flags that make it slow, crashy, hung, stubborn or leaky (see usage() below).
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { totalmem, freemem } from 'node:os';
-import { join } from 'node:path';
+import { URL } from 'node:url';
+import { objectInfo, validatePrompt } from './comfy-stub-models.mjs';
+import { PromptQueue } from './comfy-stub-queue.mjs';
+import { attachWebsocket } from './comfy-stub-ws.mjs';
 
 function usage() {
   return `usage: comfy-stub.mjs [--listen [HOST]] [--port N] [ComfyUI flags, ignored]
@@ -15,14 +18,17 @@ function usage() {
   --stub-hang               accept connections but never answer
   --stub-ignore-sigterm     stay alive on SIGTERM (SIGKILL still works)
   --stub-record FILE        write {argv, env, pid, ppid, pgid, port, grandchildPid} as JSON
-  --stub-models-dir DIR     list model files under DIR/<folder> in /object_info
+  --stub-models-dir DIR     list model files under DIR/<folder> in /object_info; POST /prompt
+                            refuses a loader input naming a file that is not there
+  --stub-prompt-ms N        how long a prompt runs (default 50; extra_data.stub_hold: until
+                            POST /stub/release {prompt_id})
   --stub-spawn-grandchild   spawn a long-lived \`sleep 1000\` in the same process group
   --stub-stdout JSON        write this text (a JSON string literal) on stdout at start
   --stub-stderr JSON        write this text (a JSON string literal) on stderr at start
   --stub-last-words JSON    write this text on stdout just before exiting (on SIGTERM instead of "Stopped server")`;
 }
 
-const VALUE_FLAGS = new Set(['--port', '--stub-start-delay-ms', '--stub-crash-after-ms', '--stub-exit-code', '--stub-record', '--stub-models-dir', '--stub-stdout', '--stub-stderr', '--stub-last-words']);
+const VALUE_FLAGS = new Set(['--port', '--stub-prompt-ms', '--stub-start-delay-ms', '--stub-crash-after-ms', '--stub-exit-code', '--stub-record', '--stub-models-dir', '--stub-stdout', '--stub-stderr', '--stub-last-words']);
 
 function parseArgs(argv) {
   const opts = { listen: '127.0.0.1', port: 8188, flags: new Set() };
@@ -99,62 +105,16 @@ if (opts['crash-after-ms'] !== undefined) {
   }, Number(opts['crash-after-ms']));
 }
 
-// folder under the models dir -> [loader node, input name], as in ComfyUI's folder_paths.
-const LOADERS = {
-  checkpoints: ['CheckpointLoaderSimple', 'ckpt_name'],
-  loras: ['LoraLoader', 'lora_name'],
-  vae: ['VAELoader', 'vae_name'],
-  controlnet: ['ControlNetLoader', 'control_net_name'],
-  upscale_models: ['UpscaleModelLoader', 'model_name'],
-  clip: ['CLIPLoader', 'clip_name'],
-  clip_vision: ['CLIPVisionLoader', 'clip_name'],
-  diffusion_models: ['UNETLoader', 'unet_name'],
-  text_encoders: ['DualCLIPLoader', 'clip_name1'],
-};
-const MODEL_EXTENSIONS = /\.(ckpt|pt|pt2|bin|pth|safetensors|pkl|sft|gguf)$/i;
-
-/** Like os.walk(followlinks=True) + ComfyUI's extension filter: dangling links are listed too. */
-function listModels(dir, prefix = '') {
-  let entries;
-  try {
-    entries = readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return [];
-  }
-  const out = [];
-  for (const e of entries) {
-    const full = join(dir, e.name);
-    let isDir = e.isDirectory();
-    if (e.isSymbolicLink()) {
-      try {
-        isDir = statSync(full).isDirectory();
-      } catch {
-        isDir = false;
-      }
-    }
-    if (isDir) out.push(...listModels(full, `${prefix}${e.name}/`));
-    else if (MODEL_EXTENSIONS.test(e.name)) out.push(`${prefix}${e.name}`);
-  }
-  return out.sort();
-}
-
-function objectInfo() {
-  const info = {};
-  for (const [folder, [node, input]] of Object.entries(LOADERS)) {
-    const files = opts['models-dir'] === undefined ? [] : listModels(join(opts['models-dir'], folder));
-    info[node] = {
-      input: { required: { [input]: [files] } },
-      output: ['MODEL'],
-      name: node,
-      display_name: node,
-      category: 'loaders',
-      output_node: false,
-    };
-  }
-  return info;
-}
-
 let promptNumber = 0;
+const CYCLE = Buffer.from(Array.from({ length: 65536 + 251 }, (_, i) => i % 251));
+/** The last requests, for tests to see what reached "ComfyUI": method, path, headers, body. */
+const requests = [];
+const MAX_RECORDED = 200;
+
+function recordRequest(req, body) {
+  requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+  if (requests.length > MAX_RECORDED) requests.shift();
+}
 
 function send(res, status, body) {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
@@ -162,18 +122,44 @@ function send(res, status, body) {
   res.end(text);
 }
 
-async function readJson(req) {
+async function readBody(req) {
   const chunks = [];
   for await (const c of req) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+function parseJson(buf) {
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null');
+    return JSON.parse(buf.toString('utf8') || 'null');
   } catch {
     return undefined;
   }
 }
 
+let ws;
+const queue = new PromptQueue((type, data, sid) => ws?.send(type, data, sid), Number(opts['prompt-ms'] ?? 50));
+
+async function postPrompt(req, res) {
+  const raw = await readBody(req);
+  recordRequest(req, raw.toString('utf8'));
+  const body = parseJson(raw);
+  if (!body || typeof body !== 'object' || typeof body.prompt !== 'object' || body.prompt === null) {
+    return send(res, 400, { error: { type: 'no_prompt', message: 'No prompt provided', details: 'No prompt provided', extra_info: {} }, node_errors: {} });
+  }
+  const promptId = body.prompt_id === undefined ? randomUUID() : String(body.prompt_id);
+  const v = validatePrompt(body.prompt, opts['models-dir']);
+  if (!v.ok) return send(res, 400, { error: v.error, node_errors: v.nodeErrors });
+  const number = typeof body.number === 'number' ? body.number : body.front ? -promptNumber++ : promptNumber++;
+  const extra = typeof body.extra_data === 'object' && body.extra_data !== null ? body.extra_data : {};
+  if ('client_id' in body) extra.client_id = body.client_id;
+  queue.put({ number, prompt_id: promptId, prompt: body.prompt, extra_data: extra });
+  return send(res, 200, { prompt_id: promptId, number, node_errors: {} });
+}
+
 async function handle(req, res) {
-  const path = (req.url ?? '/').split('?')[0];
+  // ComfyUI serves every route both as is and under /api.
+  const path = (req.url ?? '/').split('?')[0].replace(/^\/api(?=\/)/, '');
+  const query = new URL(req.url ?? '/', 'http://stub').searchParams;
   if (req.method === 'GET' && path === '/system_stats') {
     return send(res, 200, {
       system: {
@@ -189,22 +175,66 @@ async function handle(req, res) {
       devices: [],
     });
   }
-  if (req.method === 'GET' && path === '/object_info') return send(res, 200, objectInfo());
+  if (req.method === 'GET' && path === '/object_info') return send(res, 200, objectInfo(opts['models-dir']));
   if (req.method === 'GET' && path.startsWith('/object_info/')) {
     const node = decodeURIComponent(path.slice('/object_info/'.length));
-    const info = objectInfo();
+    const info = objectInfo(opts['models-dir']);
     return send(res, 200, node in info ? { [node]: info[node] } : {});
   }
-  if (path === '/queue' && req.method === 'GET') return send(res, 200, { queue_running: [], queue_pending: [] });
-  if (path === '/queue' && req.method === 'POST') return send(res, 200, {});
-  if (path === '/prompt' && req.method === 'POST') {
-    const body = await readJson(req);
-    if (!body || typeof body !== 'object' || typeof body.prompt !== 'object' || body.prompt === null) {
-      return send(res, 400, { error: { type: 'no_prompt', message: 'No prompt provided', details: '', extra_info: {} }, node_errors: {} });
-    }
-    return send(res, 200, { prompt_id: randomUUID(), number: promptNumber++, node_errors: {} });
+  if (path === '/prompt' && req.method === 'POST') return postPrompt(req, res);
+  if (path === '/prompt' && req.method === 'GET') return send(res, 200, { exec_info: { queue_remaining: queue.remaining() } });
+  if (path === '/queue' && req.method === 'GET') return send(res, 200, queue.current());
+  if (path === '/queue' && req.method === 'POST') {
+    const body = parseJson(await readBody(req)) ?? {};
+    if (body.clear) queue.clear();
+    if (Array.isArray(body.delete)) queue.remove(body.delete);
+    return send(res, 200, '');
   }
-  if (path === '/prompt' && req.method === 'GET') return send(res, 200, { exec_info: { queue_remaining: 0 } });
+  if (path === '/interrupt' && req.method === 'POST') {
+    await readBody(req);
+    queue.interrupt();
+    return send(res, 200, '');
+  }
+  if (path === '/history' && req.method === 'GET') return send(res, 200, Object.fromEntries(queue.history));
+  if (path.startsWith('/history/') && req.method === 'GET') {
+    const id = decodeURIComponent(path.slice('/history/'.length));
+    return send(res, 200, queue.history.has(id) ? { [id]: queue.history.get(id) } : {});
+  }
+  if (path === '/upload/image' && req.method === 'POST') {
+    // Streamed in, hashed, thrown away: enough to tell that every byte arrived unchanged.
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const c of req) {
+      hash.update(c);
+      size += c.length;
+    }
+    recordRequest(req, undefined);
+    return send(res, 200, { name: 'upload.png', subfolder: '', type: 'input', size, sha256: hash.digest('hex') });
+  }
+  if (path === '/view' && req.method === 'GET') {
+    // N deterministic bytes (byte i is i mod 251), written in 64 KiB pieces with backpressure.
+    const n = Number(query.get('stub_size') ?? '0');
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
+    let sent = 0;
+    const write = () => {
+      while (sent < n) {
+        const len = Math.min(65536, n - sent);
+        const piece = CYCLE.subarray(sent % 251, (sent % 251) + len);
+        sent += len;
+        if (!res.write(piece)) return void res.once('drain', write);
+      }
+      res.end();
+    };
+    return write();
+  }
+  if (path === '/stub/requests' && req.method === 'GET') return send(res, 200, requests);
+  if (path === '/stub/ws-clients' && req.method === 'GET') return send(res, 200, ws?.clients ?? []);
+  if (path === '/stub/release' && req.method === 'POST') {
+    const body = parseJson(await readBody(req)) ?? {};
+    queue.release(String(body.prompt_id));
+    return send(res, 200, '');
+  }
+  recordRequest(req, undefined);
   if (req.method === 'GET' && path === '/') return send(res, 200, '<!doctype html><title>ComfyUI</title>');
   return send(res, 404, '404: Not Found');
 }
@@ -215,6 +245,7 @@ function start() {
     // Hung: the request is read and then left unanswered, so only a client timeout ends it.
     if (!hang) handle(req, res).catch(() => res.destroy());
   });
+  ws = attachWebsocket(server, { queueInfo: () => ({ exec_info: { queue_remaining: queue.remaining() } }), onHandshake: (req) => recordRequest(req, undefined) });
   server.listen(port, opts.listen, () => {
     const actual = server.address().port;
     record.port = actual;

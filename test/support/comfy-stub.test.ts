@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { rawRequest } from './http-get.js';
 
 const STUB = fileURLToPath(new URL('./comfy-stub.mjs', import.meta.url));
@@ -64,6 +65,60 @@ describe('comfy stub', () => {
     expect(await exited).toBe(0);
     // The grandchild outlives the stub on purpose: reaping the group is the supervisor's job.
     expect(() => process.kill(rec.grandchildPid ?? 0, 0)).not.toThrow();
+  });
+
+  it('validates, queues and runs prompts like ComfyUI, announcing them on the websocket', async () => {
+    const models = join(dir, 'models-prompts');
+    mkdirSync(join(models, 'loras'), { recursive: true });
+    writeFileSync(join(models, 'loras', 'here.safetensors'), 'x');
+    const { child, url, exited } = await startStub(['--stub-models-dir', models]);
+    const post = async (body: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
+      const r = await rawRequest(`${url}/api/prompt`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+      return { status: r.status, json: JSON.parse(r.body.toString()) as Record<string, unknown> };
+    };
+    const missing = await post({ prompt: { '5': { class_type: 'LoraLoader', inputs: { lora_name: 'gone.safetensors' } } } });
+    expect(missing.status).toBe(400);
+    expect(missing.json).toMatchObject({
+      error: { type: 'prompt_outputs_failed_validation' },
+      node_errors: { '5': { class_type: 'LoraLoader', errors: [{ type: 'value_not_in_list', extra_info: { input_name: 'lora_name', received_value: 'gone.safetensors' } }] } },
+    });
+
+    const ws = new WebSocket(`${url.replace('http', 'ws')}/ws?clientId=tester`);
+    const messages: { type: string; data: Record<string, unknown> }[] = [];
+    const binary: Buffer[] = [];
+    ws.on('message', (d: Buffer, isBinary: boolean) => {
+      if (isBinary) binary.push(d);
+      else messages.push(JSON.parse(d.toString()) as { type: string; data: Record<string, unknown> });
+    });
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ type: 'feature_flags', data: { supports_preview_metadata: true } }));
+    const until = async (pred: () => boolean): Promise<void> => {
+      for (let i = 0; i < 400 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(pred()).toBe(true);
+    };
+    await until(() => messages.some((m) => m.type === 'feature_flags'));
+    expect(messages[0]).toMatchObject({ type: 'status', data: { sid: 'tester' } });
+    expect(messages.find((m) => m.type === 'feature_flags')?.data).not.toHaveProperty('server_side_model_downloads');
+
+    const ok = await post({ client_id: 'tester', prompt_id: 'p-1', prompt: { '5': { class_type: 'LoraLoader', inputs: { lora_name: 'here.safetensors' } } } });
+    expect(ok).toEqual({ status: 200, json: { prompt_id: 'p-1', number: 0, node_errors: {} } });
+    await until(() => messages.some((m) => m.type === 'execution_success' && m.data.prompt_id === 'p-1'));
+    expect(messages.some((m) => m.type === 'executing' && m.data.node === null && m.data.prompt_id === 'p-1')).toBe(true);
+    expect(binary[0]?.readUInt32BE(0)).toBe(1);
+    const history = JSON.parse((await rawRequest(`${url}/history/p-1`)).body.toString()) as Record<string, { status: { completed: boolean } }>;
+    expect(history['p-1']?.status.completed).toBe(true);
+
+    const held = await post({ prompt_id: 'p-2', prompt: {}, extra_data: { stub_hold: true } });
+    expect(held.status).toBe(200);
+    const queue = async (): Promise<{ queue_running: unknown[][] }> => JSON.parse((await rawRequest(`${url}/queue`)).body.toString()) as { queue_running: unknown[][] };
+    let running: unknown;
+    for (let i = 0; i < 400 && running !== 'p-2'; i++) running = (await queue()).queue_running[0]?.[1];
+    expect(running).toBe('p-2');
+    await rawRequest(`${url}/stub/release`, { method: 'POST', body: JSON.stringify({ prompt_id: 'p-2' }) });
+    expect((await queue()).queue_running).toEqual([]);
+    ws.close();
+    child.kill('SIGTERM');
+    await exited;
   });
 
   it('crashes with the requested code', async () => {

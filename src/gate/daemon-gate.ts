@@ -1,0 +1,47 @@
+import type { Config } from '../config.js';
+import { comfyUrlFromArgs } from '../daemon/health-probe.js';
+import { requireTokenBeyondLoopback } from '../daemon/request-guard.js';
+import type { DaemonState } from '../daemon/state.js';
+import { ModelsyncError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Gate } from './gate.js';
+
+/** Where ComfyUI answers: --comfy-url, or its own --listen/--port. */
+export function comfyBaseUrl(config: Config, command: readonly string[]): string {
+  return config.daemon.comfyUrl ?? comfyUrlFromArgs(command.slice(1));
+}
+
+/**
+ * A --gate that cannot work is refused before anything is fetched (exit 2): without a ComfyUI
+ * command there is nothing to stand in front of; on ComfyUI's own port one of the two cannot
+ * listen; beyond loopback without MODELSYNC_CONTROL_TOKEN anyone could make it download.
+ */
+export function checkGateSetup(config: Config, command: readonly string[]): void {
+  const g = config.gate;
+  if (g === undefined) return;
+  if (command.length === 0) throw new ModelsyncError('E_USAGE', '--gate stands in front of ComfyUI: give the command that starts it (modelsync run --gate HOST:PORT -- python main.py --port 8188)');
+  requireTokenBeyondLoopback(g.host, g.port, config.control.token, '--gate');
+  const comfy = new URL(comfyBaseUrl(config, command));
+  const comfyPort = Number(comfy.port === '' ? (comfy.protocol === 'https:' ? 443 : 80) : comfy.port);
+  if (comfyPort === g.port) {
+    throw new ModelsyncError('E_USAGE', `--gate ${g.host}:${g.port} is ComfyUI's own port: give ComfyUI another one (e.g. -- python main.py --port ${g.port === 8188 ? 8190 : 8188}); the gate takes the one clients use`);
+  }
+  if (g.port === config.control.port) throw new ModelsyncError('E_USAGE', `--gate and --control cannot share port ${g.port}`);
+}
+
+/**
+ * The gate of `modelsync run --gate`, wired to the daemon's view of ComfyUI. Loaded only with
+ * --gate: the proxy library has no place in a warm start without one.
+ */
+export async function startDaemonGate(config: Config, command: readonly string[], state: DaemonState, log: Logger): Promise<Gate | undefined> {
+  const settings = config.gate;
+  if (settings === undefined) return undefined;
+  const url = comfyBaseUrl(config, command);
+  const { startGate } = await import('./gate.js');
+  return startGate({
+    settings,
+    token: config.control.token,
+    comfy: () => ({ url, phase: state.comfy.phase }),
+    log,
+  });
+}
