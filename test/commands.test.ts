@@ -1,23 +1,12 @@
 import { chmod, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from './support/cli.js';
-import { startHub, type Hub } from './support/hub.js';
+import { describe, expect, it } from 'vitest';
+import { runCli, type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256 } from './support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
-
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  await sb?.cleanup();
-});
 
 describe('plan, status, verify', () => {
   it('plan lists what would be fetched and the bytes, and moves no byte', async () => {

@@ -1,29 +1,19 @@
 import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { processAlive } from '../src/daemon/process-group.js';
-import { FAKE_HF_TOKEN, sandbox, type Sandbox } from './support/cli.js';
+import { type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { freePort, killAll, readRecord, startRun, STUB, waitFor, type RunningDaemon } from './support/daemon-harness.js';
 import { rawRequest } from './support/http-get.js';
-import { startHub, type Hub } from './support/hub.js';
 import { jsonLines } from './support/json-lines.js';
 import { addModel } from './support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox | undefined;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 afterEach(async () => {
   await killAll();
-  hub.clearFaults();
-  await sb?.cleanup();
-  sb = undefined;
 });
 
 async function stub(s: Sandbox, ...extra: string[]): Promise<{ args: string[]; record: string }> {

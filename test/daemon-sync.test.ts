@@ -1,26 +1,17 @@
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type Sandbox } from './support/cli.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { leakedSecrets, runCli, type Sandbox } from './support/cli.js';
 import { freePort, killAll, startRun, waitFor, type RunningDaemon } from './support/daemon-harness.js';
-import { startHub, type Hub } from './support/hub.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
 import { makeSafetensors } from './support/hub.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox | undefined;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 afterEach(async () => {
   await killAll();
-  await sb?.cleanup();
-  sb = undefined;
 });
 
 /** Replace the manifest the way editors and `kubectl` do: write aside, rename over. */

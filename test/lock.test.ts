@@ -2,15 +2,16 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type Sandbox } from './support/cli.js';
-import { gitBlobSha1Hex, makeSafetensors, startHub, type Hub } from './support/hub.js';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { leakedSecrets, runCli, type Sandbox } from './support/cli.js';
+import { gitBlobSha1Hex, makeSafetensors } from './support/hub.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { fileSha256, sha256 } from './support/models.js';
 import { startS3, type S3Fixture } from './support/s3-fixture.js';
 
 const BUCKET = 'locked-models';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let s3: S3Fixture;
 let web: Server;
 let webUrl = '';
@@ -26,8 +27,6 @@ interface LockJson {
 }
 
 beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
   s3 = await startS3([BUCKET]);
   web = createServer((req, res) => {
     webRequests++;
@@ -43,13 +42,10 @@ beforeAll(async () => {
   webUrl = `http://127.0.0.1:${(web.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
-  await Promise.all([hub.close(), s3.close(), new Promise((r) => web.close(r))]);
+  await Promise.all([s3.close(), new Promise((r) => web.close(r))]);
 });
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
-});
-afterEach(async () => {
-  await sb.cleanup();
 });
 
 function env(extra: Record<string, string> = {}): Record<string, string> {

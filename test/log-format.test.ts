@@ -1,23 +1,16 @@
 import { spawn } from 'node:child_process';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from './support/cli.js';
-import { startHub, type Hub } from './support/hub.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BIN, FAKE_HF_TOKEN, runCli, type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { jsonLines } from './support/json-lines.js';
 import { addModel } from './support/models.js';
 
 /** An SGR sequence (colour, bold): what NO_COLOR turns off. Cursor controls are not colours. */
 const SGR = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`);
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
   const m = addModel(hub, 20_000);

@@ -1,25 +1,14 @@
 import { spawn } from 'node:child_process';
 import { readdir, readFile, truncate, open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from './support/cli.js';
-import { startHub, type Hub } from './support/hub.js';
+import { describe, expect, it } from 'vitest';
+import { BIN, runCli, type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, type TestModel } from './support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  hub.clearFaults();
-  await sb?.cleanup();
-});
 
 const SIZE = 3 * 1024 * 1024;
 const FLAGS = ['--chunk-size', '128K', '--connections', '4'];

@@ -2,25 +2,14 @@ import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type Sandbox } from './support/cli.js';
-import { startHub, type Hub } from './support/hub.js';
+import { describe, expect, it } from 'vitest';
+import { FAKE_HF_TOKEN, leakedSecrets, runCli, type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, exists, fileSha256, sha256 } from './support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  hub.clearFaults();
-  await sb?.cleanup();
-});
 
 describe('modelsync sync', () => {
   it('syncs a mixed manifest: LFS weights, a plain config, a dataset file, an https file', async () => {

@@ -7,7 +7,7 @@
 import { mkdir, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { lookUpFiles, rememberManifest } from '../src/manifest/cache.js';
@@ -18,23 +18,13 @@ import { validateManifest } from '../src/manifest/validate.js';
 import { openContext } from '../src/sync/context.js';
 import { runSync } from '../src/sync/engine.js';
 import { warmSync } from '../src/sync/warm.js';
-import { FAKE_HF_TOKEN, REPO_ROOT, runCli, sandbox, type CliResult, type Sandbox } from './support/cli.js';
-import { startHub, type Hub } from './support/hub.js';
+import { REPO_ROOT, runCli, type CliResult, type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, sha256, type TestModel } from './support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  await sb?.cleanup();
-});
 
 const CONFIG = Buffer.from('{"hidden_size": 8}\n');
 const CKPT = 'checkpoints/w.safetensors';

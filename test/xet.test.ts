@@ -8,28 +8,18 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type Sandbox } from './support/cli.js';
+import { describe, expect, it } from 'vitest';
+import { leakedSecrets, runCli, type Sandbox } from './support/cli.js';
 import { rawRequest } from './support/http-get.js';
-import { makeSafetensors, sha256Hex, startHub, type Hub } from './support/hub.js';
+import { makeSafetensors, sha256Hex } from './support/hub.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { fileSha256 } from './support/models.js';
 
 const MiB = 1024 * 1024;
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 let n = 0;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  hub.clearFaults();
-  await sb?.cleanup();
-});
 
 /** A fresh Xet repo holding one safetensors file of about `bytes` bytes. */
 function xetModel(bytes: number): { repo: string; uri: string; content: Buffer; sha256: string } {

@@ -9,12 +9,13 @@ import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type CliResult, type Sandbox } from '../support/cli.js';
+import { BIN, leakedSecrets, runCli, type CliResult, type Sandbox } from '../support/cli.js';
 import { startByteServer, type ByteServer } from '../support/byte-server.js';
 import { freePort, killAll, startRun, waitFor } from '../support/daemon-harness.js';
 import { checkFinalPaths } from '../support/final-paths.js';
 import { rawRequest } from '../support/http-get.js';
-import { makeSafetensors, startHub, type Hub } from '../support/hub.js';
+import { makeSafetensors } from '../support/hub.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
 import { addModel, exists, fileSha256, sha256 } from '../support/models.js';
 import { mountTmpfs, resizeTmpfs, unmount } from '../support/tmpfs.js';
 
@@ -32,7 +33,7 @@ async function probeMount(): Promise<string | undefined> {
 const mountRefused = await probeMount();
 if (mountRefused !== undefined) console.warn(`disk.test: tmpfs mount refused (${mountRefused}); ENOSPC is covered by the RLIMIT_FSIZE test only`);
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let web: ByteServer;
 let sb: Sandbox;
 let vol: string | undefined;
@@ -40,18 +41,15 @@ const big = makeSafetensors(3 * MiB, 4242);
 const bigSha = sha256(big);
 
 beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
   web = await startByteServer({ files: { '/big.safetensors': big } });
 });
 afterAll(async () => {
-  await Promise.all([hub.close(), web.close()]);
+  await web.close();
 });
 afterEach(async () => {
   if (vol !== undefined) await unmount(vol);
   vol = undefined;
   web.requests.length = 0;
-  await sb?.cleanup();
 });
 
 /** A sandbox whose models dir (and so its store) lives on a tmpfs of `bytes`; state stays on disk. */

@@ -5,10 +5,11 @@
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from '../support/cli.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, type Sandbox } from '../support/cli.js';
 import { startByteServer, type ByteServer } from '../support/byte-server.js';
-import { makeSafetensors, startHub, type Hub } from '../support/hub.js';
+import { makeSafetensors } from '../support/hub.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
 import { exists, sha256 } from '../support/models.js';
 
 const good = makeSafetensors(120_000, 5);
@@ -32,19 +33,14 @@ const BAD: Record<string, { bytes: Buffer; why: RegExp }> = {
 };
 
 let web: ByteServer;
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
 beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
   web = await startByteServer({ files: Object.fromEntries(Object.entries(BAD).map(([k, v]) => [`/${encodeURIComponent(k)}.safetensors`, v.bytes])) });
 });
 afterAll(async () => {
-  await Promise.all([web.close(), hub.close()]);
-});
-afterEach(async () => {
-  await sb?.cleanup();
+  await web.close();
 });
 
 interface JsonReport {

@@ -6,26 +6,16 @@
 import { link, readdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, runCli, sandbox, type Sandbox } from '../support/cli.js';
+import { describe, expect, it } from 'vitest';
+import { runCli, type Sandbox } from '../support/cli.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
 import { checkFinalPaths } from '../support/final-paths.js';
-import { startHub, type Hub } from '../support/hub.js';
 import { addModel, fileSha256 } from '../support/models.js';
 import { sigkillStress } from '../stress/sigkill.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  await sb?.cleanup();
-});
 
 describe('process faults (hostile-world.md, the disk and the process)', () => {
   it('killed between commit and publish: the next sync publishes the committed blob without downloading, and clears the half-made link', async () => {

@@ -6,27 +6,18 @@
  */
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type Sandbox } from '../support/cli.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { leakedSecrets, runCli, type Sandbox } from '../support/cli.js';
 import { checkFinalPaths } from '../support/final-paths.js';
-import { gitBlobSha1Hex, makeSafetensors, startHub, type Hub } from '../support/hub.js';
+import { gitBlobSha1Hex, makeSafetensors } from '../support/hub.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
 import { addModel, exists, sha256, type TestModel } from '../support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 beforeEach(() => {
   hub.lies.clear();
-});
-afterEach(async () => {
-  await sb?.cleanup();
 });
 
 interface JsonEntry {

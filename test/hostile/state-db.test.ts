@@ -6,25 +6,15 @@ import { execFileSync } from 'node:child_process';
 import { copyFile, open, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type Sandbox } from '../support/cli.js';
+import { describe, expect, it } from 'vitest';
+import { leakedSecrets, runCli, type Sandbox } from '../support/cli.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
 import { checkFinalPaths } from '../support/final-paths.js';
-import { startHub, type Hub } from '../support/hub.js';
 import { addModel, fileSha256, sha256, type TestModel } from '../support/models.js';
 
-let hub: Hub;
+const { hub, sandbox } = await useHubSandbox();
 let sb: Sandbox;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
-afterEach(async () => {
-  await sb?.cleanup();
-});
 
 const CONFIG = Buffer.from('{"hidden_size": 8}\n');
 const OLD = '2020-01-01T00:00:00Z';
