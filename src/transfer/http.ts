@@ -95,12 +95,17 @@ async function once(url: URL, req: HttpRequest, authorization: string | undefine
   return res;
 }
 
-/** Milliseconds from a Retry-After header (seconds or an HTTP date). */
+/**
+ * Milliseconds from a Retry-After header: delay-seconds (digits; a fraction is tolerated) or an
+ * HTTP date, which starts with a day name in all three of its forms. Anything else is no answer,
+ * not "now": Number('') is 0, and Date.parse reads '-5' or '2026' as a year.
+ */
 export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  if (value === undefined) return undefined;
-  const secs = Number(value);
-  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
-  const at = Date.parse(value);
+  const v = value?.trim();
+  if (v === undefined || v === '') return undefined;
+  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
+  if (!/^[A-Za-z]{3}/.test(v)) return undefined;
+  const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
