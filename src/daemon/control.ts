@@ -2,7 +2,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { OnDemandService } from '../ondemand/service.js';
+import { EventStreams, type EventStreamOptions } from './event-stream.js';
 import { renderMetrics } from './metrics.js';
+import { getJob, postModels } from './models-api.js';
 import { RequestGuard, answerRefusal, isLoopbackHost, requireTokenBeyondLoopback } from './request-guard.js';
 import { notReadySentence } from './readiness.js';
 import type { DaemonState } from './state.js';
@@ -14,6 +17,10 @@ export interface ControlApi {
   resync(): Promise<SyncOutcome>;
   /** Look at the disk for the models ComfyUI is serving, before readiness is answered. */
   checkServed?(): Promise<void>;
+  /** POST /models, GET /models/jobs/ID and GET /events; without it they answer 404. */
+  readonly onDemand?: OnDemandService | undefined;
+  /** GET /events' heartbeat and per-client buffer bound (tests shorten the heartbeat). */
+  readonly events?: EventStreamOptions | undefined;
 }
 
 export interface ControlAddress {
@@ -32,8 +39,8 @@ export interface ControlServer {
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
 
 /**
- * The control API: GET /healthz, /readyz, /status, /metrics and POST /resync, for this machine's
- * own callers only (request-guard.ts): a foreign Host or Origin is refused, and with
+ * The control API: GET /healthz, /readyz, /status, /metrics, POST /resync, and the on-demand
+ * POST /models, GET /models/jobs/ID, GET /events (docs/daemon.md), for this machine's own callers only (request-guard.ts): a foreign Host or Origin is refused, and with
  * MODELSYNC_CONTROL_TOKEN set so is every request without it (beyond loopback it must be set).
  */
 export async function startControl(at: ControlAddress, api: ControlApi, log: Logger): Promise<ControlServer> {
@@ -41,6 +48,7 @@ export async function startControl(at: ControlAddress, api: ControlApi, log: Log
   requireTokenBeyondLoopback(host, port, token, '--control');
   let lastWarn = -Infinity;
   const guard = new RequestGuard({ host, token, publicPaths: PUBLIC_PATHS });
+  const streams = new EventStreams(api.events);
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const verdict = guard.check(req, path);
@@ -56,7 +64,7 @@ export async function startControl(at: ControlAddress, api: ControlApi, log: Log
       answerRefusal(res, verdict);
       return;
     }
-    handle(req, res, api, path, token === undefined || verdict.authenticated).catch((e: unknown) => {
+    handle(req, res, api, path, token === undefined || verdict.authenticated, streams).catch((e: unknown) => {
       log.error({ err: e instanceof Error ? e.message : String(e), path: req.url }, 'control API request failed');
       if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n');
       else res.destroy();
@@ -80,6 +88,7 @@ export async function startControl(at: ControlAddress, api: ControlApi, log: Log
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        streams.closeAll();
         server.closeIdleConnections();
         // Requests still open (a resync that is being cancelled) get a moment to answer.
         setTimeout(() => server.closeAllConnections(), 1000).unref();
@@ -88,7 +97,7 @@ export async function startControl(at: ControlAddress, api: ControlApi, log: Log
 }
 
 /** `detail`: the caller may see which models are missing (no token configured, or it sent it). */
-async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi, path: string, detail: boolean): Promise<void> {
+async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi, path: string, detail: boolean, streams: EventStreams): Promise<void> {
   const read = req.method === 'GET' || req.method === 'HEAD';
   const s = api.state;
   if (read && (path === '/readyz' || path === '/status' || path === '/metrics')) await api.checkServed?.();
@@ -111,9 +120,22 @@ async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi
       const outcome = await api.resync();
       return send(res, outcome.ok ? 200 : 500, 'application/json', `${JSON.stringify(outcome, null, 2)}\n`);
     }
+    case '/models':
+      if (!api.onDemand) break;
+      if (req.method !== 'POST') return notAllowed(res, 'POST');
+      return postModels(req, res, api.onDemand);
+    case '/events':
+      if (!api.onDemand) break;
+      if (req.method !== 'GET') return notAllowed(res, 'GET');
+      return streams.serve(req, res, api.onDemand);
     default:
-      return send(res, 404, 'text/plain', 'not found: try /healthz, /readyz, /status, /metrics or POST /resync\n');
+      if (api.onDemand && path.startsWith('/models/jobs/')) {
+        if (req.method !== 'GET') return notAllowed(res, 'GET');
+        return getJob(res, path.slice('/models/jobs/'.length), api.onDemand);
+      }
   }
+  req.resume();
+  return send(res, 404, 'text/plain', 'not found: try /healthz, /readyz, /status, /metrics, POST /resync, POST /models or /events\n');
 }
 
 function notAllowed(res: ServerResponse, allow: string): void {

@@ -15,6 +15,8 @@ import type { SyncReport } from '../sync/types.js';
 import { comfySupervisor } from './child.js';
 import { comfyUrlFromArgs } from './health-probe.js';
 import { waitForFreePort } from './port-holder.js';
+import { OnDemand } from '../ondemand/on-demand.js';
+import type { OnDemandService } from '../ondemand/service.js';
 import { startControl, type ControlServer } from './control.js';
 import { ManifestHolder } from './manifest-holder.js';
 import { systemdNotifier } from './notify.js';
@@ -40,6 +42,8 @@ export interface DaemonOptions {
 export interface Daemon {
   readonly state: DaemonState;
   readonly controlUrl: string;
+  /** Models on demand (POST /models, the gate): see src/ondemand/service.ts. */
+  readonly onDemand: OnDemandService;
   /** The exit code once stopped; rejects when the required models cannot be had. */
   readonly done: Promise<number>;
   /** As SIGTERM does: stop syncing, stop the child, resolve `done`. */
@@ -71,6 +75,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     await manifest.reload(why);
     return runner.request(why, refresh);
   };
+  const onDemand = new OnDemand({ ctx, manifest: () => manifest.current, signal: halt.signal, events: state.events });
+  state.onDemand = () => ({ ...onDemand.status(), requests: onDemand.requestCounts });
   let control: ControlServer;
   let gate: Gate | undefined;
   try {
@@ -79,7 +85,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         (st) => st.isFile(),
         () => false,
       );
-    control = await startControl(config.control, { state, resync: () => resync('resync requested', true), checkServed: () => state.checkServed(onDisk) }, log);
+    control = await startControl(config.control, { state, resync: () => resync('resync requested', true), checkServed: () => state.checkServed(onDisk), onDemand }, log);
   } catch (e) {
     ctx.close();
     throw e;
@@ -167,10 +173,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     // Partials and journals stay on disk, resumable; wait for the sync to let go of them.
     await runner.close();
     await gate?.close();
+    await onDemand.drain();
     await control.close();
     ctx.close();
   });
-  return { state, controlUrl: control.url, done, stop: () => stop() };
+  return { state, controlUrl: control.url, onDemand, done, stop: () => stop() };
 }
 
 /** The manifest (a bad one exits 2 before anything is opened) and the sync context. */

@@ -73,6 +73,20 @@ export function renderMetrics(state: DaemonState): string {
       const v = state.timeline[t.key];
       return v === undefined ? [] : [{ labels: { phase: t.phase }, value: v }];
     }));
+  const od = state.onDemand?.();
+  if (od) {
+    x.family('modelsync_on_demand_enabled', 'gauge', '1 when the manifest has an on_demand policy.', [{ value: od.enabled ? 1 : 0 }])
+      .family('modelsync_on_demand_bytes', 'gauge', 'Bytes the on-demand layer holds (distinct blobs no manifest entry needs).', [{ value: od.bytesUsed }])
+      .family('modelsync_on_demand_max_bytes', 'gauge', 'on_demand.max_bytes of the manifest in force.', od.maxBytes === undefined ? [] : [{ value: od.maxBytes }])
+      .family('modelsync_on_demand_entries', 'gauge', 'Dests in the on-demand layer (published or being fetched).', [{ value: od.entries }])
+      .family('modelsync_on_demand_pinned_entries', 'gauge', 'Dests pinned by running prompts (never evicted).', [{ value: od.pinned }])
+      .family('modelsync_on_demand_evictions_total', 'counter', 'On-demand entries evicted to stay within max_bytes.', [{ value: od.evictions }])
+      .family('modelsync_on_demand_jobs_running', 'gauge', 'On-demand jobs not finished yet.', [{ value: od.jobsRunning }])
+      .family('modelsync_on_demand_requests_total', 'counter', 'POST /models requests (and the gate\'s) by outcome.', [
+        { labels: { outcome: 'accepted' }, value: od.requests.ok },
+        { labels: { outcome: 'refused' }, value: od.requests.refused },
+      ]);
+  }
   if (state.mode === 'entrypoint') {
     x.family('modelsync_comfyui_restarts_total', 'counter', 'Restarts of the supervised child.', [{ value: state.comfy.restarts }])
       .family('modelsync_comfyui_up', 'gauge', '1 while the child answers its health check.', [{ value: state.comfy.phase === 'running' ? 1 : 0 }])

@@ -2,10 +2,14 @@ import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
 import type { GateStats } from '../gate/gate.js';
+import type { LayerStatus } from '../ondemand/service.js';
 import type { ChildExit } from './backoff.js';
 import { notReadySentence } from './readiness.js';
 
 /** ComfyUI's state in /status (`comfyui.phase`); docs/daemon.md lists them. */
+/** What /status and /metrics show of the on-demand layer. */
+export type OnDemandReport = LayerStatus & { readonly requests: { readonly ok: number; readonly refused: number } };
+
 export type ComfyPhase = 'none' | 'waiting-for-models' | 'starting' | 'running' | 'unresponsive' | 'backoff' | 'stopping' | 'exited';
 
 /**
@@ -94,6 +98,8 @@ export class DaemonState {
   lastSync: LastSync | undefined;
   /** `run --gate`: the gate's counters, live. */
   gate: GateStats | undefined;
+  /** The on-demand layer, once the daemon serves it (/status `onDemand`, the modelsync_on_demand_* metrics). */
+  onDemand: (() => OnDemandReport) | undefined;
   private readonly samples: { at: number; bytes: number }[] = [];
   private readonly dests = new Map<string, Set<string>>();
 
@@ -282,6 +288,7 @@ export class DaemonState {
       sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, throughputBytesPerSecond: this.throughput() },
       timeline: this.timeline,
       counts: byState,
+      onDemand: this.onDemand?.(),
       entries: entries.map((e) => ({
         index: e.index,
         dest: e.dest,

@@ -30,6 +30,11 @@ export interface ModelProgress {
   readonly speed: number;
   /** Set when `state` is 'failed': the stable code and one line. */
   readonly error?: { readonly code: ErrorCode; readonly message: string } | undefined;
+  /**
+   * 'ready' because a file modelsync did not place was already at `dest`: left alone (never
+   * replaced, never evicted), not verified. ComfyUI loads it, as it would without modelsync.
+   */
+  readonly unmanaged?: true | undefined;
 }
 
 export interface JobSnapshot {

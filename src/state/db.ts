@@ -56,8 +56,9 @@ export interface OpenOptions {
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 
 /** What StateDb runs a statement through: every failure leaves as stateDbError's verdict. */
-interface Guarded {
+export interface Guarded {
   get(...params: unknown[]): unknown;
+  all(...params: unknown[]): unknown[];
   run(...params: unknown[]): unknown;
 }
 
@@ -80,6 +81,10 @@ CREATE TABLE IF NOT EXISTS identities (
 CREATE TABLE IF NOT EXISTS entries (
   dest TEXT PRIMARY KEY, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
   size INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS on_demand (
+  models_dir TEXT NOT NULL, dest TEXT NOT NULL, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
+  size INTEGER NOT NULL, state TEXT NOT NULL, last_used INTEGER NOT NULL, created_at INTEGER NOT NULL,
+  PRIMARY KEY (models_dir, dest));
 `;
 
 /**
@@ -98,11 +103,16 @@ export class StateDb {
     private readonly busyTimeoutMs: number,
   ) {}
 
+  /** A prepared statement (prepared once), every failure mapped as stateDbError does: for tables kept in their own module. */
+  statement(sql: string): Guarded {
+    return this.stmt(sql);
+  }
+
   private stmt(sql: string): Guarded {
     let g = this.statements.get(sql);
     if (!g) {
       const st = this.guard(() => this.db.prepare(sql));
-      g = { get: (...p) => this.guard(() => st.get(...p)), run: (...p) => this.guard(() => st.run(...p)) };
+      g = { get: (...p) => this.guard(() => st.get(...p)), all: (...p) => this.guard(() => st.all(...p)), run: (...p) => this.guard(() => st.run(...p)) };
       this.statements.set(sql, g);
     }
     return g;

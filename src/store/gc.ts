@@ -177,7 +177,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
  * Live if either the store's clock (mtime) or the writer's (updatedAt) says it was written
  * recently: a writer whose clock runs ahead keeps its record alive longer, which only keeps blobs.
  */
-function isLive(r: RefsRecord, now: number, maxAgeMs: number): boolean {
+export function isLive(r: RefsRecord, now: number, maxAgeMs: number): boolean {
   return now - r.mtimeMs < maxAgeMs || (r.updatedAt !== undefined && now - r.updatedAt < maxAgeMs);
 }
 

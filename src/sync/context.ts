@@ -24,6 +24,8 @@ export interface SyncContext {
   readonly token: string;
   /** True when the state DB was just recreated: store blobs are re-hashed before being trusted. */
   readonly dbRecreated: boolean;
+  /** Blobs being fetched in this process (by key name), settled when done: see fetchBlob. */
+  readonly inflight: Map<string, Promise<void>>;
   sourceFor(kind: SourceRef['kind'], manifest: Manifest): Promise<Source>;
   close(): void;
 }
@@ -68,6 +70,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     clock,
     token: newToken(),
     dbRecreated: recreated,
+    inflight: new Map(),
     sourceFor(kind, manifest) {
       const k = kind === 's3' ? `s3:${manifest.path}` : kind;
       let s = sources.get(k);

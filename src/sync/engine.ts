@@ -1,18 +1,14 @@
-import path from 'node:path';
 import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
-import { machineError, syscallText, whyNotWritable } from '../os-errors.js';
+import { whyNotWritable } from '../os-errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
-import type { FileStamp } from '../state/db.js';
-import { sameContentStamp, stampOf } from '../store/blobs.js';
 import { ClaimOwner, SMALL_BLOB_BYTES } from '../store/claim.js';
-import { blobPath } from '../store/layout.js';
-import { publish, type PublishMode } from '../store/publish.js';
 import { sweepDeadClaims } from '../store/sweep-dead-claims.js';
 import type { SyncContext } from './context.js';
 import { buildPlan, checkSpace } from './plan.js';
 import { writeRefs } from './refs.js';
+import { BUSY, result, runJob } from './run-job.js';
 import { SyncBatch } from './sync-batch.js';
 import type { BlobJob, EntryResult, SyncEvents, SyncReport } from './types.js';
 
@@ -63,29 +59,9 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
     Promise.all(
       jobs.map((job) =>
         files.add(async () => {
-          job.entries.forEach((e) => events.entryState?.(e, 'queued'));
-          try {
-            const source = await ctx.sourceFor(job.entries[0]?.source.kind ?? 'hf', manifest);
-            // Loaded on first use: a warm start (nothing to fetch) skips the whole transfer stack.
-            const { fetchBlob, BUSY } = await import('./fetch-blob.js');
-            const got = await fetchBlob(ctx, job, source, signal, events, { batch, claims, firstPass: first });
-            if (got === BUSY) {
-              job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer'));
-              busy.push(job);
-              return;
-            }
-            fetched += got.fetched;
-            await publishJob(ctx, job, got.stamp, results, events, batch);
-          } catch (err) {
-            const known = machineError(err, syscallText(err));
-            const me = known ?? new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
-            if (!known) ctx.log.error({ err }, 'unexpected error');
-            for (const e of job.entries) {
-              const ee = me.forEntry(e.index, e.dest);
-              results.set(e, result(e, 'failed', { error: ee }));
-              events.entryState?.(e, 'failed', { error: ee.message });
-            }
-          }
+          const got = await runJob(ctx, manifest, job, { batch, claims, firstPass: first, settle: (e, r) => results.set(e, r) }, signal, events);
+          if (got === BUSY) busy.push(job);
+          else fetched += got.fetched;
         }),
       ),
     );
@@ -110,59 +86,5 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
     entries: list,
     bytesFetched: fetched,
     durationMs: ctx.clock.now() - started,
-  };
-}
-
-async function publishJob(ctx: SyncContext, job: BlobJob, stamp: FileStamp | undefined, results: Map<Entry, EntryResult>, events: SyncEvents, batch: SyncBatch): Promise<void> {
-  const blob = blobPath(ctx.store, job.key);
-  const blobSt = stamp ?? (await stampOf(blob));
-  // The committed blob's own size: a source re-resolved mid-download may have named another.
-  const size = blobSt?.size ?? job.file.size ?? 0;
-  const done: { e: Entry; final: string; mode: PublishMode; fail: (err: unknown) => void }[] = [];
-  for (const e of job.entries) {
-    const fail = (err: unknown): void => {
-      const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_PUBLISH', String(err), { cause: err });
-      const ee = me.forEntry(e.index, e.dest);
-      results.set(e, result(e, 'failed', { error: ee }));
-      events.entryState?.(e, 'failed', { error: ee.message });
-    };
-    try {
-      const mode = await publish(blob, ctx.config.modelsDir, e.dest, { batch, blobId: blobSt });
-      done.push({ e, final: path.join(ctx.config.modelsDir, e.dest), mode, fail });
-      if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
-      results.set(e, result(e, 'published', { key: job.key, size, commit: job.file.commit }));
-      events.entryState?.(e, 'published', { size });
-    } catch (err) {
-      fail(err);
-    }
-  }
-  // Every hard link made moved the inode's ctime: the stamp to remember is the one after them,
-  // provided nothing but the ctime changed since the blob was verified (an edit meanwhile is
-  // left for the next sync to find). One stat for the blob and all its hard-linked dests.
-  const linked = done.some((d) => d.mode === 'hardlink');
-  const now = blobSt && linked ? await stampOf(blob) : blobSt;
-  const shared = now && blobSt && sameContentStamp(now, blobSt) ? now : undefined;
-  if (shared && linked) batch.record(() => ctx.db.putVerified(blob, shared, job.key));
-  for (const d of done) {
-    const st = d.mode === 'hardlink' || d.mode === 'present' ? shared : await stampOf(d.final);
-    batch.record(() => {
-      if (st) ctx.db.putVerified(d.final, st, job.key);
-      else ctx.db.forgetVerified(d.final);
-      ctx.db.putEntry(d.e.dest, d.e.source.uri, job.key, size, 'published');
-    }, d.fail);
-  }
-}
-
-function result(e: Entry, state: EntryResult['state'], extra: { key?: EntryResult['key']; size?: number; commit?: string | undefined; error?: ModelsyncError }): EntryResult {
-  return {
-    index: e.index,
-    dest: e.dest,
-    source: e.source.uri,
-    required: e.required,
-    state,
-    key: extra.key,
-    size: extra.size,
-    commit: extra.commit,
-    error: extra.error && { code: extra.error.code, message: extra.error.message },
   };
 }

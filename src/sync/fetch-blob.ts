@@ -10,6 +10,7 @@ import type { SyncContext } from './context.js';
 import { fetchVerified, type Fetched } from './fetch-verified.js';
 import { usableBlob } from './usable-blob.js';
 import { adoptPartial, partPaths, removePart } from './partials.js';
+import { BUSY } from './run-job.js';
 import type { SyncBatch } from './sync-batch.js';
 import type { BlobJob, SyncEvents } from './types.js';
 
@@ -17,8 +18,6 @@ import type { BlobJob, SyncEvents } from './types.js';
 const MAX_LEASE_LOSSES = 5;
 
 
-/** A small blob claimed by a live peer, on a first pass: come back to it once the rest is done. */
-export const BUSY = 'busy';
 
 /** What the fetches of one sync share. */
 export interface FetchScope {
@@ -37,10 +36,33 @@ let writerSeq = 0;
  * peer on the shared volume commits it while we wait on its lease.
  */
 export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, scope: FetchScope): Promise<Fetched | typeof BUSY> {
+  // One fetch per blob in this process: a manifest sync and on-demand jobs run side by side, and
+  // leases (which share this process's token) are for peers. The later one waits, then finds
+  // the blob in the store, or, when the first failed, tries itself.
+  const name = keyName(job.key);
+  for (let running = ctx.inflight.get(name); running !== undefined; running = ctx.inflight.get(name)) {
+    job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer'));
+    await running;
+  }
+  const mine = fetchBlobOnce(ctx, job, source, signal, events, scope);
+  const settled = mine.then(
+    () => undefined,
+    () => undefined,
+  );
+  ctx.inflight.set(name, settled);
+  try {
+    return await mine;
+  } finally {
+    if (ctx.inflight.get(name) === settled) ctx.inflight.delete(name);
+  }
+}
+
+async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, scope: FetchScope): Promise<Fetched | typeof BUSY> {
   const { batch } = scope;
+  if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch);
   const final = blobPath(ctx.store, job.key);
   const have = await usableBlob(ctx, job, final, batch);
-  if (have) return { fetched: 0, stamp: have };
+  if (have) return { fetched: 0, stamp: have, key: job.key };
   const t = ctx.config.tunables;
   const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
   const opts = { dir: ctx.store.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined };
@@ -57,7 +79,7 @@ export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, 
     });
     if (now) {
       await claim.release();
-      return { fetched: 0, stamp: now };
+      return { fetched: 0, stamp: now, key: job.key };
     }
     return fetchSmall(ctx, job, source, signal, events, batch, claim);
   }
@@ -73,7 +95,7 @@ export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, 
       signal,
       () => job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer')),
     );
-    if (got === 'done') return { fetched: 0, stamp: done };
+    if (got === 'done') return { fetched: 0, stamp: done, key: job.key };
     if (small) return fetchSmall(ctx, job, source, signal, events, batch, got);
     try {
       return await fetchUnderLease(ctx, job, source, signal, events, batch, got);
@@ -114,13 +136,18 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
  */
 async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, claim: Lease): Promise<Fetched> {
   try {
-    return await fetchSmallClaimed(ctx, job, source, signal, events, batch);
+    return await fetchAlone(ctx, job, source, signal, events, batch);
   } finally {
     await claim.release();
   }
 }
 
-async function fetchSmallClaimed(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch): Promise<Fetched> {
+/**
+ * Into a partial of our own, committed without replacing: a small blob under its claim, or a
+ * blob whose key is learnt from its bytes (nothing to lease yet: peers asking for the same URL
+ * at once each fetch it, and the first commit wins).
+ */
+async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch): Promise<Fetched> {
   const final = blobPath(ctx.store, job.key);
   for (let tries = 1; ; tries++) {
     const paths = partPaths(ctx.store, keyName(job.key), `${ctx.token}-${++writerSeq}`);
@@ -139,8 +166,8 @@ async function fetchSmallClaimed(ctx: SyncContext, job: BlobJob, source: Source,
       // The partial was cleared under us (by such an older peer, which removes partials without a
       // journal): the blob may be in by now; else again.
       if (signal.aborted || !(e instanceof ModelsyncError && e.code === 'E_LEASE_LOST') || tries >= 3) throw e;
-      const have = await usableBlob(ctx, job, final, batch);
-      if (have) return { fetched: 0, stamp: have };
+      const have = job.learn ? undefined : await usableBlob(ctx, job, final, batch);
+      if (have) return { fetched: 0, stamp: have, key: job.key };
     }
   }
 }

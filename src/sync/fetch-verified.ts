@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { ModelsyncError, errnoCode } from '../errors.js';
-import { keyName } from '../content-key.js';
+import { keyName, type ContentKey } from '../content-key.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
@@ -21,6 +21,8 @@ const SOURCE_CHANGE_RESTARTS = 2;
 export interface Fetched {
   /** Bytes that came over the network. */
   readonly fetched: number;
+  /** The committed blob's key: the job's, or for a job that learns its key, the bytes' sha256. */
+  readonly key: ContentKey;
   /** The committed blob's stamp (undefined only if it vanished right after the commit). */
   readonly stamp: FileStamp | undefined;
 }
@@ -46,7 +48,6 @@ export interface Writer {
  * from its new version. The commit's folder fsync and the state DB row go through the batch.
  */
 export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer): Promise<Fetched> {
-  const final = blobPath(ctx.store, job.key);
   const t = ctx.config.tunables;
   let both = signal;
   if (w.signal) {
@@ -73,6 +74,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
         signal: both,
         log: ctx.log,
         fence: w.fence,
+        wholeStream: job.learn,
         onBytes: (n) => events.bytes?.(n, job.key),
         onRetry: (e, wait) => {
           ctx.log.warn({ uri: job.file.uri, waitMs: wait, err: e.message }, 'retrying');
@@ -95,7 +97,9 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
     }
     fetched += d.fetched;
     job.entries.forEach((e) => events.entryState?.(e, 'verifying'));
-    if (d.hex !== job.key.hex || (file.size !== undefined && d.size !== file.size)) {
+    // Learning its key, a download can only fail on its size: its hash is what it is.
+    const key: ContentKey = job.learn ? { algo: 'sha256', hex: d.hex } : job.key;
+    if (d.hex !== key.hex || (file.size !== undefined && d.size !== file.size)) {
       await removePart(paths);
       events.verifyFailure?.(job.file.uri);
       const err = d.hex !== job.key.hex ? hashMismatch(job.file.uri, job.key, d.hex) : new ModelsyncError('E_SIZE_MISMATCH', `${job.file.uri}: expected ${file.size} bytes, got ${d.size}`, { url: job.file.uri });
@@ -111,6 +115,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       }
     }
     await w.beforeCommit(paths);
+    const final = blobPath(ctx.store, key);
     try {
       await commitBlob(paths.part, final, { dirs: batch, how: w.how });
     } catch (e) {
@@ -121,8 +126,8 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
     }
     await w.afterCommit(paths);
     const stamp = await stampOf(final);
-    if (stamp) batch.record(() => ctx.db.putVerified(final, stamp, job.key));
-    return { fetched, stamp };
+    if (stamp) batch.record(() => ctx.db.putVerified(final, stamp, key));
+    return { fetched, stamp, key };
   }
 }
 

@@ -4,12 +4,12 @@ import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
 import { entryDisagreement, lockEntryFor, lockIndex, type LockEntry, type LockFile } from '../manifest/lock.js';
 import type { Entry, Manifest } from '../manifest/types.js';
-import type { S3Object } from '../sources/s3.js';
 import type { ContentKey } from '../content-key.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import { withRetry } from '../transfer/retry.js';
 import { hashMismatch, keyHasher } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
+import { capable, probeSize, type DescribesS3, type HasFileFor } from './source-extras.js';
 
 export interface PinOptions {
   /** The lock being replaced: entries it still pins correctly are kept as they are. */
@@ -31,16 +31,6 @@ export interface PinResult {
   /** The new lock; undefined when any entry could not be pinned. */
   readonly lock: LockFile | undefined;
   readonly outcomes: readonly PinOutcome[];
-}
-
-/** What `modelsync lock` needs of the S3 source beyond the Source interface. */
-interface DescribesS3 {
-  describe(e: Entry, signal: AbortSignal): Promise<S3Object>;
-  fileFor(obj: S3Object, key: ContentKey): RemoteFile;
-}
-
-interface HasFileFor {
-  fileFor(e: Entry, key: ContentKey): RemoteFile;
 }
 
 /**
@@ -147,25 +137,12 @@ async function pinOther(ctx: SyncContext, source: Source, e: Entry, prev: LockEn
   return pinned(e, { ...base, size: h.size, sha256: h.sha256, sha256From: e.sha256 === undefined ? 'download' : 'manifest' });
 }
 
-/** The source, checked to have the method locking needs (S3Source and HttpsSource do). */
-function capable<T extends object>(source: Source, method: keyof T & string): Source & T {
-  if (typeof (source as unknown as Record<string, unknown>)[method] !== 'function') throw new Error(`source has no ${method}()`);
-  return source as Source & T;
-}
-
 function pinned(e: Entry, pin: LockEntry): PinOutcome {
   return { entry: e, pin, kept: false };
 }
 
 function manifestMismatch(e: Entry, actual: string, whose = 'the downloaded bytes'): ModelsyncError {
   return new ModelsyncError('E_HASH_MISMATCH', `${e.source.uri}: the manifest says sha256 ${e.sha256 ?? '?'}, ${whose} hash to ${actual}`, { url: e.source.uri });
-}
-
-/** The size from a 1-byte range request, when the server says it. */
-async function probeSize(ctx: SyncContext, source: Source, file: RemoteFile, signal: AbortSignal): Promise<number | undefined> {
-  const res = await withRetry(() => source.open(file, { range: { start: 0, end: 1 }, signal }), ctx.policy, { signal });
-  res.body.destroy();
-  return res.status === 206 ? res.range?.total : res.length;
 }
 
 /**

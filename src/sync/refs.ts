@@ -4,6 +4,7 @@ import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs/atomic-write.js';
 import { withReopen } from '../fs/estale.js';
+import { OnDemandTable } from '../state/on-demand-table.js';
 import type { SyncContext } from './context.js';
 
 /**
@@ -16,13 +17,35 @@ import type { SyncContext } from './context.js';
  * could not resolve an entry (Hub down, offline) does not know that entry's key, and dropping
  * it would let gc collect a blob the manifest still wants. Anything less merges: the keys a sync
  * is about to fetch are added before the first byte moves, so a gc running meanwhile sees them.
+ *
+ * The on-demand layer's keys (state DB, on_demand table) are in every record written, whatever
+ * the caller passes: a full manifest sync's rewrite must not drop them. They are listed under
+ * `keys` too, so a gc that knows nothing of the layer keeps them all the same; `onDemand` says
+ * which they are. `drop`: keys the layer let go of (an eviction), removed from a merged record.
+ * Writes of one record are serialised within this process (a sync and on-demand jobs write it
+ * side by side), each computed from the state DB when its turn comes.
  */
-export async function writeRefs(ctx: Pick<SyncContext, 'db' | 'store' | 'config'>, manifestPath: string, keys: readonly string[], opts: { merge?: boolean } = {}): Promise<void> {
-  const modelsDir = ctx.config.modelsDir;
-  const node = ctx.db.identity(modelsDir, ctx.store.root);
+export function writeRefs(ctx: Pick<SyncContext, 'db' | 'store' | 'config'>, manifestPath: string, keys: readonly string[], opts: { merge?: boolean; drop?: readonly string[] } = {}): Promise<void> {
+  const node = ctx.db.identity(ctx.config.modelsDir, ctx.store.root);
   const file = path.join(ctx.store.refs, `${node}.json`);
-  const previous = opts.merge ? await readKeys(file) : [];
-  const record = { node, host: hostname(), manifest: manifestPath, modelsDir, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys])].sort() };
+  const turn = (writing.get(file) ?? Promise.resolve()).then(() => writeRecord(ctx, file, node, manifestPath, keys, opts));
+  const settled = turn.catch(() => undefined);
+  writing.set(file, settled);
+  void settled.then(() => {
+    if (writing.get(file) === settled) writing.delete(file);
+  });
+  return turn;
+}
+
+/** The last write queued per record file in this process. */
+const writing = new Map<string, Promise<void>>();
+
+async function writeRecord(ctx: Pick<SyncContext, 'db' | 'store' | 'config'>, file: string, node: string, manifestPath: string, keys: readonly string[], opts: { merge?: boolean; drop?: readonly string[] }): Promise<void> {
+  const modelsDir = ctx.config.modelsDir;
+  const onDemand = new OnDemandTable(ctx.db, modelsDir).keys().sort();
+  const drop = new Set(opts.drop ?? []);
+  const previous = opts.merge ? (await readKeys(file)).filter((k) => !drop.has(k)) : [];
+  const record = { node, host: hostname(), manifest: manifestPath, modelsDir, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys, ...onDemand])].sort(), onDemand };
   await writeJsonAtomic(file, record);
 }
 

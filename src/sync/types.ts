@@ -38,4 +38,9 @@ export interface BlobJob {
   readonly key: ContentKey;
   readonly file: RemoteFile;
   readonly entries: readonly Entry[];
+  /**
+   * Trust on first use (an on-demand https:// or s3:// request without a sha256): `key` only
+   * names this download (its partial, never a blob); the bytes' own sha256 becomes the blob's key.
+   */
+  readonly learn?: boolean | undefined;
 }

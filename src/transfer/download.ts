@@ -37,6 +37,12 @@ export interface DownloadParams {
    * longer write (its lease on the shared volume was lost): see Lease.fence.
    */
   readonly fence?: (() => Promise<void>) | undefined;
+  /**
+   * One stream from byte 0, no ranges and no resume: for bytes no hash was promised for (trust
+   * on first use), where chunks of two versions of a file that changed meanwhile could never be
+   * told apart from one version.
+   */
+  readonly wholeStream?: boolean | undefined;
 }
 
 export interface Downloaded {
@@ -60,6 +66,7 @@ class Unranged extends Error {
  * caller compares it and commits. Nothing here ever touches a final path.
  */
 export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
+  if (p.wholeStream) return singleStream(p, undefined);
   let size = p.file.size;
   if (size === undefined) {
     const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: 1 }, signal: p.signal }), p.policy, {

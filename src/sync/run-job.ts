@@ -1,0 +1,125 @@
+import path from 'node:path';
+import { ModelsyncError } from '../errors.js';
+import { machineError, syscallText } from '../os-errors.js';
+import type { Entry, Manifest } from '../manifest/types.js';
+import type { ContentKey } from '../content-key.js';
+import type { FileStamp } from '../state/db.js';
+import { sameContentStamp, stampOf } from '../store/blobs.js';
+import type { ClaimOwner } from '../store/claim.js';
+import { blobPath } from '../store/layout.js';
+import { publish, type PublishMode } from '../store/publish.js';
+import type { SyncContext } from './context.js';
+import type { SyncBatch } from './sync-batch.js';
+import type { BlobJob, EntryResult, SyncEvents } from './types.js';
+
+/** A small blob a peer is fetching right now, on a first pass: the caller comes back to it. */
+export const BUSY = 'busy';
+
+export interface JobScope {
+  readonly batch: SyncBatch;
+  readonly claims: ClaimOwner;
+  readonly firstPass: boolean;
+  /**
+   * Remember a published entry in the state DB (in the batch, after its folders are synced).
+   * Default: the manifest's `entries` table; the on-demand layer keeps its own.
+   */
+  readonly record?: ((e: Entry, key: ContentKey, size: number) => void) | undefined;
+  /**
+   * Each entry's outcome. Called again for an entry whose state DB row fails at the batch's
+   * flush, after runJob has returned: the later call is the truth.
+   */
+  readonly settle: (e: Entry, r: EntryResult) => void;
+}
+
+export interface JobDone {
+  /** Bytes that came over the network. */
+  readonly fetched: number;
+  /** The blob's key: the job's, or the one learnt from its bytes (BlobJob.learn). */
+  readonly key: ContentKey | undefined;
+}
+
+/**
+ * One distinct blob: fetch it (or find it in the store), then publish it to every dest that
+ * wants it. Failures are per entry, in the results, never thrown.
+ */
+export async function runJob(ctx: SyncContext, manifest: Manifest, job: BlobJob, scope: JobScope, signal: AbortSignal, events: SyncEvents): Promise<JobDone | typeof BUSY> {
+  job.entries.forEach((e) => events.entryState?.(e, 'queued'));
+  try {
+    const source = await ctx.sourceFor(job.entries[0]?.source.kind ?? 'hf', manifest);
+    // Loaded on first use: a warm start (nothing to fetch) skips the whole transfer stack.
+    const { fetchBlob } = await import('./fetch-blob.js');
+    const got = await fetchBlob(ctx, job, source, signal, events, scope);
+    if (got === BUSY) {
+      job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer'));
+      return BUSY;
+    }
+    await publishJob(ctx, job, got.key, got.stamp, events, scope);
+    return { fetched: got.fetched, key: got.key };
+  } catch (err) {
+    const known = machineError(err, syscallText(err));
+    const me = known ?? new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
+    if (!known) ctx.log.error({ err }, 'unexpected error');
+    for (const e of job.entries) {
+      const ee = me.forEntry(e.index, e.dest);
+      scope.settle(e, result(e, 'failed', { error: ee }));
+      events.entryState?.(e, 'failed', { error: ee.message });
+    }
+    return { fetched: 0, key: undefined };
+  }
+}
+
+async function publishJob(ctx: SyncContext, job: BlobJob, key: ContentKey, stamp: FileStamp | undefined, events: SyncEvents, scope: JobScope): Promise<void> {
+  const { batch } = scope;
+  const record = scope.record ?? ((e: Entry, k: ContentKey, size: number) => ctx.db.putEntry(e.dest, e.source.uri, k, size, 'published'));
+  const blob = blobPath(ctx.store, key);
+  const blobSt = stamp ?? (await stampOf(blob));
+  // The committed blob's own size: a source re-resolved mid-download may have named another.
+  const size = blobSt?.size ?? job.file.size ?? 0;
+  const done: { e: Entry; final: string; mode: PublishMode; fail: (err: unknown) => void }[] = [];
+  for (const e of job.entries) {
+    const fail = (err: unknown): void => {
+      const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_PUBLISH', String(err), { cause: err });
+      const ee = me.forEntry(e.index, e.dest);
+      scope.settle(e, result(e, 'failed', { error: ee }));
+      events.entryState?.(e, 'failed', { error: ee.message });
+    };
+    try {
+      const mode = await publish(blob, ctx.config.modelsDir, e.dest, { batch, blobId: blobSt });
+      done.push({ e, final: path.join(ctx.config.modelsDir, e.dest), mode, fail });
+      if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
+      scope.settle(e, result(e, 'published', { key, size, commit: job.file.commit }));
+      events.entryState?.(e, 'published', { size });
+    } catch (err) {
+      fail(err);
+    }
+  }
+  // Every hard link made moved the inode's ctime: the stamp to remember is the one after them,
+  // provided nothing but the ctime changed since the blob was verified (an edit meanwhile is
+  // left for the next sync to find). One stat for the blob and all its hard-linked dests.
+  const linked = done.some((d) => d.mode === 'hardlink');
+  const now = blobSt && linked ? await stampOf(blob) : blobSt;
+  const shared = now && blobSt && sameContentStamp(now, blobSt) ? now : undefined;
+  if (shared && linked) batch.record(() => ctx.db.putVerified(blob, shared, key));
+  for (const d of done) {
+    const st = d.mode === 'hardlink' || d.mode === 'present' ? shared : await stampOf(d.final);
+    batch.record(() => {
+      if (st) ctx.db.putVerified(d.final, st, key);
+      else ctx.db.forgetVerified(d.final);
+      record(d.e, key, size);
+    }, d.fail);
+  }
+}
+
+export function result(e: Entry, state: EntryResult['state'], extra: { key?: EntryResult['key']; size?: number; commit?: string | undefined; error?: ModelsyncError }): EntryResult {
+  return {
+    index: e.index,
+    dest: e.dest,
+    source: e.source.uri,
+    required: e.required,
+    state,
+    key: extra.key,
+    size: extra.size,
+    commit: extra.commit,
+    error: extra.error && { code: extra.error.code, message: extra.error.message },
+  };
+}

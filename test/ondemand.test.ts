@@ -1,0 +1,248 @@
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { blobPath } from '../src/store/layout.js';
+import { runSync } from '../src/sync/engine.js';
+import { startByteServer, type ByteServer } from './support/byte-server.js';
+import { FAKE_HF_TOKEN } from './support/cli.js';
+import { startHub, type Hub } from './support/hub.js';
+import { addModel, exists, fileSha256, sha256, type TestModel } from './support/models.js';
+import { onDemandRig, type Rig } from './support/on-demand-rig.js';
+import { makeSafetensors } from './support/safetensors.js';
+
+let hub: Hub;
+let rig: Rig | undefined;
+
+beforeAll(async () => {
+  hub = await startHub();
+  hub.tokens.valid.add(FAKE_HF_TOKEN);
+});
+afterAll(async () => {
+  await hub.close();
+});
+afterEach(async () => {
+  await rig?.close();
+  rig = undefined;
+  hub.clearFaults();
+});
+
+const policy = (maxBytes: number | string, allow = '"hf://*"', extra = ''): string => `on_demand:\n  allow: [${allow}]\n  max_bytes: ${maxBytes}\n${extra}`;
+const manifestYaml = (onDemand: string, models = '[]'): string => `version: 1\nmodels: ${models}\n${onDemand}`;
+const req = (m: TestModel, dest: string): { source: string; dest: string } => ({ source: m.uri, dest });
+const blobKey = (m: TestModel): string => `sha256-${m.sha256}`;
+
+describe('the on-demand layer', () => {
+  it('fetches a request verified, publishes it, and records it in the state DB and the reference record', async () => {
+    const m = addModel(hub, 60_000);
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M')));
+    const snap = await rig.ensure([req(m, 'loras/a.safetensors')]);
+    expect(snap).toMatchObject({ done: true, ok: true, models: [{ dest: 'loras/a.safetensors', source: `hf://${m.repo}@main/${m.path}`, state: 'ready', total: m.content.length, bytes: m.content.length }] });
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/a.safetensors'))).toBe(m.sha256);
+    expect(rig.service.layer.table.row('loras/a.safetensors')).toMatchObject({ state: 'ready', size: m.content.length, key: { algo: 'sha256', hex: m.sha256 } });
+    const refs = await rig.refs();
+    expect(refs.keys).toContain(blobKey(m));
+    expect(refs.onDemand).toEqual([blobKey(m)]);
+    const types = rig.events.filter((e) => e.model.dest === 'loras/a.safetensors').map((e) => e.type);
+    expect(types[0]).toBe('queued');
+    expect(types).toContain('downloading');
+    expect(types.at(-1)).toBe('ready');
+    // Asked again: ready at once, from stat and the state DB; nothing asked of the Hub.
+    hub.resetStats();
+    const job = await rig.service.submit([req(m, 'loras/a.safetensors')]);
+    expect(job.snapshot()).toMatchObject({ done: true, ok: true });
+    expect(hub.stats.requests).toHaveLength(0);
+    expect(rig.service.status()).toMatchObject({ enabled: true, maxBytes: 10 * 2 ** 20, bytesUsed: m.content.length, entries: 1, evictions: 0, jobsRunning: 0 });
+  });
+
+  it('two concurrent requests for one blob fetch it once', async () => {
+    const m = addModel(hub, 400_000);
+    hub.setFaults(m.sha256, { bytesPerSecond: 2_000_000 });
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M')));
+    const [a, b] = await Promise.all([rig.ensure([req(m, 'loras/one.safetensors')]), rig.ensure([req(m, 'loras/two.safetensors')])]);
+    expect(a?.ok && b?.ok).toBe(true);
+    expect(hub.stats.bytesServed.get(m.sha256)).toBe(m.content.length);
+    const one = await stat(path.join(rig.sb.models, 'loras/one.safetensors'));
+    const two = await stat(path.join(rig.sb.models, 'loras/two.safetensors'));
+    expect(one.ino).toBe(two.ino);
+    // One blob, counted once.
+    expect(rig.service.status().bytesUsed).toBe(m.content.length);
+  });
+
+  it('evicts the least recently used entry when max_bytes would be exceeded: unpublished, unreferenced, its blob gone', async () => {
+    const [a, b, c] = [addModel(hub, 100_000), addModel(hub, 100_000), addModel(hub, 100_000)];
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy(250_000)));
+    expect((await rig.ensure([req(a, 'loras/a.safetensors')])).ok).toBe(true);
+    expect((await rig.ensure([req(b, 'loras/b.safetensors')])).ok).toBe(true);
+    // a is used again: b is now the least recently used.
+    expect((await rig.ensure([req(a, 'loras/a.safetensors')])).ok).toBe(true);
+    expect((await rig.ensure([req(c, 'loras/c.safetensors')])).ok).toBe(true);
+    expect(await exists(path.join(rig.sb.models, 'loras/b.safetensors'))).toBe(false);
+    expect(await exists(path.join(rig.sb.models, 'loras/a.safetensors'))).toBe(true);
+    expect(rig.events.filter((e) => e.type === 'evicted').map((e) => e.model.dest)).toEqual(['loras/b.safetensors']);
+    expect(rig.events.find((e) => e.type === 'evicted')?.job).toBeUndefined();
+    const refs = await rig.refs();
+    expect(refs.keys).not.toContain(blobKey(b));
+    expect(refs.keys).toEqual(expect.arrayContaining([blobKey(a), blobKey(c)]));
+    // Nothing else named it: its bytes left the disk with it.
+    expect(await exists(blobPath(rig.ctx.store, { algo: 'sha256', hex: b.sha256 }))).toBe(false);
+    expect(rig.service.status()).toMatchObject({ bytesUsed: a.content.length + c.content.length, entries: 2, evictions: 1 });
+  });
+
+  it('never evicts an entry a running prompt pins; refuses what cannot fit, naming max_bytes; evicts again once released', async () => {
+    const [a, b, c] = [addModel(hub, 100_000), addModel(hub, 100_000), addModel(hub, 100_000)];
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy(250_000)));
+    const prompt = rig.service.holder('prompt-1');
+    expect((await rig.ensure([req(a, 'loras/a.safetensors'), req(b, 'loras/b.safetensors')], prompt)).ok).toBe(true);
+    expect(rig.service.status().pinned).toBe(2);
+    const refused = await rig.ensure([req(c, 'loras/c.safetensors')]);
+    expect(refused.ok).toBe(false);
+    expect(refused.models[0]).toMatchObject({ state: 'failed', error: { code: 'E_POLICY' } });
+    expect(refused.models[0]?.error?.message).toContain('on_demand.max_bytes');
+    expect(await exists(path.join(rig.sb.models, 'loras/a.safetensors'))).toBe(true);
+    expect(await exists(path.join(rig.sb.models, 'loras/b.safetensors'))).toBe(true);
+    expect(rig.service.layer.table.row('loras/c.safetensors')).toBeUndefined();
+    prompt.release();
+    prompt.release();
+    expect(rig.service.status().pinned).toBe(0);
+    expect((await rig.ensure([req(c, 'loras/c.safetensors')])).ok).toBe(true);
+    expect(rig.events.filter((e) => e.type === 'evicted')).toHaveLength(1);
+  });
+
+  it('refuses a request bigger than max_bytes before a byte of it moves', async () => {
+    const m = addModel(hub, 300_000);
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy(200_000)));
+    hub.resetStats();
+    const snap = await rig.ensure([req(m, 'loras/big.safetensors')]);
+    expect(snap.models[0]).toMatchObject({ state: 'failed', error: { code: 'E_POLICY' } });
+    expect(snap.models[0]?.error?.message).toMatch(/more than on_demand\.max_bytes/);
+    expect(hub.stats.bytesServed.get(m.sha256) ?? 0).toBe(0);
+  });
+
+  it('content a manifest entry also needs is not the layer\'s to count or evict', async () => {
+    const base = addModel(hub, 150_000);
+    const other = addModel(hub, 150_000);
+    const models = `[{source: "${base.uri}", dest: "checkpoints/base.safetensors"}]`;
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy(200_000), models));
+    expect((await runSync(rig.ctx, rig.manifest)).ok).toBe(true);
+    // The manifest's own dest, asked for on demand: ready, from the manifest's record.
+    const own = await rig.ensure([{ source: `hf://${base.repo}@main/${base.path}`, dest: 'checkpoints/base.safetensors' }]);
+    expect(own.ok).toBe(true);
+    // Its content at a second dest: in the layer, not counted.
+    expect((await rig.ensure([req(base, 'loras/base-too.safetensors')])).ok).toBe(true);
+    expect(rig.service.status().bytesUsed).toBe(0);
+    expect((await rig.ensure([req(other, 'loras/other.safetensors')])).ok).toBe(true);
+    expect(rig.service.status().bytesUsed).toBe(other.content.length);
+    expect(rig.events.filter((e) => e.type === 'evicted')).toHaveLength(0);
+    expect(await fileSha256(path.join(rig.sb.models, 'checkpoints/base.safetensors'))).toBe(base.sha256);
+  });
+
+  it('a full manifest sync rewrites the reference record with the layer\'s keys kept', async () => {
+    const od = addModel(hub, 40_000);
+    const man = addModel(hub, 40_000);
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M'), `[{source: "${man.uri}", dest: "checkpoints/m.safetensors"}]`));
+    expect((await rig.ensure([req(od, 'loras/od.safetensors')])).ok).toBe(true);
+    const report = await runSync(rig.ctx, rig.manifest);
+    expect(report.ok).toBe(true);
+    const refs = await rig.refs();
+    expect(refs.keys).toEqual([blobKey(man), blobKey(od)].sort());
+    expect(refs.onDemand).toEqual([blobKey(od)]);
+    // And once more, all present (the complete sync's non-merging rewrite).
+    await runSync(rig.ctx, rig.manifest);
+    expect((await rig.refs()).keys).toContain(blobKey(od));
+  });
+
+  it('an eviction removes only what modelsync published: a file changed since is left alone', async () => {
+    const [a, b] = [addModel(hub, 100_000), addModel(hub, 100_000)];
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy(150_000)));
+    expect((await rig.ensure([req(a, 'loras/a.safetensors')])).ok).toBe(true);
+    const file = path.join(rig.sb.models, 'loras/a.safetensors');
+    // The user replaces it with a file of their own (a new inode at the same name).
+    await writeFile(`${file}.mine`, 'my own bytes');
+    await import('node:fs/promises').then((fs) => fs.rename(`${file}.mine`, file));
+    expect((await rig.ensure([req(b, 'loras/b.safetensors')])).ok).toBe(true);
+    expect(await readFile(file, 'utf8')).toBe('my own bytes');
+  });
+
+  it('a file modelsync did not place at the dest is left alone: ready, unmanaged, never replaced', async () => {
+    const m = addModel(hub, 30_000);
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M')));
+    const file = path.join(rig.sb.models, 'loras/mine.safetensors');
+    await import('node:fs/promises').then((fs) => fs.mkdir(path.dirname(file), { recursive: true }));
+    await writeFile(file, 'placed by hand');
+    hub.resetStats();
+    const snap = await rig.ensure([req(m, 'loras/mine.safetensors')]);
+    expect(snap.models[0]).toMatchObject({ state: 'ready', unmanaged: true });
+    expect(await readFile(file, 'utf8')).toBe('placed by hand');
+    expect(hub.stats.requests).toHaveLength(0);
+  });
+
+  it('a request for other content at a layer dest replaces it (the old one is evicted first), unless a prompt pins it', async () => {
+    const [a, b] = [addModel(hub, 50_000), addModel(hub, 50_000)];
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M')));
+    const prompt = rig.service.holder('p');
+    expect((await rig.ensure([req(a, 'loras/x.safetensors')], prompt)).ok).toBe(true);
+    const busy = await rig.ensure([req(b, 'loras/x.safetensors')]);
+    expect(busy.models[0]).toMatchObject({ state: 'failed', error: { code: 'E_POLICY' } });
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/x.safetensors'))).toBe(a.sha256);
+    prompt.release();
+    expect((await rig.ensure([req(b, 'loras/x.safetensors')])).ok).toBe(true);
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/x.safetensors'))).toBe(b.sha256);
+    expect(rig.service.status()).toMatchObject({ entries: 1, bytesUsed: b.content.length });
+  });
+
+  it('refuses at submit what the policy or the validators refuse: nothing starts', async () => {
+    const m = addModel(hub, 10_000);
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', '"hf://someone-else/*"')));
+    await expect(rig.service.submit([req(m, 'loras/a.safetensors')])).rejects.toMatchObject({ code: 'E_POLICY', entry: 0, dest: 'loras/a.safetensors' });
+    await expect(rig.service.submit([req(m, '../a.safetensors')])).rejects.toMatchObject({ code: 'E_MANIFEST' });
+    rig.setManifest('version: 1\nmodels: []\n');
+    await expect(rig.service.submit([req(m, 'loras/a.safetensors')])).rejects.toMatchObject({ code: 'E_POLICY' });
+    expect(rig.service.status()).toMatchObject({ enabled: false, entries: 0 });
+    expect(rig.service.requestCounts).toEqual({ ok: 0, refused: 3 });
+  });
+});
+
+describe('on-demand requests without a sha256 (trust on first use)', () => {
+  let bytes: ByteServer;
+  const body = makeSafetensors(80_000, 4242);
+  beforeAll(async () => {
+    bytes = await startByteServer({ files: { '/m/lora.safetensors': body, '/m/other.safetensors': makeSafetensors(20_000, 7) } });
+  });
+  afterAll(async () => {
+    await bytes.close();
+  });
+
+  it('hashes it while downloading (one stream, no ranges), and the first download decides later requests', async () => {
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', `"${bytes.url}/m/*"`)));
+    bytes.requests.length = 0;
+    const url = `${bytes.url}/m/lora.safetensors`;
+    const snap = await rig.ensure([{ name: 'lora.safetensors', url, directory: 'loras' }]);
+    expect(snap.ok).toBe(true);
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/lora.safetensors'))).toBe(sha256(body));
+    expect(rig.service.layer.table.row('loras/lora.safetensors')?.key).toEqual({ algo: 'sha256', hex: sha256(body) });
+    // The size was asked first (one byte), then one whole stream.
+    const gets = bytes.requests.filter((r) => r.path === '/m/lora.safetensors');
+    expect(gets.map((r) => r.range)).toEqual(['bytes=0-0', undefined]);
+    const refs = await rig.refs();
+    expect(refs.onDemand).toEqual([`sha256-${sha256(body)}`]);
+    // Another dest for the same URL: the content learnt the first time, no download.
+    bytes.requests.length = 0;
+    expect((await rig.ensure([{ name: 'again.safetensors', url, directory: 'loras' }])).ok).toBe(true);
+    expect(bytes.requests.filter((r) => r.range === undefined)).toHaveLength(0);
+    expect((await stat(path.join(rig.sb.models, 'loras/again.safetensors'))).ino).toBe((await stat(path.join(rig.sb.models, 'loras/lora.safetensors'))).ino);
+  });
+
+  it('a given sha256 is checked like a manifest entry\'s: bytes that do not match never reach a final path', async () => {
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', `"${bytes.url}/m/*"`)));
+    const snap = await rig.ensure([{ source: `${bytes.url}/m/other.safetensors`, dest: 'loras/o.safetensors', sha256: 'b'.repeat(64) }]);
+    expect(snap.models[0]).toMatchObject({ state: 'failed', error: { code: 'E_HASH_MISMATCH' } });
+    expect(await exists(path.join(rig.sb.models, 'loras/o.safetensors'))).toBe(false);
+    expect(rig.service.layer.table.row('loras/o.safetensors')).toBeUndefined();
+    expect((await rig.refs()).keys).not.toContain(`sha256-${'b'.repeat(64)}`);
+  });
+
+  it('require_sha256: a request without one is refused, naming the setting', async () => {
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', `"${bytes.url}/m/*"`, '  require_sha256: true\n')));
+    await expect(rig.service.submit([{ source: `${bytes.url}/m/lora.safetensors`, dest: 'loras/l.safetensors' }])).rejects.toMatchObject({ code: 'E_POLICY', message: expect.stringContaining('require_sha256') });
+  });
+});
