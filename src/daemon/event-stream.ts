@@ -33,20 +33,22 @@ export class EventStreams {
     res.write(': modelsync on-demand events\nretry: 3000\n\n');
     this.open.add(res);
     let seq = 0;
-    const write = (text: string): void => {
+    const write = (text: string, droppable: boolean): void => {
       if (res.destroyed || res.writableEnded) return;
-      // A slow reader: what it has not taken stays in our memory. Past the bound it is let go.
+      // A slow reader: what it has not taken stays in our memory. While it lags, progress (which
+      // the next one supersedes) is skipped; past the bound it is let go (it may reconnect).
       if (res.writableLength > this.opts.maxBufferedBytes) {
         res.destroy();
         return;
       }
+      if (droppable && res.writableNeedDrain) return;
       res.write(text);
     };
     const unsubscribe = service.subscribe((e: ModelEvent) => {
       if (only !== undefined && e.job !== only) return;
-      write(`id: ${++seq}\nevent: ${e.type}\ndata: ${JSON.stringify({ job: e.job, ...e.model })}\n\n`);
+      write(`id: ${++seq}\nevent: ${e.type}\ndata: ${JSON.stringify({ job: e.job, ...e.model })}\n\n`, e.type === 'progress');
     });
-    const beat = setInterval(() => write(': heartbeat\n\n'), this.opts.heartbeatMs);
+    const beat = setInterval(() => write(': heartbeat\n\n', true), this.opts.heartbeatMs);
     beat.unref();
     const done = (): void => {
       clearInterval(beat);
