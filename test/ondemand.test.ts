@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { blobPath } from '../src/store/layout.js';
 import { runSync } from '../src/sync/engine.js';
+import { warmSync } from '../src/sync/warm.js';
 import { startByteServer, type ByteServer } from './support/byte-server.js';
 import { FAKE_HF_TOKEN } from './support/cli.js';
 import { startHub, type Hub } from './support/hub.js';
@@ -134,6 +135,9 @@ describe('the on-demand layer', () => {
     expect(rig.service.status().bytesUsed).toBe(other.content.length);
     expect(rig.events.filter((e) => e.type === 'evicted')).toHaveLength(0);
     expect(await fileSha256(path.join(rig.sb.models, 'checkpoints/base.safetensors'))).toBe(base.sha256);
+    // The on-demand link to the manifest's blob moved its ctime: the manifest's dest is still a
+    // warm start's (stat + state DB, no network).
+    expect((await warmSync(rig.ctx.config, rig.manifest)).report?.ok).toBe(true);
   });
 
   it('a full manifest sync rewrites the reference record with the layer\'s keys kept', async () => {
@@ -230,6 +234,10 @@ describe('on-demand requests without a sha256 (trust on first use)', () => {
     expect((await rig.ensure([{ name: 'again.safetensors', url, directory: 'loras' }])).ok).toBe(true);
     expect(bytes.requests.filter((r) => r.range === undefined)).toHaveLength(0);
     expect((await stat(path.join(rig.sb.models, 'loras/again.safetensors'))).ino).toBe((await stat(path.join(rig.sb.models, 'loras/lora.safetensors'))).ino);
+    // The second link moved the inode's ctime; the first dest is still ready at once, not re-checked.
+    const first = await rig.service.submit([{ name: 'lora.safetensors', url, directory: 'loras' }]);
+    expect(first.snapshot()).toMatchObject({ done: true, ok: true });
+    expect(bytes.requests).toHaveLength(0);
   });
 
   it('a given sha256 is checked like a manifest entry\'s: bytes that do not match never reach a final path', async () => {

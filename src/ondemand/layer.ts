@@ -4,7 +4,7 @@ import { ModelsyncError } from '../errors.js';
 import { fmt } from '../fmt.js';
 import type { Manifest } from '../manifest/types.js';
 import { OnDemandTable, type OnDemandRow } from '../state/on-demand-table.js';
-import { sameStamp, stampOf } from '../store/blobs.js';
+import { sameContentStamp, sameStamp, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { releaseBlob } from '../store/release-blob.js';
 import { unpublish } from '../store/unpublish.js';
@@ -87,14 +87,18 @@ export class OnDemandLayer {
   async find(n: Normalised): Promise<Found> {
     const final = path.join(this.ctx.config.modelsDir, n.entry.dest);
     const now = await stampOf(final);
+    if (now === undefined) return 'absent';
     const row = this.table.row(n.entry.dest);
     const verified = this.ctx.db.verifiedStamp(final);
-    const ours = now !== undefined && verified !== undefined && sameStamp(now, verified);
-    if (now !== undefined && !ours) {
+    // Ours: the inode modelsync verified there, its size and mtime unchanged. Another inode (or
+    // none verified) is someone else's file, never replaced.
+    if (!verified || !sameContentStamp(now, verified)) {
       if (row) this.table.drop(n.entry.dest);
       return 'user';
     }
-    if (!row || row.state !== 'ready' || !ours || !verified || row.key.algo !== verified.algo || row.key.hex !== verified.hex) return 'absent';
+    // Its ctime moved (not by a link of ours): it is verified again on the way, not trusted.
+    if (!sameStamp(now, verified)) return 'absent';
+    if (!row || row.state !== 'ready' || row.key.algo !== verified.algo || row.key.hex !== verified.hex) return 'absent';
     if (row.source !== n.uri || (n.entry.sha256 !== undefined && (row.key.algo !== 'sha256' || row.key.hex !== n.entry.sha256))) return 'absent';
     if (n.entry.size !== undefined && row.size !== n.entry.size) return 'absent';
     this.table.touch(n.entry.dest, this.stamp());

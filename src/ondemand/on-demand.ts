@@ -54,7 +54,7 @@ export class OnDemand implements OnDemandService {
     const { ctx } = deps;
     this.jobs = new JobBook(ctx.clock, (e) => this.emit(e));
     this.layer = new OnDemandLayer(ctx, deps.manifest, (model) => this.emit({ type: 'evicted', job: undefined, model }));
-    this.files = new PQueue({ concurrency: Math.max(4, ctx.config.tunables.connections) });
+    this.files = new PQueue({ concurrency: ctx.connections.files });
     // Reservations of a process that died: nothing fetches them now.
     const stale = this.layer.table.rows().filter((r) => r.state === 'fetching');
     if (stale.length > 0) void this.layer.exclusive(() => this.layer.cancel(stale.map((r) => r.dest)));

@@ -2,11 +2,11 @@ import { lstat, readlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import type { FileStamp } from '../state/db.js';
-import { fsyncDir, sameStamp, stampOf } from './blobs.js';
+import { fsyncDir, sameContentStamp, stampOf } from './blobs.js';
 
 /**
- * Remove a dest modelsync published, and only that: the file must still be what was verified at
- * publish time (its stamp), or a symlink to the blob, and no folder on the way may be a symlink
+ * Remove a dest modelsync published, and only that: the file must still be the inode verified at
+ * publish time (same size and mtime), or a symlink to the blob, and no folder on the way may be a symlink
  * (one planted there could aim the unlink anywhere). A file someone changed or replaced since is
  * theirs now: left alone ('changed').
  */
@@ -34,8 +34,9 @@ export async function unpublish(modelsDir: string, dest: string, blob: string, v
   if (link) {
     if ((await readlink(final).catch(() => undefined)) !== blob) return 'changed';
   } else {
+    // The inode verified there, its size and mtime as they were (a link elsewhere moves its ctime).
     const now = await stampOf(final);
-    if (!now || !verified || !sameStamp(now, verified)) return 'changed';
+    if (!now || !verified || !sameContentStamp(now, verified)) return 'changed';
   }
   try {
     await unlink(final);

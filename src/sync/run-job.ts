@@ -4,6 +4,7 @@ import { machineError, syscallText } from '../os-errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
+import { linkMovedCtime } from '../state/linked-stamps.js';
 import { sameContentStamp, stampOf } from '../store/blobs.js';
 import type { ClaimOwner } from '../store/claim.js';
 import { blobPath } from '../store/layout.js';
@@ -99,7 +100,12 @@ async function publishJob(ctx: SyncContext, job: BlobJob, key: ContentKey, stamp
   const linked = done.some((d) => d.mode === 'hardlink');
   const now = blobSt && linked ? await stampOf(blob) : blobSt;
   const shared = now && blobSt && sameContentStamp(now, blobSt) ? now : undefined;
-  if (shared && linked) batch.record(() => ctx.db.putVerified(blob, shared, key));
+  if (shared && linked && blobSt) {
+    batch.record(() => {
+      linkMovedCtime(ctx.db, blobSt, shared);
+      ctx.db.putVerified(blob, shared, key);
+    });
+  }
   for (const d of done) {
     const st = d.mode === 'hardlink' || d.mode === 'present' ? shared : await stampOf(d.final);
     batch.record(() => {
