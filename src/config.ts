@@ -47,6 +47,8 @@ export interface Config {
   readonly refresh: boolean;
   readonly tunables: Readonly<Tunables>;
   readonly hf: { readonly endpoint: string; readonly token: string | undefined; readonly offline: boolean };
+  /** CIVITAI_ENDPOINT (default https://civitai.com) and CIVITAI_TOKEN, sent to that host only. */
+  readonly civitai: { readonly endpoint: string; readonly token: string | undefined };
   /** Bearer tokens for https:// sources, by exact host name. */
   readonly httpTokens: ReadonlyMap<string, string>;
   /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for every request to a source. */
@@ -111,6 +113,22 @@ function readHttpTokens(env: NodeJS.ProcessEnv): Map<string, string> {
   }
   if (env.CIVITAI_TOKEN) out.set('civitai.com', env.CIVITAI_TOKEN);
   return out;
+}
+
+/** CIVITAI_ENDPOINT: an http(s) origin (a mirror, a stand-in), like HF_ENDPOINT. */
+function civitaiEndpoint(raw: string | undefined): string {
+  if (raw === undefined || raw.trim() === '') return 'https://civitai.com';
+  const v = raw.trim().replace(/\/+$/, '');
+  let u: URL | undefined;
+  try {
+    u = new URL(v);
+  } catch {
+    u = undefined;
+  }
+  if (u === undefined || (u.protocol !== 'https:' && u.protocol !== 'http:') || u.username !== '' || u.password !== '' || u.search !== '') {
+    throw new ModelsyncError('E_USAGE', 'CIVITAI_ENDPOINT must be an http(s) URL without credentials or query, e.g. https://civitai.com');
+  }
+  return v;
 }
 
 function defaultStateDir(env: NodeJS.ProcessEnv, home: string): string {
@@ -211,6 +229,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
       token: hfToken,
       offline: (flags.offline ?? false) || truthy(env.HF_HUB_OFFLINE),
     }),
+    civitai: Object.freeze({ endpoint: civitaiEndpoint(env.CIVITAI_ENDPOINT), token: env.CIVITAI_TOKEN?.trim() || undefined }),
     httpTokens,
     proxies: proxies.settings,
     s3: Object.freeze({

@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'E_STORE_LAYOUT'
   | 'E_AUTH'
   | 'E_GATED'
+  | 'E_EARLY_ACCESS'
+  | 'E_NOT_DOWNLOADABLE'
   | 'E_NOT_FOUND'
   | 'E_OFFLINE'
   | 'E_HTTP'

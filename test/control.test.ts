@@ -13,7 +13,7 @@ function entry(index: number, dest: string, required: boolean): Entry {
 }
 
 function manifest(entries: Entry[]): Manifest {
-  return { path: '/etc/modelsync/manifest.yaml', entries, folders: [], s3: { endpoint: undefined, region: undefined, pathStyle: undefined } };
+  return { path: '/etc/modelsync/manifest.yaml', entries, unplaced: [], folders: [], s3: { endpoint: undefined, region: undefined, pathStyle: undefined } };
 }
 
 let server: ControlServer | undefined;

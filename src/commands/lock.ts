@@ -70,6 +70,8 @@ function origin(p: LockEntry, kept: boolean): string {
       return `(from the manifest${commit})`;
     case 's3-checksum':
       return "(from S3's full-object ChecksumSHA256)";
+    case 'civitai':
+      return `(from Civitai, version ${p.civitai?.version ?? '?'}, file ${JSON.stringify(p.civitai?.file ?? '?')}${p.destDerived ? ', dest derived' : ''})`;
     case 'download':
       // A small Hub file has only a git sha1 at the Hub; anything else can carry its sha256 in the manifest.
       return p.commit === undefined ? `(computed by downloading the file once; add "sha256: ${p.sha256}" to the manifest to skip this)` : `(computed by downloading the file once${commit})`;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { sameStamp, stampOf } from '../store/blobs.js';
+import { placeFromCache, unplacedLabel } from '../sync/place.js';
 import { fmt } from '../sync/plan.js';
 import { loadAll, print, printJson, type CommandIo } from './common.js';
 import { daemonStatus } from './daemon-status.js';
@@ -12,9 +13,15 @@ export async function statusCommand(io: CommandIo): Promise<number> {
   // A running daemon knows more (downloads in progress, ComfyUI): ask it first.
   const remote = await daemonStatus(io);
   if (remote !== undefined) return remote;
-  const { config, manifest, ctx } = await loadAll(io);
+  const { config, manifest: written, ctx } = await loadAll(io);
   try {
+    // Stat and the state DB only: a civitai entry never resolved here has no dest yet.
+    const placement = placeFromCache(ctx.db, written);
+    const manifest = placement.manifest;
     const rows = [];
+    for (const e of [...manifest.unplaced, ...placement.failed.map((f) => f.entry)]) {
+      rows.push({ index: e.index, dest: unplacedLabel(e), source: e.source.uri, required: e.required, state: 'never-synced' as LocalState, size: undefined, hash: undefined, syncedAt: undefined });
+    }
     for (const e of manifest.entries) {
       const rec = ctx.db.entry(e.dest);
       const final = path.join(config.modelsDir, e.dest);
@@ -26,6 +33,7 @@ export async function statusCommand(io: CommandIo): Promise<number> {
       else state = rec && rec.source === e.source.uri && v && sameStamp(st, v) ? 'present' : 'changed';
       rows.push({ index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state, size: st?.size, hash: rec ? `${rec.key.algo}:${rec.key.hex}` : undefined, syncedAt: rec ? new Date(rec.updatedAt).toISOString() : undefined });
     }
+    rows.sort((a, b) => a.index - b.index);
     if (config.json) printJson(io, { modelsDir: config.modelsDir, storeDir: config.storeDir, entries: rows });
     else {
       for (const r of rows) print(io, `${r.state.padEnd(12)} ${r.dest}${r.size === undefined ? '' : ` (${fmt(r.size)})`}${r.required ? '' : ' [optional]'}`);

@@ -9,6 +9,7 @@ import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './com
 import type { SyncContext } from '../sync/context.js';
 import type { Manifest } from '../manifest/types.js';
 import { hashFile } from '../transfer/verify.js';
+import { placeFromCache, unplacedLabel } from '../sync/place.js';
 
 type VerifyState = 'ok' | 'missing' | 'unverified' | 'corrupt' | 'repaired' | 'unknown-hash';
 
@@ -20,11 +21,15 @@ type VerifyState = 'ok' | 'missing' | 'unverified' | 'corrupt' | 'repaired' | 'u
  * are right again.
  */
 export async function verifyCommand(io: CommandIo): Promise<number> {
-  const { config, manifest, ctx } = await loadAll(io);
+  const { config, manifest: written, ctx } = await loadAll(io);
   const full = io.flags.full === true;
   const stop = abortOnSignals();
   try {
     const rows: { index: number; dest: string; state: VerifyState; detail?: string }[] = [];
+    const placement = placeFromCache(ctx.db, written);
+    const manifest = placement.manifest;
+    for (const e of manifest.unplaced) rows.push({ index: e.index, dest: unplacedLabel(e), state: 'missing', detail: 'its dest is derived from Civitai on the first sync' });
+    for (const f of placement.failed) rows.push({ index: f.entry.index, dest: unplacedLabel(f.entry), state: 'missing', detail: f.error.message });
     for (const e of manifest.entries) {
       const final = path.join(config.modelsDir, e.dest);
       const st = await stampOf(final);
@@ -68,6 +73,7 @@ export async function verifyCommand(io: CommandIo): Promise<number> {
         else Object.assign(row, { state: 'repaired', detail: `was corrupt (${row.detail ?? ''}); fetched again` });
       }
     }
+    rows.sort((a, b) => a.index - b.index);
     if (config.json) printJson(io, { full, entries: rows });
     else {
       for (const r of rows) print(io, `${r.state.padEnd(12)} ${r.dest}${r.detail ? `: ${r.detail}` : ''}`);

@@ -1,5 +1,6 @@
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
+import { unplacedLabel } from '../sync/place.js';
 import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
 import type { GateStats } from '../gate/gate.js';
 import type { LayerStatus } from '../ondemand/service.js';
@@ -120,6 +121,12 @@ export class DaemonState {
       }
       this.entries.set(e.dest, { index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state: 'pending', verified: false, size: e.size, bytes: 0, key: undefined, error: undefined });
     }
+    // A civitai entry written without dest counts (a required one holds readiness back) under
+    // its source until a sync derives its dest (events.placed).
+    for (const e of m.unplaced) {
+      const label = unplacedLabel(e);
+      this.entries.set(label, { index: e.index, dest: label, source: e.source.uri, required: e.required, state: 'pending', verified: false, size: e.size, bytes: 0, key: undefined, error: undefined });
+    }
     this.manifest = { path: m.path, loadedAt: new Date().toISOString(), error: undefined };
   }
 
@@ -203,6 +210,13 @@ export class DaemonState {
 
   /** The sync engine's hooks, writing into this state. */
   readonly events: SyncEvents = {
+    placed: (entry: Entry) => {
+      const label = unplacedLabel(entry);
+      const was = this.entries.get(label);
+      if (was === undefined || was.index !== entry.index) return;
+      this.entries.delete(label);
+      if (!this.entries.has(entry.dest)) this.entries.set(entry.dest, { ...was, dest: entry.dest });
+    },
     entryState: (entry: Entry, state: EntryState, detail) => {
       const s = this.entryFor(entry);
       if (!s) return;

@@ -48,3 +48,17 @@ export function destProblem(dest: string, extraFolders: readonly string[]): stri
 export function isPickleFormat(name: string): boolean {
   return /\.(ckpt|pt|pth|bin|pkl|pickle)$/i.test(name);
 }
+
+/**
+ * Why a file name (a manifest's `file:`, a name Civitai gives) cannot be one segment of a dest:
+ * it must name a file, never a path.
+ */
+export function fileNameProblem(name: string): string | undefined {
+  if (name === '' || name === '.' || name === '..') return 'is not a file name';
+  if (name.includes('/') || name.includes('\\')) return 'contains a path separator';
+  if (name.startsWith('.')) return 'starts with "." (a hidden file)';
+  if (Buffer.byteLength(name) > MAX_SEGMENT_BYTES) return `is longer than ${MAX_SEGMENT_BYTES} bytes`;
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what we refuse
+  if (/[\x00-\x1f\x7f]/.test(name)) return 'contains a control character';
+  return undefined;
+}

@@ -4,7 +4,7 @@ import { checkEntry, duplicateDests } from './entry.js';
 import { ManifestError } from './manifest-error.js';
 import { parsePolicy } from './policy.js';
 import { EntrySchema, ManifestSchema } from './schema.js';
-import type { Entry, Manifest, ManifestProblem } from './types.js';
+import type { Entry, Manifest, ManifestProblem, UnplacedEntry } from './types.js';
 
 export interface ParseOptions {
   /** False when a lock file supplies the sha256 of https:// and s3:// entries (default true). */
@@ -38,6 +38,7 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
   }
   const folders = top.data.folders ?? [];
   const entries: Entry[] = [];
+  const unplaced: UnplacedEntry[] = [];
   top.data.models.forEach((raw, index) => {
     const line = (field?: string): number | undefined => lineAt(nodeAt(doc, field === undefined ? ['models', index] : ['models', index, field])?.range?.[0]);
     const add = (field: string, message: string): void => {
@@ -51,6 +52,7 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
     const checked = checkEntry(loose.data, index, { folders, requireHashes: opts.requireHashes !== false });
     for (const p of checked.problems) add(p.field, p.message);
     if (checked.entry) entries.push(checked.entry);
+    if (checked.unplaced) unplaced.push(checked.unplaced);
   });
   problems.push(...duplicateDestProblems(entries, (i) => lineAt(nodeAt(doc, ['models', i, 'dest'])?.range?.[0])));
   const onDemand = top.data.on_demand && parsePolicy(top.data.on_demand);
@@ -60,6 +62,7 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
   return {
     path: file,
     entries,
+    unplaced,
     folders,
     s3: { endpoint: s3.endpoint, region: s3.region, pathStyle: s3.path_style },
     onDemand: onDemand?.policy,

@@ -2,7 +2,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ModelsyncError } from '../errors.js';
 import { writeFileAtomic } from '../fs/atomic-write.js';
-import type { Entry, Manifest } from './types.js';
+import { destProblem, isPickleFormat } from './dest.js';
+import type { Entry, Manifest, UnplacedEntry } from './types.js';
 
 /**
  * The lock file: every entry of one manifest pinned to exact content, so that a sync is
@@ -23,8 +24,23 @@ const LockEntrySchema = z.strictObject({
   gitsha1: z.string().regex(/^[0-9a-f]{40}$/, 'must be 40 hex characters').optional(),
   /** s3:// only: the ETag seen when locking (a later sha256 is reused while it is unchanged). */
   etag: z.string().optional(),
+  /** civitai sources: the version's file, so that a locked entry is downloaded without asking the API. */
+  civitai: z
+    .strictObject({
+      version: z.number().int().positive(),
+      file: z.string().min(1),
+      type: z.string().min(1),
+      format: z.string().optional(),
+      size: z.string().optional(),
+      fp: z.string().optional(),
+    })
+    .optional(),
+  /** civitai entries written without dest: `dest` is the one derived from the model type and file name. */
+  destDerived: z.literal(true).optional(),
+  /** The entry's `file:` as written (civitai), which tells entries of one source apart when their dest is derived. */
+  file: z.string().min(1).optional(),
   /** Where the sha256 came from. */
-  sha256From: z.enum(['manifest', 'hub', 's3-checksum', 'download']),
+  sha256From: z.enum(['manifest', 'hub', 's3-checksum', 'download', 'civitai']),
 });
 
 const LockSchema = z.strictObject({
@@ -69,23 +85,37 @@ export async function writeLock(file: string, lock: LockFile): Promise<string> {
   return text;
 }
 
-function entryKey(source: string, dest: string): string {
-  return `${source}\n${dest}`;
+function entryKey(source: string, dest: string | undefined, file: string | undefined): string {
+  // A derived dest is the lock's answer, not part of the question: such entries are known by source and file.
+  return dest === undefined ? `${source}\n\n${file ?? ''}` : `${source}\n${dest}`;
 }
 
-/** The lock's entries by (source, dest). */
+/** The lock's entries by (source, dest), or (source, file) for a derived dest. */
 export function lockIndex(lock: LockFile | undefined): Map<string, LockEntry> {
-  return new Map((lock?.entries ?? []).map((l) => [entryKey(l.source, l.dest), l]));
+  return new Map((lock?.entries ?? []).map((l) => [entryKey(l.source, l.destDerived ? undefined : l.dest, l.file), l]));
 }
 
-export function lockEntryFor(index: ReadonlyMap<string, LockEntry>, e: Entry): LockEntry | undefined {
-  return index.get(entryKey(e.source.uri, e.dest));
+export function lockEntryFor(index: ReadonlyMap<string, LockEntry>, e: Entry | UnplacedEntry): LockEntry | undefined {
+  const derived = !('dest' in e) || e.derived === true;
+  return index.get(entryKey(e.source.uri, derived ? undefined : e.dest, e.file));
+}
+
+/** How an entry is named in drift messages. */
+function labelOf(e: Entry | UnplacedEntry): string {
+  return 'dest' in e ? e.dest : `dest from ${e.source.uri}`;
 }
 
 /** Why a lock entry cannot stand for a manifest entry, or undefined when it can. */
-export function entryDisagreement(e: Entry, l: LockEntry): string | undefined {
+export function entryDisagreement(e: Entry | UnplacedEntry, l: LockEntry): string | undefined {
   if (e.sha256 !== undefined && e.sha256 !== l.sha256) return `the manifest says sha256 ${e.sha256}, the lock ${l.sha256}`;
   if (e.size !== undefined && e.size !== l.size) return `the manifest says size ${e.size}, the lock ${l.size}`;
+  if (e.source.kind === 'civitai') {
+    if (l.civitai === undefined) return 'the lock pins no Civitai file for this entry';
+    if (l.civitai.version !== e.source.versionId) return `the manifest names Civitai version ${e.source.versionId}, the lock ${l.civitai.version}`;
+    if (e.file !== undefined && e.file !== l.civitai.file) return `the manifest names file ${JSON.stringify(e.file)}, the lock ${JSON.stringify(l.civitai.file)}`;
+  } else if (l.civitai !== undefined || l.destDerived !== undefined) {
+    return 'the lock has Civitai fields for a non-civitai entry';
+  }
   if (e.source.kind === 'hf') {
     if (l.commit === undefined) return 'the lock has no commit for this hf:// entry';
     if (/^[0-9a-f]{40}$/.test(e.source.revision) && e.source.revision !== l.commit) return `the manifest pins commit ${e.source.revision}, the lock ${l.commit}`;
@@ -102,20 +132,35 @@ export function lockDrift(manifest: Manifest, lock: LockFile): string[] {
   if (lock.manifest !== name) out.push(`the lock was written for "${lock.manifest}", not "${name}"`);
   const index = lockIndex(lock);
   const used = new Set<LockEntry>();
-  for (const e of manifest.entries) {
+  const dests = new Map(manifest.entries.map((e) => [e.dest, e]));
+  for (const e of [...manifest.entries, ...manifest.unplaced]) {
     const l = lockEntryFor(index, e);
     if (l === undefined) {
-      out.push(`models[${e.index}] (${e.dest}) from ${e.source.uri} is not in the lock`);
+      out.push(`models[${e.index}] (${labelOf(e)}) from ${e.source.uri} is not in the lock`);
       continue;
     }
     used.add(l);
-    const why = entryDisagreement(e, l);
-    if (why !== undefined) out.push(`models[${e.index}] (${e.dest}): ${why}`);
+    const why = entryDisagreement(e, l) ?? (!('dest' in e) ? derivedProblem(e, l, manifest, dests) : undefined);
+    if (why !== undefined) out.push(`models[${e.index}] (${labelOf(e)}): ${why}`);
   }
   for (const l of lock.entries) {
     if (!used.has(l)) out.push(`the lock pins ${l.source} -> ${l.dest}, which the manifest no longer has`);
   }
   return out;
+}
+
+/**
+ * A lock's derived dest is input like any written one (the lock is a file anyone can edit): the
+ * same rules, or it does not apply.
+ */
+function derivedProblem(e: UnplacedEntry, l: LockEntry, manifest: Manifest, dests: ReadonlyMap<string, Entry>): string | undefined {
+  if (l.destDerived !== true) return 'the lock has a written dest for an entry without one';
+  const problem = destProblem(l.dest, manifest.folders);
+  if (problem !== undefined) return `the lock's derived dest ${JSON.stringify(l.dest)} ${problem}`;
+  if (isPickleFormat(l.dest) && !e.allowPickle) return `the lock's derived dest ${l.dest} loads through pickle, and the entry does not set allow_pickle`;
+  const other = dests.get(l.dest);
+  if (other !== undefined && other.sha256 !== l.sha256 && other.source.uri !== e.source.uri) return `the lock's derived dest ${l.dest} is models[${other.index}]'s, with other content`;
+  return undefined;
 }
 
 /** The drift, as the error that stops a sync (exit 2). */
@@ -139,17 +184,28 @@ export function applyLock(manifest: Manifest, lock: LockFile): Manifest {
     const l = lockEntryFor(index, e);
     if (l === undefined) throw new Error(`applyLock: no lock entry for models[${e.index}]`);
     const hf = e.source.kind === 'hf';
-    return {
-      ...e,
-      sha256: hf ? e.sha256 : (e.sha256 ?? l.sha256),
-      size: e.size ?? l.size,
-      pinned: {
-        commit: l.commit,
-        algo: l.gitsha1 === undefined ? 'sha256' : 'gitsha1',
-        hex: l.gitsha1 ?? l.sha256,
-        size: l.size,
-      },
-    };
+    return pinnedEntry(e, l, hf);
   });
-  return { ...manifest, entries };
+  // A derived dest comes from the lock: a warm start needs neither the state DB's record nor Civitai.
+  const placed = manifest.unplaced.map((e): Entry => {
+    const l = lockEntryFor(index, e);
+    if (l === undefined) throw new Error(`applyLock: no lock entry for models[${e.index}]`);
+    return pinnedEntry({ ...e, dest: l.dest, derived: true }, l, false);
+  });
+  return { ...manifest, entries: [...entries, ...placed].sort((a, b) => a.index - b.index), unplaced: [] };
+}
+
+function pinnedEntry(e: Entry, l: LockEntry, hf: boolean): Entry {
+  return {
+    ...e,
+    sha256: hf ? e.sha256 : (e.sha256 ?? l.sha256),
+    size: e.size ?? l.size,
+    pinned: {
+      commit: l.commit,
+      algo: l.gitsha1 === undefined ? 'sha256' : 'gitsha1',
+      hex: l.gitsha1 ?? l.sha256,
+      size: l.size,
+      ...(l.civitai === undefined ? {} : { civitai: l.civitai }),
+    },
+  };
 }

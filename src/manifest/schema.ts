@@ -3,7 +3,10 @@ import { z } from 'zod';
 /** Manifest v1, field by field. Semantic checks (URIs, dest safety, duplicates) live in load.ts. */
 export const EntrySchema = z.strictObject({
   source: z.string().min(1),
-  dest: z.string(),
+  /** Optional for civitai sources only (derived from the model type and the file name). */
+  dest: z.string().optional(),
+  /** civitai sources: which file of the version, by name. */
+  file: z.string().min(1).optional(),
   sha256: z
     .string()
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters')

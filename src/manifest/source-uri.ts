@@ -1,4 +1,5 @@
 import { redactUrl } from '../redact.js';
+import { parseCivitai } from './civitai-uri.js';
 import type { SourceRef } from './types.js';
 
 const REPO_PART = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
@@ -9,9 +10,11 @@ export function parseSourceUri(uri: string): SourceRef | { error: string } {
   if (uri.includes('\0')) return { error: 'contains a NUL byte' };
   if (uri.startsWith('hf://')) return parseHf(uri);
   if (uri.startsWith('s3://')) return parseS3(uri);
+  const civitai = parseCivitai(uri);
+  if (civitai !== undefined) return civitai;
   if (/^https?:\/\//i.test(uri)) return parseHttp(uri);
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(uri)?.[1];
-  return { error: scheme ? `unknown scheme "${scheme}:" (use hf://, s3:// or https://)` : 'not a URI (use hf://, s3:// or https://)' };
+  return { error: scheme ? `unknown scheme "${scheme}:" (use hf://, s3://, https:// or civitai://)` : 'not a URI (use hf://, s3://, https:// or civitai://)' };
 }
 
 function parseHf(uri: string): SourceRef | { error: string } {

@@ -26,7 +26,30 @@ export interface HttpsRef {
   readonly uri: string;
 }
 
-export type SourceRef = HfRef | S3Ref | HttpsRef;
+/** Which file of a Civitai model version: the download URL's own parameters. */
+export interface CivitaiFileQuery {
+  /** `Model`, `Pruned Model`, `VAE`, `Config`, `Training Data`, ... */
+  readonly type?: string | undefined;
+  /** `SafeTensor`, `PickleTensor`, `GGUF`, `Diffusers`, `Other`. */
+  readonly format?: string | undefined;
+  /** `full` or `pruned`. */
+  readonly size?: string | undefined;
+  /** `fp16`, `fp32`, `bf16`, `fp8`, `nf4`. */
+  readonly fp?: string | undefined;
+}
+
+/** `civitai://VERSION`, `urn:air:...:civitai:MODEL@VERSION`, or the site's own download URL. */
+export interface CivitaiRef {
+  readonly kind: 'civitai';
+  /** The model version: immutable, what the REST API resolves. */
+  readonly versionId: number;
+  /** The model, when the source names it (an AIR, a model page URL). */
+  readonly modelId: number | undefined;
+  readonly query: CivitaiFileQuery;
+  readonly uri: string;
+}
+
+export type SourceRef = HfRef | S3Ref | HttpsRef | CivitaiRef;
 
 export interface Entry {
   /** Position in the manifest's `models` list, for messages. */
@@ -40,6 +63,19 @@ export interface Entry {
   readonly required: boolean;
   /** Set when a lock file applies: what the entry resolved to when it was locked. */
   readonly pinned?: PinnedContent | undefined;
+  /** civitai entries: the file of the version, by name (`file:`); else the primary one. */
+  readonly file?: string | undefined;
+  /** The dest was derived from the source (a civitai entry written without one), not written. */
+  readonly derived?: true | undefined;
+}
+
+/**
+ * A civitai entry written without `dest`: its dest comes from the model type and the file's
+ * name, known once the version is resolved (from the state DB or a lock without the network,
+ * else from Civitai). Until then it is listed here, not in `entries`: see sync/place.ts.
+ */
+export interface UnplacedEntry extends Omit<Entry, 'dest' | 'source' | 'derived'> {
+  readonly source: CivitaiRef;
 }
 
 /** A locked entry's content: enough to fetch and verify it without asking the Hub anything. */
@@ -50,6 +86,18 @@ export interface PinnedContent {
   readonly algo: 'sha256' | 'gitsha1';
   readonly hex: string;
   readonly size: number;
+  /** civitai entries: the version's file, enough to download it without asking the API. */
+  readonly civitai?: CivitaiPin | undefined;
+}
+
+/** A Civitai file as a lock pins it: the version, the file's name, and the download URL's parameters. */
+export interface CivitaiPin {
+  readonly version: number;
+  readonly file: string;
+  readonly type: string;
+  readonly format?: string | undefined;
+  readonly size?: string | undefined;
+  readonly fp?: string | undefined;
 }
 
 export interface S3Options {
@@ -64,6 +112,8 @@ export interface Manifest {
   /** Absolute path of the file it was read from. */
   readonly path: string;
   readonly entries: readonly Entry[];
+  /** civitai entries whose dest is still to be derived (sync/place.ts moves them into `entries`). */
+  readonly unplaced: readonly UnplacedEntry[];
   /** Extra top-level folders allowed in `dest` (custom nodes add their own). */
   readonly folders: readonly string[];
   readonly s3: S3Options;

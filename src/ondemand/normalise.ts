@@ -66,7 +66,9 @@ function normaliseOne(raw: unknown, index: number, ctx: NormaliseContext): Norma
   const source = hubSource(input.source, ctx.hfEndpoint, where(input.dest));
   const checked = checkEntry({ ...input, source }, index, { folders: ctx.manifest.folders, requireHashes: false });
   if (checked.problems.length > 0 || !checked.entry) {
-    throw refusal('E_MANIFEST', where(input.dest), checked.problems.map((p) => `${p.field}: ${p.message}`).join('; '));
+    // A dest derived from Civitai is known only after a resolve: a request names where it goes.
+    const problems = checked.unplaced ? [{ field: 'dest', message: 'is required in an on-demand request' }] : checked.problems;
+    throw refusal('E_MANIFEST', where(input.dest), problems.map((p) => `${p.field}: ${p.message}`).join('; '));
   }
   const policy = ctx.manifest.onDemand;
   if (!policy) throw refusal('E_POLICY', where(input.dest), 'on-demand fetching is off: the manifest has no on_demand policy');
@@ -122,6 +124,7 @@ function matchUri(s: SourceRef, tag: ErrorTag): string {
     if (/[\x00-\x1f\x7f]/.test(s.key)) throw refusal('E_POLICY', tag, `${s.uri}: an S3 key with a control character is not matched against on_demand.allow`);
     return s.uri;
   }
+  if (s.kind === 'civitai') return s.uri;
   const u = new URL(s.url);
   if (/%(2f|5c)/i.test(u.pathname)) throw refusal('E_POLICY', tag, `${u.origin}${u.pathname}: an encoded "/" or "\\" in the path is not matched against on_demand.allow`);
   return `${u.origin}${u.pathname}`;

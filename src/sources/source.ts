@@ -7,6 +7,8 @@ export interface RemoteFile {
   readonly key: ContentKey;
   /** Bytes, when the source or manifest says. */
   readonly size: number | undefined;
+  /** Approximate bytes where the exact size is unknown until the download (Civitai's sizeKB): planning only. */
+  readonly sizeHint?: number | undefined;
   /** Identifies the exact remote version (Hub commit, S3 ETag, ...): a partial download is resumed only when it is unchanged. */
   readonly version: string;
   /** The source URI, for messages and logs (no secret, no query string). */

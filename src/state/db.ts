@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS hf_files (
 CREATE TABLE IF NOT EXISTS identities (
   models_dir TEXT NOT NULL, store_dir TEXT NOT NULL, node_id TEXT NOT NULL, created_at INTEGER NOT NULL,
   PRIMARY KEY (models_dir, store_dir));
+CREATE TABLE IF NOT EXISTS civitai_versions (
+  version_id INTEGER PRIMARY KEY, data TEXT NOT NULL, resolved_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
   dest TEXT PRIMARY KEY, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
   size INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
@@ -217,6 +219,16 @@ export class StateDb {
       | undefined;
     if (!r || !isContentKey(r) || !Number.isSafeInteger(r.size) || r.size < 0) return undefined;
     return { repoType, repo, commit, path: p, size: r.size, algo: r.algo, hex: r.hex };
+  }
+
+  /** A Civitai model version as its API described it (validated, normalized JSON): versions do not change. */
+  civitaiVersion(versionId: number): string | undefined {
+    const r = this.stmt('SELECT data FROM civitai_versions WHERE version_id = ?').get(versionId) as { data: string } | undefined;
+    return r?.data;
+  }
+
+  putCivitaiVersion(versionId: number, data: string): void {
+    this.stmt('INSERT OR REPLACE INTO civitai_versions VALUES (?, ?, ?)').run(versionId, data, Date.now());
   }
 
   putHfFile(f: HfFileRow): void {

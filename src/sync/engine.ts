@@ -6,6 +6,7 @@ import { keyName } from '../content-key.js';
 import { ClaimOwner, SMALL_BLOB_BYTES } from '../store/claim.js';
 import { sweepDeadClaims } from '../store/sweep-dead-claims.js';
 import type { SyncContext } from './context.js';
+import { placeForSync, unplacedLabel, type Filter } from './place.js';
 import { buildPlan, checkSpace } from './plan.js';
 import { writeRefs } from './refs.js';
 import { BUSY, result, runJob } from './run-job.js';
@@ -16,7 +17,7 @@ export interface SyncOptions {
   readonly signal?: AbortSignal;
   readonly events?: SyncEvents;
   /** Only these entries (e.g. the required ones first); all when absent. */
-  readonly filter?: (e: Entry) => boolean;
+  readonly filter?: Filter;
 }
 
 /**
@@ -24,11 +25,17 @@ export interface SyncOptions {
  * distinct blob once (bounded parallelism), verify, commit, publish to every dest, remember.
  * Per-entry failures are reported, not thrown; a plan that does not fit is thrown.
  */
-export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOptions = {}): Promise<SyncReport> {
+export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOptions = {}): Promise<SyncReport> {
   const started = ctx.clock.now();
   const signal = opts.signal ?? new AbortController().signal;
   const events = opts.events ?? {};
-  const entries = manifest.entries.filter(opts.filter ?? (() => true));
+  const filter = opts.filter ?? (() => true);
+  // Civitai entries written without dest get theirs first: the rest of the sync is the same for all.
+  const placement = await placeForSync(ctx, written, signal, filter);
+  const manifest = placement.manifest;
+  for (const e of manifest.entries) if (e.derived && filter(e)) events.placed?.(e);
+  for (const f of placement.failed) events.entryState?.({ ...f.entry, dest: unplacedLabel(f.entry) }, 'failed', { error: f.error.message });
+  const entries = manifest.entries.filter(filter);
   const plan = await buildPlan(ctx, manifest, entries, signal, events);
   checkSpace(plan);
   // Before the first byte: a download that could never be published is hours for nothing.
@@ -77,10 +84,11 @@ export async function runSync(ctx: SyncContext, manifest: Manifest, opts: SyncOp
   // before ComfyUI starts; the full pass that follows records everything.
   if (!opts.filter || plan.jobs.length > 0) {
     const keys = [...results.values()].flatMap((r) => (r.key ? [keyName(r.key)] : []));
-    const complete = !opts.filter && results.size === entries.length && [...results.values()].every((r) => r.state !== 'failed');
+    const complete = !opts.filter && placement.failed.length === 0 && results.size === entries.length && [...results.values()].every((r) => r.state !== 'failed');
     await writeRefs(ctx, manifest.path, keys, { merge: !complete }).catch((e: unknown) => ctx.log.warn({ err: String(e) }, 'could not record references for gc'));
   }
-  const list = entries.map((e) => results.get(e) ?? result(e, 'failed', { error: new ModelsyncError('E_ABORTED', 'not synced') }));
+  const unplaced = placement.failed.map((f) => result({ ...f.entry, dest: unplacedLabel(f.entry) }, 'failed', { error: f.error }));
+  const list = [...entries.map((e) => results.get(e) ?? result(e, 'failed', { error: new ModelsyncError('E_ABORTED', 'not synced') })), ...unplaced].sort((a, b) => a.index - b.index);
   return {
     ok: list.every((r) => r.state !== 'failed'),
     entries: list,

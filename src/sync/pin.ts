@@ -3,12 +3,14 @@ import path from 'node:path';
 import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
 import { entryDisagreement, lockEntryFor, lockIndex, type LockEntry, type LockFile } from '../manifest/lock.js';
-import type { Entry, Manifest } from '../manifest/types.js';
+import type { Entry, Manifest, UnplacedEntry } from '../manifest/types.js';
+import type { CivitaiLocator } from '../sources/civitai.js';
 import type { ContentKey } from '../content-key.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import { withRetry } from '../transfer/retry.js';
 import { hashMismatch, keyHasher } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
+import { placeForSync, unplacedLabel } from './place.js';
 import { capable, probeSize, type DescribesS3, type HasFileFor } from './source-extras.js';
 
 export interface PinOptions {
@@ -48,6 +50,31 @@ export async function pinManifest(ctx: SyncContext, manifest: Manifest, opts: Pi
   const prev = lockIndex(opts.previous);
   const outcomes = new Map<Entry, PinOutcome>();
   const groups = new Map<string, Entry[]>();
+  // Civitai entries without dest: a previous lock that still applies keeps its derived dest;
+  // the others are placed (the version asked of Civitai once) and then pinned like the rest.
+  const all: Entry[] = [];
+  const toPlace: UnplacedEntry[] = [];
+  for (const e of manifest.unplaced) {
+    const l = lockEntryFor(prev, e);
+    if (l !== undefined && l.destDerived === true && !opts.refresh && entryDisagreement(e, l) === undefined) {
+      const placed: Entry = { ...e, dest: l.dest, derived: true };
+      all.push(placed);
+      outcomes.set(placed, { entry: placed, pin: l, kept: true });
+    } else toPlace.push(e);
+  }
+  const placement = await placeForSync(ctx, { ...manifest, unplaced: toPlace }, opts.signal);
+  for (const f of placement.failed) {
+    const shown: Entry = { ...f.entry, dest: unplacedLabel(f.entry) };
+    all.push(shown);
+    outcomes.set(shown, { entry: shown, kept: false, error: f.error });
+  }
+  const written = new Set(manifest.entries);
+  const fresh = placement.manifest.entries.filter((e) => !written.has(e));
+  all.push(...manifest.entries, ...fresh);
+  for (const e of fresh) {
+    const s = e.source;
+    groups.set(`${s.kind}:${e.index}`, [e]);
+  }
   for (const e of manifest.entries) {
     const l = lockEntryFor(prev, e);
     if (l !== undefined && !opts.refresh && entryDisagreement(e, l) === undefined) {
@@ -65,7 +92,12 @@ export async function pinManifest(ctx: SyncContext, manifest: Manifest, opts: Pi
         const first = group[0] as Entry;
         try {
           const source = await ctx.sourceFor(first.source.kind, manifest);
-          const pins = first.source.kind === 'hf' ? await pinHf(ctx, source, group, opts.signal) : [await pinOther(ctx, source, first, lockEntryFor(prev, first), opts.signal)];
+          const pins =
+            first.source.kind === 'hf'
+              ? await pinHf(ctx, source, group, opts.signal)
+              : first.source.kind === 'civitai'
+                ? [await pinCivitai(ctx, source, first, opts.signal)]
+                : [await pinOther(ctx, source, first, lockEntryFor(prev, first), opts.signal)];
           group.forEach((e, i) => outcomes.set(e, pins[i] as PinOutcome));
         } catch (err) {
           const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
@@ -75,10 +107,32 @@ export async function pinManifest(ctx: SyncContext, manifest: Manifest, opts: Pi
       }),
     ),
   );
-  const list = manifest.entries.map((e) => outcomes.get(e) ?? { entry: e, kept: false, error: new ModelsyncError('E_ABORTED', 'not locked') });
+  const list = all.sort((a, b) => a.index - b.index).map((e) => outcomes.get(e) ?? { entry: e, kept: false, error: new ModelsyncError('E_ABORTED', 'not locked') });
   const pins = list.map((o) => o.pin);
   const complete = pins.every((p): p is LockEntry => p !== undefined);
   return { outcomes: list, lock: complete ? { lockVersion: 1, manifest: path.basename(manifest.path), entries: pins } : undefined };
+}
+
+/**
+ * A Civitai file: version, file and sha256 from the API (resolve), the exact size from the
+ * download (a 1-byte range: the API's sizeKB is approximate), a derived dest as placed.
+ */
+async function pinCivitai(ctx: SyncContext, source: Source, e: Entry, signal: AbortSignal): Promise<PinOutcome> {
+  const [f] = await source.resolve([e], signal);
+  if (f === undefined) throw new Error('CivitaiSource resolved nothing');
+  const { pin } = f.locator as CivitaiLocator;
+  const size = f.size ?? (await probeSize(ctx, source, f, signal)) ?? (await hashRemote(ctx, source, f, signal, f.key)).size;
+  const civitai = { version: pin.version, file: pin.file, type: pin.type, ...(pin.format === undefined ? {} : { format: pin.format }), ...(pin.size === undefined ? {} : { size: pin.size }), ...(pin.fp === undefined ? {} : { fp: pin.fp }) };
+  return pinned(e, {
+    source: e.source.uri,
+    dest: e.dest,
+    size,
+    sha256: f.key.hex,
+    sha256From: 'civitai',
+    civitai,
+    ...(e.derived ? { destDerived: true as const } : {}),
+    ...(e.file === undefined ? {} : { file: e.file }),
+  });
 }
 
 /** One Hub lookup per repo@revision; small non-LFS files are read once for their sha256. */

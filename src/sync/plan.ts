@@ -97,7 +97,7 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
       inStore.add(k);
       continue;
     }
-    need += Math.max(0, (j.file.size ?? 0) - (partials.get(k)?.written ?? 0));
+    need += Math.max(0, (j.file.size ?? j.file.sizeHint ?? 0) - (partials.get(k)?.written ?? 0));
   }
   // Only downloads in progress will still grow: a partial whose lease is gone was left by a dead
   // writer and grows only if someone who needs it resumes it (then it is in their plan).

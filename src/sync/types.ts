@@ -30,6 +30,8 @@ export interface SyncEvents {
   bytes?(n: number, key: ContentKey): void;
   retry?(uri: string, reason: string, waitMs: number): void;
   cacheHit?(entry: Entry): void;
+  /** A civitai entry written without dest got its derived one (from the state DB or Civitai). */
+  placed?(entry: Entry): void;
   verifyFailure?(uri: string): void;
 }
 

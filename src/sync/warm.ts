@@ -4,6 +4,7 @@ import { keyName } from '../content-key.js';
 import { StateDb } from '../state/db.js';
 import { openStore } from '../store/layout.js';
 import { presentLocallySync } from './local.js';
+import { placeFromCache } from './place.js';
 import { writeRefs } from './refs.js';
 import type { EntryResult, SyncReport } from './types.js';
 
@@ -25,13 +26,17 @@ export interface WarmOutcome {
  * which decides every entry again.
  * This module's imports are the warm start's load time: keep them light.
  */
-export async function warmSync(config: Config, manifest: Manifest): Promise<WarmOutcome> {
+export async function warmSync(config: Config, written: Manifest): Promise<WarmOutcome> {
   const started = performance.now();
   let dbRecreated: string | undefined;
   const db = StateDb.open(config.stateDir, { onRecreated: (why) => (dbRecreated = why), busyTimeoutMs: config.tunables.stateBusyTimeoutMs });
   try {
     if (dbRecreated !== undefined) return { dbRecreated };
     const ctx = { config, db };
+    // A civitai entry's derived dest comes from the lock or the state DB, never the network here.
+    const placement = placeFromCache(db, written);
+    if (placement.failed.length > 0 || placement.manifest.unplaced.length > 0) return {};
+    const manifest = placement.manifest;
     const entries: EntryResult[] = [];
     for (const e of manifest.entries) {
       const p = presentLocallySync(ctx, e);

@@ -38,7 +38,7 @@ function entry(index: number, dest: string): Entry {
 }
 
 function manifest(entries: Entry[]): Manifest {
-  return { path: '/etc/modelsync/manifest.yaml', entries, folders: [], s3: { endpoint: undefined, region: undefined, pathStyle: undefined } };
+  return { path: '/etc/modelsync/manifest.yaml', entries, unplaced: [], folders: [], s3: { endpoint: undefined, region: undefined, pathStyle: undefined } };
 }
 
 async function serve(opts: { host?: string; token?: string } = {}): Promise<{ url: string; port: number; state: DaemonState }> {
