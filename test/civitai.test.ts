@@ -8,6 +8,7 @@ import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { leakedSecrets, runCli, sandbox, type CliResult, type Sandbox } from './support/cli.js';
+import { freePort, killAll, startRun, waitFor } from './support/daemon-harness.js';
 import { startCivitai, type CivitaiStandIn } from './support/civitai.js';
 import { makeSafetensors } from './support/hub.js';
 import { exists, fileSha256, sha256 } from './support/models.js';
@@ -27,6 +28,7 @@ afterAll(async () => {
   await civitai.close();
 });
 afterEach(async () => {
+  await killAll();
   civitai.contentDisposition = undefined;
   civitai.rateLimit = undefined;
   await sb?.cleanup();
@@ -199,5 +201,25 @@ describe('civitai sources', () => {
     expect(r.code).toBe(1);
     expect(json(r).entries[0]?.error?.code).toBe('E_RATE_LIMITED');
     expect(siteRequests()).toBeGreaterThan(0);
+  });
+
+  it('the daemon lists a dest-less entry by its source until a sync derives its dest, then under the dest', async () => {
+    sb = await sandbox();
+    const lora = version('LORA', [{ name: 'daemon.safetensors' }]);
+    await sb.writeManifest([{ source: `civitai://${lora.id}`, required: false }]);
+    // The first sync cannot reach the version (rate limited past the cap): the entry is not placed.
+    civitai.rateLimit = { times: 1, retryAfter: '86400' };
+    const port = await freePort();
+    const d = startRun([], env(), port);
+    const label = `<civitai://${lora.id}>`;
+    const first = await waitFor('the first sync', async () => {
+      const s = await d.status().catch(() => undefined);
+      return s?.sync.last !== undefined ? s : undefined;
+    });
+    expect(first.entries).toEqual([expect.objectContaining({ dest: label, state: 'failed', verified: false, required: false })]);
+    const r = await runCli(['resync', '--control', `127.0.0.1:${port}`], env());
+    expect(r.code).toBe(0);
+    const after = await d.status();
+    expect(after.entries).toEqual([expect.objectContaining({ dest: 'loras/daemon.safetensors', state: 'published', verified: true })]);
   });
 });
