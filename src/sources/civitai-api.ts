@@ -1,5 +1,6 @@
 import { ModelsyncError } from '../errors.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
+import type { ConnectionBudget } from '../transfer/budget.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
 import { readText } from '../transfer/read-text.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
@@ -13,6 +14,7 @@ export interface CivitaiApiOptions {
   readonly token: string | undefined;
   readonly idleTimeoutMs: number;
   readonly proxies: ProxySettings;
+  readonly connections: ConnectionBudget;
   readonly policy: RetryPolicy;
 }
 
@@ -32,6 +34,7 @@ export async function fetchCivitaiVersion(o: CivitaiApiOptions, versionId: numbe
         idleTimeoutMs: o.idleTimeoutMs,
         signal,
         proxies: o.proxies,
+      connections: o.connections,
       });
       if (res.status === 404) {
         res.body.discard();

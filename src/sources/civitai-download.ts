@@ -1,6 +1,7 @@
 import { ModelsyncError } from '../errors.js';
 import type { CivitaiPin } from '../manifest/types.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
+import type { ConnectionBudget } from '../transfer/budget.js';
 import { headerValue, httpRequest, statusError, type HttpResponse } from '../transfer/http.js';
 import { readText } from '../transfer/read-text.js';
 import { bodyFromResponse } from './http-body.js';
@@ -11,6 +12,7 @@ export interface CivitaiDownloadEnv {
   readonly token: string | undefined;
   readonly idleTimeoutMs: number;
   readonly proxies: ProxySettings;
+  readonly connections: ConnectionBudget;
   /** Signed storage URLs by sha256, for the chunks after the first. */
   readonly storageUrls: Map<string, string>;
 }
@@ -45,6 +47,7 @@ export async function openCivitaiFile(env: CivitaiDownloadEnv, file: RemoteFile,
       idleTimeoutMs: env.idleTimeoutMs,
       signal: req.signal,
       proxies: env.proxies,
+      connections: env.connections,
     });
     const fromSite = new URL(res.url).origin === site;
     if (!fromSite && (res.status === 401 || res.status === 403) && fresh < 2) {

@@ -2,6 +2,7 @@ import { ModelsyncError } from '../errors.js';
 import type { CivitaiPin, CivitaiRef, Entry } from '../manifest/types.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import type { StateDb } from '../state/db.js';
+import type { ConnectionBudget } from '../transfer/budget.js';
 import type { RetryPolicy } from '../transfer/retry.js';
 import { fetchCivitaiVersion } from './civitai-api.js';
 import { openCivitaiFile } from './civitai-download.js';
@@ -20,6 +21,8 @@ export interface CivitaiSourceOptions {
   readonly db: StateDb;
   readonly proxies: ProxySettings;
   readonly policy: RetryPolicy;
+  /** The sync's connection budget: API calls and downloads use its connections. */
+  readonly connections: ConnectionBudget;
 }
 
 /** What `open` needs: the version and the download URL's parameters for its file. */
@@ -108,7 +111,7 @@ export class CivitaiSource implements Source {
   async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {
     const { pin } = file.locator as CivitaiLocator;
     return openCivitaiFile(
-      { endpoint: this.opts.endpoint, token: this.opts.token, idleTimeoutMs: this.opts.idleTimeoutMs, proxies: this.opts.proxies, storageUrls: this.storageUrls },
+      { endpoint: this.opts.endpoint, token: this.opts.token, idleTimeoutMs: this.opts.idleTimeoutMs, proxies: this.opts.proxies, connections: this.opts.connections, storageUrls: this.storageUrls },
       file,
       pin,
       req,
