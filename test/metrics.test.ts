@@ -16,6 +16,7 @@ function entry(index: number, dest: string, required: boolean): Entry {
 const manifest: Manifest = {
   path: '/etc/modelsync/m.yaml',
   entries: [entry(0, 'checkpoints/a.safetensors', true), entry(1, 'loras/b.safetensors', false), entry(2, 'vae/c.safetensors', true)],
+  unplaced: [],
   folders: [],
   s3: { endpoint: undefined, region: undefined, pathStyle: undefined },
 };
