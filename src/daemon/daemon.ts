@@ -92,7 +92,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }
   try {
     // Before the first sync: clients meet a 503 with Retry-After, never a refused connection.
-    gate = await startDaemonGate(config, o.command, state, log);
+    gate = await startDaemonGate(config, o.command, state, log, undefined);
     state.gate = gate?.stats;
   } catch (e) {
     await control.close();

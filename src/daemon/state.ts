@@ -298,7 +298,7 @@ export class DaemonState {
       requiredReady: this.requiredReady(),
       manifest: this.manifest,
       comfyui: this.mode === 'service' ? undefined : { ...this.comfy, modelsGone: this.gone },
-      gate: this.gate === undefined ? undefined : { ...this.gate },
+      gate: this.gate === undefined ? undefined : { ...this.gate, prompts: this.gate.prompts === undefined ? undefined : { ...this.gate.prompts } },
       sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, throughputBytesPerSecond: this.throughput() },
       timeline: this.timeline,
       counts: byState,

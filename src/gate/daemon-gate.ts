@@ -4,7 +4,8 @@ import { requireTokenBeyondLoopback } from '../daemon/request-guard.js';
 import type { DaemonState } from '../daemon/state.js';
 import { ModelsyncError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Gate } from './gate.js';
+import type { Gate, PromptStats } from './gate.js';
+import type { FrontendModels } from './models-port.js';
 
 /** Where ComfyUI answers: --comfy-url, or its own --listen/--port. */
 export function comfyBaseUrl(config: Config, command: readonly string[]): string {
@@ -33,15 +34,39 @@ export function checkGateSetup(config: Config, command: readonly string[]): void
  * The gate of `modelsync run --gate`, wired to the daemon's view of ComfyUI. Loaded only with
  * --gate: the proxy library has no place in a warm start without one.
  */
-export async function startDaemonGate(config: Config, command: readonly string[], state: DaemonState, log: Logger): Promise<Gate | undefined> {
+export async function startDaemonGate(config: Config, command: readonly string[], state: DaemonState, log: Logger, models: FrontendModels | undefined): Promise<Gate | undefined> {
   const settings = config.gate;
   if (settings === undefined) return undefined;
   const url = comfyBaseUrl(config, command);
-  const { startGate } = await import('./gate.js');
+  const [{ startGate }, { PromptGate }, { PromptPins }, { ComfyWatch }] = await Promise.all([import('./gate.js'), import('./prompt-gate.js'), import('./prompt-pins.js'), import('./comfy-watch.js')]);
+  const running = (): string | undefined => (state.comfy.phase === 'running' ? url : undefined);
+  const pins = new PromptPins({ comfyUrl: running, pollMs: settings.queuePollMs, maxMs: settings.pinMaxMs, log });
+  const watch = models === undefined ? undefined : new ComfyWatch({ comfyUrl: running, onQueueEvent: () => pins.nudge(), log });
+  const promptStats: PromptStats = {
+    promptsRelayed: 0,
+    promptsRefused: 0,
+    get pinnedPrompts() {
+      return pins.size;
+    },
+  };
+  const prompts = models === undefined ? undefined : new PromptGate({ models, pins, modelsDir: config.modelsDir, maxPromptBytes: settings.maxPromptBytes, maxModels: settings.maxModels, log, counters: promptStats });
+  // The experimental module is not even loaded without its flag.
+  const frontend =
+    models !== undefined && settings.frontendDownloads
+      ? new (await import('./frontend-downloads.js')).FrontendDownloads({ models, modelsDir: config.modelsDir, log, credentials: { huggingface: config.hf.token !== undefined, civitai: config.httpTokens.has('civitai.com') } })
+      : undefined;
   return startGate({
     settings,
     token: config.control.token,
     comfy: () => ({ url, phase: state.comfy.phase }),
     log,
+    prompts,
+    frontend,
+    promptStats: prompts === undefined ? undefined : promptStats,
+    onClose: () => {
+      frontend?.close();
+      watch?.close();
+      pins.close();
+    },
   });
 }

@@ -1,6 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RequestGuard } from '../daemon/request-guard.js';
+import { readBody } from './read-body.js';
 
 /**
  * Who may make the gate download: what ComfyUI would answer is ComfyUI's business, but a
@@ -94,19 +95,14 @@ export class GateAuth {
   }
 
   private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of req as AsyncIterable<Buffer>) {
-      size += c.length;
-      if (size > MAX_LOGIN_BODY) {
-        res.writeHead(413, { connection: 'close', 'content-length': 0 });
-        res.end();
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
+    const raw = await readBody(req, MAX_LOGIN_BODY);
+    if (raw === 'aborted') return;
+    if (raw === 'too-large') {
+      res.writeHead(413, { connection: 'close', 'content-length': 0 });
+      res.end();
+      return;
     }
-    const given = new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('token') ?? '';
+    const given = new URLSearchParams(raw.toString('utf8')).get('token') ?? '';
     const origin = req.headers.origin;
     if (this.session === undefined || !this.bearerMatches(`Bearer ${given}`) || (origin !== undefined && !originMatchesHost(origin, req.headers.host, req))) {
       page(res, 401, 'That is not the token.', this.token !== undefined);

@@ -33,6 +33,17 @@ export interface GateDeps {
   readonly log: Logger;
   readonly prompts?: PromptHandler | undefined;
   readonly frontend?: FrontendHandler | undefined;
+  /** The prompt handler's counters, shown with the gate's own. */
+  readonly promptStats?: PromptStats | undefined;
+  /** Run when the gate closes (the prompt handler's pins and watch). */
+  readonly onClose?: (() => void) | undefined;
+}
+
+export interface PromptStats {
+  promptsRelayed: number;
+  promptsRefused: number;
+  /** Relayed prompts whose models are pinned now. */
+  readonly pinnedPrompts: number;
 }
 
 export interface GateStats {
@@ -42,6 +53,7 @@ export interface GateStats {
   notReady: number;
   websockets: number;
   openConnections: number;
+  readonly prompts: PromptStats | undefined;
 }
 
 export interface Gate {
@@ -73,7 +85,7 @@ export async function startGate(d: GateDeps): Promise<Gate> {
   });
   // Upgraded sockets leave the HTTP server's books: closing it does not end them.
   const upgraded = new Set<Duplex>();
-  const stats: GateStats = { url: '', requests: 0, relayed: 0, notReady: 0, websockets: 0, openConnections: 0 };
+  const stats: GateStats = { url: '', requests: 0, relayed: 0, notReady: 0, websockets: 0, openConnections: 0, prompts: d.promptStats };
 
   const server = createServer((req, res) => {
     stats.requests++;
@@ -139,6 +151,7 @@ export async function startGate(d: GateDeps): Promise<Gate> {
     stats,
     close: () =>
       new Promise<void>((resolve) => {
+        d.onClose?.();
         server.close(() => resolve());
         server.closeIdleConnections();
         for (const s of upgraded) s.destroy();

@@ -229,6 +229,12 @@ async function handle(req, res) {
   }
   if (path === '/stub/requests' && req.method === 'GET') return send(res, 200, requests);
   if (path === '/stub/ws-clients' && req.method === 'GET') return send(res, 200, ws?.clients ?? []);
+  if (path === '/stub/broadcast' && req.method === 'POST') {
+    // A message of the test's choosing to every websocket client, as if ComfyUI had sent it.
+    const body = parseJson(await readBody(req)) ?? {};
+    ws?.send(String(body.type), body.data, undefined);
+    return send(res, 200, '');
+  }
   if (path === '/stub/release' && req.method === 'POST') {
     const body = parseJson(await readBody(req)) ?? {};
     queue.release(String(body.prompt_id));
