@@ -5,6 +5,7 @@ import { blobPath } from '../src/store/layout.js';
 import { runSync } from '../src/sync/engine.js';
 import { warmSync } from '../src/sync/warm.js';
 import { startByteServer, type ByteServer } from './support/byte-server.js';
+import { startCivitai, type CivitaiStandIn } from './support/civitai.js';
 import { FAKE_HF_TOKEN } from './support/cli.js';
 import { startHub, type Hub } from './support/hub.js';
 import { addModel, exists, fileSha256, sha256, type TestModel } from './support/models.js';
@@ -252,5 +253,46 @@ describe('on-demand requests without a sha256 (trust on first use)', () => {
   it('require_sha256: a request without one is refused, naming the setting', async () => {
     rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', `"${bytes.url}/m/*"`, '  require_sha256: true\n')));
     await expect(rig.service.submit([{ source: `${bytes.url}/m/lora.safetensors`, dest: 'loras/l.safetensors' }])).rejects.toMatchObject({ code: 'E_POLICY', message: expect.stringContaining('require_sha256') });
+  });
+});
+
+describe('on-demand Civitai requests', () => {
+  let civitai: CivitaiStandIn;
+  let nextId = 300_000;
+  beforeAll(async () => {
+    civitai = await startCivitai();
+  });
+  afterAll(async () => {
+    await civitai.close();
+  });
+  const version = (modelType: string, name: string): { id: number; content: Buffer } => {
+    const id = ++nextId;
+    const content = makeSafetensors(40_000, id);
+    civitai.add({ id, modelId: id + 7, modelType, files: [{ name, content }] });
+    return { id, content };
+  };
+
+  it('any form of a version is matched as its civitai.com download URL; without a dest it is placed as the manifest places one', async () => {
+    const lora = version('LORA', 'style.safetensors');
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', '"https://civitai.com/api/download/models/*"')), { CIVITAI_ENDPOINT: civitai.endpoint });
+    // The gate's shape for a Civitai URL in a loader input: no dest, Civitai's file name decides.
+    const snap = await rig.ensure([{ source: `civitai://${lora.id}` }]);
+    expect(snap).toMatchObject({ ok: true, models: [{ dest: 'loras/style.safetensors', source: `https://civitai.com/api/download/models/${lora.id}`, state: 'ready' }] });
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/style.safetensors'))).toBe(sha256(lora.content));
+    // The site's own URL and an AIR name the same version: ready at once.
+    for (const source of [`https://civitai.com/api/download/models/${lora.id}`, `urn:air:sdxl:lora:civitai:${lora.id + 7}@${lora.id}`]) {
+      const again = await rig.service.submit([{ source, dest: 'loras/style.safetensors' }]);
+      expect(again.snapshot(), source).toMatchObject({ done: true, ok: true });
+    }
+  });
+
+  it('a glob that does not allow civitai.com refuses every form of a version; civitai:// globs work too', async () => {
+    const v = version('Checkpoint', 'base.safetensors');
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', '"https://example.org/*"')), { CIVITAI_ENDPOINT: civitai.endpoint });
+    for (const source of [`civitai://${v.id}`, `https://civitai.com/api/download/models/${v.id}`, `https://civitai.green/api/download/models/${v.id}`, `urn:air:sdxl:checkpoint:civitai:${v.id + 7}@${v.id}`, `https://civitai.com/models/${v.id + 7}?modelVersionId=${v.id}`]) {
+      await expect(rig.service.submit([{ source, dest: 'checkpoints/base.safetensors' }]), source).rejects.toMatchObject({ code: 'E_POLICY' });
+    }
+    rig.setManifest(manifestYaml(policy('10M', `"civitai://${v.id}"`)));
+    expect((await rig.ensure([{ source: `https://civitai.com/api/download/models/${v.id}`, dest: 'checkpoints/base.safetensors' }])).ok).toBe(true);
   });
 });

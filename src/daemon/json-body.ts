@@ -15,25 +15,31 @@ export class BadRequest extends ModelsyncError {
 }
 
 /**
- * A request's JSON body, read up to `maxBytes` (a longer one is cut off at once, 413, and never
- * buffered whole), parsed, and checked to nest no deeper than MAX_DEPTH.
+ * A request's JSON body, read up to `maxBytes` (a longer one, declared or counted as it streams,
+ * is refused, 413, and the rest never read: the caller answers and closes the connection),
+ * parsed, and checked to nest no deeper than MAX_DEPTH.
  */
 export async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? NaN);
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    req.resume();
-    throw new BadRequest(413, `request body of ${declared} bytes; at most ${maxBytes}`);
-  }
+  if (Number.isFinite(declared) && declared > maxBytes) throw new BadRequest(413, `request body of ${declared} bytes; at most ${maxBytes}`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) {
-      req.destroy();
-      throw new BadRequest(413, `request body over ${maxBytes} bytes`);
-    }
-    chunks.push(chunk);
-  }
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        // Read no further: the 413 goes out with "Connection: close", then the socket goes.
+        req.off('data', onData);
+        req.pause();
+        reject(new BadRequest(413, `request body over ${maxBytes} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve());
+    req.once('error', reject);
+  });
   if (size === 0) throw new BadRequest(400, 'a JSON body is required');
   let value: unknown;
   try {

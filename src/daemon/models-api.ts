@@ -38,8 +38,13 @@ export async function postModels(req: IncomingMessage, res: ServerResponse, serv
     wait = waitParam(req.url ?? '/');
     requests = modelsOf(await readJsonBody(req, MAX_BODY_BYTES));
   } catch (e) {
-    if (e instanceof BadRequest) return sendError(res, e.httpStatus, e.code, e.message, undefined);
-    throw e;
+    if (!(e instanceof BadRequest)) throw e;
+    if (e.httpStatus === 413) {
+      // The rest of the body is never read: this connection cannot carry another request.
+      res.setHeader('connection', 'close');
+      res.once('finish', () => req.destroy());
+    }
+    return sendError(res, e.httpStatus, e.code, e.message, undefined);
   }
   let job;
   try {

@@ -1,7 +1,8 @@
 /**
  * The globs of `on_demand.allow`, matched against a request's normalised source URI (see
- * ondemand/normalise-source.ts: `hf://ORG/NAME@REV/PATH`, `s3://BUCKET/KEY`, an http(s) URL's
- * origin and path without its query string).
+ * ondemand/normalise.ts: `hf://ORG/NAME@REV/PATH`, `s3://BUCKET/KEY`, an http(s) URL's origin
+ * and path without its query string; a Civitai version as its download URL on civitai.com and
+ * as `civitai://VERSION`).
  *
  * - A glob matches the whole URI. `*` is the only special character: it matches any run of
  *   characters, `/` included, except in the host of an http(s) glob.
@@ -19,7 +20,7 @@
  * - Everything else is literal and case-sensitive (`hf://StabilityAI/*` is not `hf://stabilityai/*`).
  */
 
-const SCHEMES = ['hf://', 's3://', 'https://', 'http://'] as const;
+const SCHEMES = ['hf://', 's3://', 'civitai://', 'https://', 'http://'] as const;
 
 /** The glob as it will be matched (hosts normalised), or why it cannot be one. */
 export function normaliseGlob(glob: string): { glob: string } | { error: string } {
@@ -27,7 +28,7 @@ export function normaliseGlob(glob: string): { glob: string } | { error: string 
   if (/[\x00-\x1f\x7f]/.test(glob)) return { error: 'contains a control character' };
   const scheme = SCHEMES.find((s) => glob.startsWith(s));
   if (scheme === undefined) return { error: `must start with ${SCHEMES.join(', ')}` };
-  if (scheme === 'hf://' || scheme === 's3://') {
+  if (scheme === 'hf://' || scheme === 's3://' || scheme === 'civitai://') {
     if (glob.length === scheme.length) return { error: `names nothing after ${scheme} (write ${scheme}* to allow every one)` };
     return { glob };
   }
@@ -57,7 +58,7 @@ export function normaliseGlob(glob: string): { glob: string } | { error: string 
 export function globMatches(glob: string, uri: string): boolean {
   const scheme = SCHEMES.find((s) => glob.startsWith(s));
   if (scheme === undefined || !uri.startsWith(scheme)) return false;
-  if (scheme === 'hf://' || scheme === 's3://') return wildcard(glob, uri);
+  if (scheme === 'hf://' || scheme === 's3://' || scheme === 'civitai://') return wildcard(glob, uri);
   const [gHost, gPath] = splitHost(glob.slice(scheme.length));
   const [uHost, uPath] = splitHost(uri.slice(scheme.length));
   if (gPath === undefined || uPath === undefined) return false;

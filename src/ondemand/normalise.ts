@@ -4,7 +4,7 @@ import { checkEntry, duplicateDests, sameContent } from '../manifest/entry.js';
 import { hubFileUri, parseHubUrl } from '../manifest/hub-url.js';
 import { allowingGlob } from '../manifest/policy.js';
 import { EntrySchema } from '../manifest/schema.js';
-import type { Entry, Manifest, SourceRef } from '../manifest/types.js';
+import type { Entry, Manifest, SourceRef, UnplacedEntry } from '../manifest/types.js';
 
 /** More than a workflow ever names; a request beyond it is refused before any is looked at. */
 export const MAX_MODELS_PER_REQUEST = 256;
@@ -27,12 +27,24 @@ const WorkflowModelSchema = z.strictObject({
 export interface Normalised {
   /** `index`: the request's position; `source.uri`: for hf://, the normalised form. */
   readonly entry: Entry;
-  /** What the policy matched: hf://ORG/NAME@REV/PATH, s3://BUCKET/KEY, or an URL's origin and path. */
+  /**
+   * Its identity, what the policy matched and what the layer records: hf://ORG/NAME@REV/PATH,
+   * s3://BUCKET/KEY, an URL's origin and path, Civitai's download URL with the file it picks.
+   */
   readonly uri: string;
   /** An https:// or s3:// request without a sha256: its first download decides its content. */
   readonly tofu: boolean;
   /** The manifest also has this dest, with this content: the manifest's, never evicted. */
   readonly manifestDest: boolean;
+}
+
+/** A request checked and allowed, its dest maybe still Civitai's to name (`unplaced`). */
+export interface Checked {
+  readonly index: number;
+  readonly uri: string;
+  readonly tofu: boolean;
+  readonly entry: Entry | undefined;
+  readonly unplaced: UnplacedEntry | undefined;
 }
 
 export interface NormaliseContext {
@@ -44,19 +56,42 @@ export interface NormaliseContext {
 /**
  * Every request checked as a manifest entry would be (same validators, same codes), then against
  * the manifest's `on_demand` policy. All or nothing: the first refused request is thrown, tagged
- * with its index and dest.
+ * with its index and dest. A civitai request may leave its dest to Civitai's metadata
+ * (`unplaced`): the service places it (sync/place.ts, the manifest's own rules), then
+ * settleRequests checks it with the rest.
  */
-export function normaliseRequests(requests: readonly unknown[], ctx: NormaliseContext): Normalised[] {
+export function checkRequests(requests: readonly unknown[], ctx: NormaliseContext): Checked[] {
   if (requests.length === 0) throw new ModelsyncError('E_USAGE', 'no models in the request');
   if (requests.length > MAX_MODELS_PER_REQUEST) throw new ModelsyncError('E_USAGE', `${requests.length} models in one request; at most ${MAX_MODELS_PER_REQUEST}`);
-  const out = requests.map((r, i) => normaliseOne(r, i, ctx));
+  return requests.map((r, i) => checkOne(r, i, ctx));
+}
+
+/**
+ * The checks across requests, once every dest is known (`placed`: the dests Civitai named):
+ * one dest twice with other content, a manifest entry's dest with other content.
+ */
+export function settleRequests(checked: readonly Checked[], placed: ReadonlyMap<number, Entry>, manifest: Manifest): Normalised[] {
+  const out = checked.map((c): Normalised => {
+    const entry = c.entry ?? placed.get(c.index);
+    if (!entry) throw refusal('E_MANIFEST', { index: c.index, dest: undefined }, 'dest: none given, and none derived from Civitai');
+    const theirs = manifest.entries.find((m) => m.dest === entry.dest);
+    if (theirs && !sameContent(theirs, entry) && !sameHubFile(theirs, entry)) {
+      throw refusal('E_MANIFEST', entry, `dest: the manifest's models[${theirs.index}] has this dest with different content`);
+    }
+    return { entry, uri: c.uri, tofu: c.tofu, manifestDest: theirs !== undefined };
+  });
   for (const { entry, first } of duplicateDests(out.map((n) => n.entry))) {
     throw refusal('E_MANIFEST', entry, `dest: same dest as models[${first.index}] with different content`);
   }
   return out;
 }
 
-function normaliseOne(raw: unknown, index: number, ctx: NormaliseContext): Normalised {
+/** checkRequests and settleRequests, for requests that all name their dest. */
+export function normaliseRequests(requests: readonly unknown[], ctx: NormaliseContext): Normalised[] {
+  return settleRequests(checkRequests(requests, ctx), new Map(), ctx.manifest);
+}
+
+function checkOne(raw: unknown, index: number, ctx: NormaliseContext): Checked {
   const where = (dest: string | undefined): ErrorTag => ({ index, dest });
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw refusal('E_MANIFEST', where(undefined), 'must be an object: a manifest entry {source, dest, ...} or a workflow model {name, url, directory, ...}');
   const obj = raw as Record<string, unknown>;
@@ -65,24 +100,19 @@ function normaliseOne(raw: unknown, index: number, ctx: NormaliseContext): Norma
   if (input.source.length > MAX_SOURCE_CHARS) throw refusal('E_MANIFEST', where(input.dest), `source: longer than ${MAX_SOURCE_CHARS} characters`);
   const source = hubSource(input.source, ctx.hfEndpoint, where(input.dest));
   const checked = checkEntry({ ...input, source }, index, { folders: ctx.manifest.folders, requireHashes: false });
-  if (checked.problems.length > 0 || !checked.entry) {
-    // A dest derived from Civitai is known only after a resolve: a request names where it goes.
-    const problems = checked.unplaced ? [{ field: 'dest', message: 'is required in an on-demand request' }] : checked.problems;
-    throw refusal('E_MANIFEST', where(input.dest), problems.map((p) => `${p.field}: ${p.message}`).join('; '));
-  }
+  const base = checked.entry ?? checked.unplaced;
+  if (checked.problems.length > 0 || !base) throw refusal('E_MANIFEST', where(input.dest), checked.problems.map((p) => `${p.field}: ${p.message}`).join('; '));
   const policy = ctx.manifest.onDemand;
   if (!policy) throw refusal('E_POLICY', where(input.dest), 'on-demand fetching is off: the manifest has no on_demand policy');
-  const base = checked.entry;
-  const uri = matchUri(base.source, where(base.dest));
-  if (allowingGlob(policy, uri) === undefined) throw refusal('E_POLICY', where(base.dest), `${uri} is not allowed by on_demand.allow`);
-  const tofu = base.source.kind !== 'hf' && base.sha256 === undefined;
-  if (tofu && policy.requireSha256) throw refusal('E_POLICY', where(base.dest), `on_demand.require_sha256 is set: a ${base.source.kind}:// request must carry a sha256`);
-  const entry: Entry = base.source.kind === 'hf' ? { ...base, source: { ...base.source, uri } } : base;
-  const theirs = ctx.manifest.entries.find((m) => m.dest === entry.dest);
-  if (theirs && !sameContent(theirs, entry) && !sameHubFile(theirs, entry)) {
-    throw refusal('E_MANIFEST', where(entry.dest), `dest: the manifest's models[${theirs.index}] has this dest with different content`);
-  }
-  return { entry, uri, tofu, manifestDest: theirs !== undefined };
+  const uris = matchUris(base.source, where(input.dest));
+  // A Civitai version's files: which one is part of what the request names.
+  if (base.source.kind === 'civitai' && base.file !== undefined) uris[0] = `${uris[0] ?? ''}#file=${encodeURIComponent(base.file)}`;
+  const uri = uris[0] as string;
+  if (!uris.some((u) => allowingGlob(policy, u) !== undefined)) throw refusal('E_POLICY', where(input.dest), `${uri} is not allowed by on_demand.allow`);
+  const tofu = (base.source.kind === 'https' || base.source.kind === 's3') && base.sha256 === undefined;
+  if (tofu && policy.requireSha256) throw refusal('E_POLICY', where(input.dest), `on_demand.require_sha256 is set: a ${base.source.kind}:// request must carry a sha256`);
+  const entry = checked.entry && checked.entry.source.kind === 'hf' ? { ...checked.entry, source: { ...checked.entry.source, uri } } : checked.entry;
+  return { index, uri, tofu, entry, unplaced: checked.entry ? undefined : checked.unplaced };
 }
 
 /** A manifest-entry-shaped request. */
@@ -112,22 +142,29 @@ function hubSource(source: string, endpoint: string, tag: ErrorTag): string {
 }
 
 /**
- * The form a policy glob is matched against. Refused here: what a glob and the server could
- * read differently (an encoded "/" in an URL path, "." or ".." in an S3 key, which some
- * S3-compatible servers resolve).
+ * The forms a policy glob is matched against, the first also the request's identity. Refused
+ * here: what a glob and the server could read differently (an encoded "/" in an URL path, "." or
+ * ".." in an S3 key, which some S3-compatible servers resolve). A Civitai version, in any of the
+ * forms it is written (civitai://, an AIR, a page or download URL), is its download URL on
+ * civitai.com (so `https://civitai.com/*` allows it) and `civitai://VERSION`.
  */
-function matchUri(s: SourceRef, tag: ErrorTag): string {
-  if (s.kind === 'hf') return hubFileUri({ repoType: s.repoType, repo: s.repo, revision: s.revision, path: s.path }, true);
+function matchUris(s: SourceRef, tag: ErrorTag): string[] {
+  if (s.kind === 'hf') return [hubFileUri({ repoType: s.repoType, repo: s.repo, revision: s.revision, path: s.path }, true)];
   if (s.kind === 's3') {
     if (s.key.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) throw refusal('E_POLICY', tag, `${s.uri}: an S3 key with an empty, "." or ".." segment is not matched against on_demand.allow`);
     // eslint-disable-next-line no-control-regex -- control characters are exactly what we refuse
     if (/[\x00-\x1f\x7f]/.test(s.key)) throw refusal('E_POLICY', tag, `${s.uri}: an S3 key with a control character is not matched against on_demand.allow`);
-    return s.uri;
+    return [s.uri];
   }
-  if (s.kind === 'civitai') return s.uri;
+  if (s.kind === 'civitai') {
+    const q = new URLSearchParams();
+    for (const k of ['type', 'format', 'size', 'fp'] as const) if (s.query[k] !== undefined) q.set(k, s.query[k]);
+    const download = `https://civitai.com/api/download/models/${s.versionId}`;
+    return [`${download}${q.size > 0 ? `?${q.toString()}` : ''}`, download, `civitai://${s.versionId}`];
+  }
   const u = new URL(s.url);
   if (/%(2f|5c)/i.test(u.pathname)) throw refusal('E_POLICY', tag, `${u.origin}${u.pathname}: an encoded "/" or "\\" in the path is not matched against on_demand.allow`);
-  return `${u.origin}${u.pathname}`;
+  return [`${u.origin}${u.pathname}`];
 }
 
 /** One Hub file, written with or without its default revision. */

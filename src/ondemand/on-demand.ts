@@ -14,7 +14,7 @@ import type { BlobJob, EntryResult, EntryState, SyncEvents } from '../sync/types
 import { JobBook, type JobRecord, type TrackedModel } from './jobs.js';
 import { KeyedTurns } from './keyed-turns.js';
 import { OnDemandLayer } from './layer.js';
-import type { Normalised } from './normalise.js';
+import type { Checked, Normalised } from './normalise.js';
 import type { Holder, Job, LayerStatus, ModelEvent, OnDemandService, SubmitOptions } from './service.js';
 
 export interface OnDemandDeps {
@@ -62,10 +62,12 @@ export class OnDemand implements OnDemandService {
 
   async submit(requests: readonly unknown[], opts: SubmitOptions = {}): Promise<Job> {
     // zod and the resolver load with the first request: a daemon that never gets one starts without them.
-    const { normaliseRequests } = await import('./normalise.js');
+    const { checkRequests, settleRequests } = await import('./normalise.js');
     let normalised: Normalised[];
     try {
-      normalised = normaliseRequests(requests, { manifest: this.deps.manifest(), hfEndpoint: this.deps.ctx.config.hf.endpoint });
+      const manifest = this.deps.manifest();
+      const checked = checkRequests(requests, { manifest, hfEndpoint: this.deps.ctx.config.hf.endpoint });
+      normalised = settleRequests(checked, await this.place(checked, manifest), manifest);
     } catch (e) {
       this.requests.refused++;
       throw e;
@@ -85,6 +87,23 @@ export class OnDemand implements OnDemandService {
     job.settleIfDone();
     if (todo.length > 0) this.track(this.run(job, todo));
     return job;
+  }
+
+  /**
+   * Civitai requests without a dest: placed as the manifest places its own (the model type's
+   * folder and the file's name, the manifest's dest rules), from the state DB or one API call.
+   * A failure refuses the request, tagged with its index.
+   */
+  private async place(checked: readonly Checked[], manifest: Manifest): Promise<Map<number, Entry>> {
+    const unplaced = checked.flatMap((c) => (c.unplaced ? [c.unplaced] : []));
+    if (unplaced.length === 0) return new Map();
+    const { placeForSync } = await import('../sync/place.js');
+    const p = await placeForSync(this.deps.ctx, { ...manifest, entries: [], unplaced }, this.deps.signal);
+    const failed = p.failed[0];
+    if (failed) throw failed.error;
+    const stillUnknown = p.manifest.unplaced[0];
+    if (stillUnknown) throw new ModelsyncError('E_MANIFEST', `models[${stillUnknown.index}]: dest: none given, and none derived from Civitai`, { entry: stillUnknown.index });
+    return new Map(p.manifest.entries.map((e) => [e.index, e]));
   }
 
   job(id: string): Job | undefined {

@@ -272,9 +272,9 @@ describe('on-demand requests, normalised and checked', () => {
     expect(e.message).toContain('require_sha256');
     expect(accepted([{ source: 'hf://org/name/x.safetensors', dest: 'loras/x.safetensors' }], strict)[0]?.tofu).toBe(false);
     // A workflow hash of another kind is no sha256.
-    const [w] = accepted([{ name: 'x.safetensors', url: 'https://civitai.com/api/download/models/1', directory: 'loras', hash: 'ABCD1234', hash_type: 'AutoV2' }]);
+    const [w] = accepted([{ name: 'x.safetensors', url: 'https://civitai.com/files/x.safetensors', directory: 'loras', hash: 'ABCD1234', hash_type: 'AutoV2' }]);
     expect(w?.tofu).toBe(true);
-    const [s] = accepted([{ name: 'x.safetensors', url: 'https://civitai.com/api/download/models/1', directory: 'loras', hash: H.toUpperCase(), hash_type: 'SHA256' }]);
+    const [s] = accepted([{ name: 'x.safetensors', url: 'https://civitai.com/files/x.safetensors', directory: 'loras', hash: H.toUpperCase(), hash_type: 'SHA256' }]);
     expect(s?.entry.sha256).toBe(H);
   });
 

@@ -1,0 +1,72 @@
+import { request } from 'node:http';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FAKE_HF_TOKEN, sandbox, type Sandbox } from './support/cli.js';
+import { freePort, killAll, startRun, waitFor } from './support/daemon-harness.js';
+import { rawRequest } from './support/http-get.js';
+import { startHub, type Hub } from './support/hub.js';
+import { addModel, fileSha256 } from './support/models.js';
+
+let hub: Hub;
+let sb: Sandbox | undefined;
+
+beforeAll(async () => {
+  hub = await startHub();
+  hub.tokens.valid.add(FAKE_HF_TOKEN);
+});
+afterAll(async () => {
+  await hub.close();
+});
+afterEach(async () => {
+  await killAll();
+  await sb?.cleanup();
+  sb = undefined;
+  hub.clearFaults();
+});
+
+function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const text = JSON.stringify(body);
+  return rawRequest(url, { method: 'POST', body: text, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) }, timeoutMs: 60_000 }).then((r) => ({
+    status: r.status,
+    json: JSON.parse(r.body.toString()) as Record<string, unknown>,
+  }));
+}
+
+describe('models on demand in `modelsync run`', () => {
+  it('a request is served beside a long manifest sync, not behind it; /events ends when the daemon stops', async () => {
+    sb = await sandbox(hub.endpoint);
+    const slow = addModel(hub, 3_000_000);
+    const wanted = addModel(hub, 50_000);
+    hub.setFaults(slow.sha256, { bytesPerSecond: 200_000 });
+    await sb.writeManifest([{ source: slow.uri, dest: 'checkpoints/slow.safetensors', required: false }], { on_demand: { allow: [`hf://${wanted.repo}/*`, `hf://${wanted.repo}@*`], max_bytes: '1G' } });
+    const d = startRun([], sb.env(), await freePort());
+    await waitFor('the slow manifest download to be under way', async () => (await d.status().catch(() => undefined))?.entries.find((e) => e.dest === 'checkpoints/slow.safetensors')?.state === 'downloading');
+    // Events from here on; the stream must end (not reset) when the daemon stops.
+    let events = '';
+    const stream = new Promise<boolean>((resolve, reject) => {
+      const req = request(`${d.controlUrl}/events`, { agent: false }, (res) => {
+        res.setEncoding('utf8');
+        res.on('data', (t: string) => (events += t));
+        res.on('end', () => resolve(true));
+        res.on('error', () => resolve(false));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    await waitFor('the event stream to open', () => events.startsWith(': modelsync on-demand events'));
+    const answer = await post(`${d.controlUrl}/models?wait=60`, { models: [{ name: 'wanted.safetensors', url: `${hub.endpoint}/${wanted.repo}/resolve/main/${wanted.path}`, directory: 'loras' }] });
+    expect(answer.status).toBe(200);
+    expect(answer.json).toMatchObject({ ok: true, models: [{ dest: 'loras/wanted.safetensors', source: `hf://${wanted.repo}@main/${wanted.path}`, state: 'ready' }] });
+    // The manifest's download is still going: the request did not wait for it.
+    const status = await d.status();
+    expect(status.entries.find((e) => e.dest === 'checkpoints/slow.safetensors')?.state).toBe('downloading');
+    expect((status as unknown as { onDemand: { entries: number; bytesUsed: number } }).onDemand).toMatchObject({ entries: 1, bytesUsed: wanted.content.length });
+    expect(await fileSha256(path.join(sb.models, 'loras/wanted.safetensors'))).toBe(wanted.sha256);
+    await waitFor('the ready event', () => events.includes('event: ready'));
+    const metrics = (await rawRequest(`${d.controlUrl}/metrics`)).body.toString();
+    expect(metrics).toContain(`modelsync_on_demand_bytes ${wanted.content.length}`);
+    d.signal('SIGTERM');
+    expect(await stream).toBe(true);
+    expect((await d.exited).code).toBe(0);
+  });
+});
