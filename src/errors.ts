@@ -115,10 +115,6 @@ export class ModelsyncError extends Error {
   }
 }
 
-export function isModelsyncError(e: unknown): e is ModelsyncError {
-  return e instanceof ModelsyncError;
-}
-
 /** errno codes of a failed syscall, as Node reports them. */
 export function errnoCode(e: unknown): string | undefined {
   if (typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string') return e.code;

@@ -6,6 +6,7 @@ import { loadConfig } from '../src/config.js';
 import { comfyUrlFromArgs } from '../src/daemon/health-probe.js';
 import { lineSplitter } from '../src/daemon/lines.js';
 import { SyncRunner, type SyncOutcome } from '../src/daemon/sync-runner.js';
+import { thrown } from './support/thrown.js';
 
 describe('daemon helpers', () => {
   it('finds ComfyUI from its own argv', () => {
@@ -49,18 +50,18 @@ describe('daemon helpers', () => {
       const c = loadConfig({ 'models-dir': dir, 'stop-timeout': '1.5', 'startup-timeout': '0' }, env);
       expect(c.daemon).toMatchObject({ restart: 'on-failure', stopTimeoutMs: 1500, startupTimeoutMs: 0, restartBaseMs: 50, notifySocket: '/run/notify', comfyUrl: undefined });
       expect(loadConfig({ 'models-dir': dir }, { ...env, MODELSYNC_STOP_TIMEOUT: '3' }).daemon.stopTimeoutMs).toBe(3000);
-      expect(() => loadConfig({ 'models-dir': dir, restart: 'sometimes' }, env)).toThrow(/--restart must be always, on-failure or never/);
-      expect(() => loadConfig({ 'models-dir': dir, 'stop-timeout': '-1' }, env)).toThrow(/--stop-timeout/);
-      expect(() => loadConfig({ 'models-dir': dir, 'comfy-url': 'localhost:8188' }, env)).toThrow(/--comfy-url/);
+      expect(thrown(() => loadConfig({ 'models-dir': dir, restart: 'sometimes' }, env))).toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('--restart') });
+      expect(thrown(() => loadConfig({ 'models-dir': dir, 'stop-timeout': '-1' }, env))).toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('--stop-timeout') });
+      expect(thrown(() => loadConfig({ 'models-dir': dir, 'comfy-url': 'localhost:8188' }, env))).toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('--comfy-url') });
       // Probing and giving up: 5 s apart, 5 s to answer, 3 misses (hung after 15 s), 10 starts.
       expect(c.daemon).toMatchObject({ probeIntervalMs: 5000, probeTimeoutMs: 5000, probeFailures: 3, maxRestarts: 10, childLogs: 'passthrough' });
       const flagged = loadConfig({ 'models-dir': dir, 'probe-interval': '2', 'probe-timeout': '0.5', 'probe-misses': '4', 'max-restarts': '0' }, env).daemon;
       expect(flagged).toMatchObject({ probeIntervalMs: 2000, probeTimeoutMs: 500, probeFailures: 4, maxRestarts: 0 });
       const fromEnv = loadConfig({ 'models-dir': dir }, { ...env, MODELSYNC_PROBE_TIMEOUT_MS: '800', MODELSYNC_MAX_RESTARTS: '4' }).daemon;
       expect(fromEnv).toMatchObject({ probeTimeoutMs: 800, maxRestarts: 4 });
-      expect(() => loadConfig({ 'models-dir': dir, 'max-restarts': '-1' }, env)).toThrow(/--max-restarts/);
-      expect(() => loadConfig({ 'models-dir': dir, 'probe-timeout': '0' }, env)).toThrow(/--probe-timeout/);
-      expect(() => loadConfig({ 'models-dir': dir, 'child-logs': 'xml' }, env)).toThrow(/--child-logs/);
+      expect(thrown(() => loadConfig({ 'models-dir': dir, 'max-restarts': '-1' }, env))).toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('--max-restarts') });
+      expect(thrown(() => loadConfig({ 'models-dir': dir, 'probe-timeout': '0' }, env))).toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('--probe-timeout') });
+      expect(thrown(() => loadConfig({ 'models-dir': dir, 'child-logs': 'xml' }, env))).toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('--child-logs') });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

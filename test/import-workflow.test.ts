@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { sourceFromUrl, workflowModels } from '../src/comfy/workflow-models.js';
 import { parseManifest } from '../src/manifest/load.js';
 import { runCli, sandbox } from './support/cli.js';
+import { thrown } from './support/thrown.js';
 
 const H = 'c'.repeat(64);
 const WORKFLOW = {
@@ -43,7 +44,7 @@ describe('import-workflow', () => {
       expect(r.stderr).toMatch(/review upscale_models\/4x\.pth: pickle format/);
       const text = await readFile(out, 'utf8');
       expect(text).toContain('# pickle format');
-      expect(() => parseManifest(text, out)).toThrow(/allow_pickle/);
+      expect(thrown(() => parseManifest(text, out))).toMatchObject({ code: 'E_MANIFEST', problems: [expect.objectContaining({ field: 'allow_pickle' })] });
       const doc = parse(text) as { models: Record<string, unknown>[] };
       const up = doc.models.find((m) => m.dest === 'upscale_models/4x.pth');
       expect(up?.sha256).toBe(H);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkSpace, type Plan } from '../src/sync/plan.js';
 import { makeNode, startNode, writeManifest } from './support/cli-nodes.js';
 import { makeSafetensors, startHub, type Hub } from './support/hub.js';
+import { thrown } from './support/thrown.js';
 
 /**
  * The preflight on a shared volume: free space minus what other nodes' downloads in progress
@@ -58,7 +59,7 @@ describe('disk space preflight on a shared volume', () => {
 
   it('refuses a plan that only fits if the peers’ downloads are forgotten, and says why', () => {
     const plan = { bytesToFetch: 10_000, freeBytes: 15_000, othersPendingBytes: 8_000 } as Plan;
-    expect(() => checkSpace(plan)).toThrow(/not enough free space: need .* have .* free \(after .* other nodes are still writing\)/);
+    expect(thrown(() => checkSpace(plan))).toMatchObject({ code: 'E_NO_SPACE', message: expect.stringContaining('other nodes are still writing') });
     expect(() => checkSpace({ ...plan, othersPendingBytes: 4_000 })).not.toThrow();
   });
 });

@@ -39,7 +39,7 @@ function codeFingerprint(): string {
   return fingerprint;
 }
 
-export function manifestCacheKey(files: ManifestFiles): string {
+function manifestCacheKey(files: ManifestFiles): string {
   // JSON keeps "no lock file" (null) apart from an empty one.
   return JSON.stringify([FORMAT, codeFingerprint(), files.path, files.manifest, files.lock ?? null]);
 }

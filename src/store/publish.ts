@@ -157,13 +157,3 @@ function publishError(e: unknown, dest: string): ModelsyncError {
   if (isDiskFull(e)) return diskFullError(e, `while publishing ${dest}`, { dest });
   return new ModelsyncError('E_PUBLISH', `${dest}: cannot publish (${code ?? String(e)})`, { dest, cause: e });
 }
-
-/** Is the published file still the blob (same inode), or a link to it? Decided by lstat alone. */
-export async function publishedAs(blob: string, final: string): Promise<boolean> {
-  try {
-    const [b, f] = await Promise.all([lstat(blob), lstat(final)]);
-    return f.isFile() && f.ino === b.ino && f.dev === b.dev;
-  } catch {
-    return false;
-  }
-}
