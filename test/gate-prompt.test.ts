@@ -41,7 +41,11 @@ describe('gate: model URLs', () => {
   it('names the file after the last path segment, in the loader\'s folder', () => {
     expect(urlRequest('hf://org/r@v1/split/loras/a.safetensors', 'loras')).toEqual({ request: { source: 'hf://org/r@v1/split/loras/a.safetensors', dest: 'loras/a.safetensors' } });
     expect(urlRequest(LORA_URL, 'loras')).toEqual({ request: { name: 'film.safetensors', url: LORA_URL, directory: 'loras' } });
-    expect(urlRequest('https://civitai.com/api/download/models/4711?type=Model&format=SafeTensor', 'loras')).toEqual({ request: { source: 'civitai://4711' } });
+    const civ = 'https://civitai.com/api/download/models/4711?type=Model&format=SafeTensor';
+    expect(urlRequest(civ, 'loras')).toEqual({ request: { source: civ, dest: 'loras/civitai-4711.safetensors' } });
+    expect(urlRequest('urn:air:sdxl:lora:civitai:328553@368189', 'loras')).toEqual({ request: { source: 'urn:air:sdxl:lora:civitai:328553@368189', dest: 'loras/civitai-368189.safetensors' } });
+    expect(urlRequest('civitai://12?format=GGUF', 'diffusion_models')).toEqual({ request: { source: 'civitai://12?format=GGUF', dest: 'diffusion_models/civitai-12.gguf' } });
+    expect(urlRequest('https://civitai.com/api/download/models/1?token=secret', 'loras')).toHaveProperty('problem');
     expect(urlRequest('https://x.org/m/a%20b.safetensors?sig=1', 'vae')).toEqual({ request: { name: 'a b.safetensors', url: 'https://x.org/m/a%20b.safetensors?sig=1', directory: 'vae' } });
   });
 

@@ -37,10 +37,10 @@ interface Setup {
   readonly dir: string;
 }
 
-async function setup(o: { token?: string; maxPromptBytes?: number } = {}): Promise<Setup> {
+async function setup(o: { token?: string; maxPromptBytes?: number; pinMaxMs?: number } = {}): Promise<Setup> {
   rig = await gateRig({ settings: { maxPromptBytes: o.maxPromptBytes ?? 1024 * 1024 } });
   const { comfy, log, settings } = rig;
-  const pins = new PromptPins({ comfyUrl: () => comfy, pollMs: 50, maxMs: 60_000, log });
+  const pins = new PromptPins({ comfyUrl: () => comfy, pollMs: 50, maxMs: o.pinMaxMs ?? 60_000, log });
   // Its messages make the pins look at ComfyUI's queue at once.
   const watch = new ComfyWatch({ comfyUrl: () => comfy, onQueueEvent: () => pins.nudge(), log });
   const models = new FakeModels(rig.sb.models);
@@ -105,6 +105,17 @@ describe('gate: prompts and their models', () => {
     await rawRequest(`${s.comfy}/stub/release`, { method: 'POST', body: JSON.stringify({ prompt_id: 'held-1' }) });
     await waitFor('the pin to go', () => s.models.holders.get(holder)?.released === true);
     expect(s.pins.size).toBe(0);
+  });
+
+  it('a prompt that never ends does not pin its models for ever', async () => {
+    const s = await setup({ pinMaxMs: 300 });
+    const body = JSON.stringify({ prompt_id: 'stuck', prompt: { '10': { class_type: 'LoraLoader', inputs: { lora_name: LORA_HF } } }, extra_data: { stub_hold: true } });
+    expect((await postPrompt(s.gate, body)).status).toBe(200);
+    const holder = s.models.asked[0]?.holder ?? '';
+    await waitFor('the bound to let the pin go', () => s.models.holders.get(holder)?.released === true);
+    // Still running in ComfyUI: only the bound let it go.
+    const q = JSON.parse((await rawRequest(`${s.comfy}/queue`)).body.toString()) as { queue_running: unknown[][] };
+    expect(q.queue_running[0]?.[1]).toBe('stuck');
   });
 
   it('a refused model answers 400 in ComfyUI\'s shape under its node, and ComfyUI never sees the prompt', async () => {

@@ -5,7 +5,7 @@ import { constants } from 'node:os';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { ModelsyncError } from '../errors.js';
-import { checkGateSetup, startDaemonGate } from '../gate/daemon-gate.js';
+import { checkGateSetup, gateModels, startDaemonGate } from '../gate/daemon-gate.js';
 import type { Gate } from '../gate/gate.js';
 import type { Logger } from '../log.js';
 import type { SyncContext } from '../sync/context.js';
@@ -92,7 +92,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }
   try {
     // Before the first sync: clients meet a 503 with Retry-After, never a refused connection.
-    gate = await startDaemonGate(config, o.command, state, log, undefined);
+    gate = await startDaemonGate(config, o.command, state, log, gateModels(onDemand, () => manifest.current, config.hf.endpoint));
     state.gate = gate?.stats;
   } catch (e) {
     await control.close();

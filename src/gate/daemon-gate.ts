@@ -4,6 +4,8 @@ import { requireTokenBeyondLoopback } from '../daemon/request-guard.js';
 import type { DaemonState } from '../daemon/state.js';
 import { ModelsyncError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Manifest } from '../manifest/types.js';
+import type { OnDemandService } from '../ondemand/service.js';
 import type { Gate, PromptStats } from './gate.js';
 import type { FrontendModels } from './models-port.js';
 
@@ -69,4 +71,25 @@ export async function startDaemonGate(config: Config, command: readonly string[]
       pins.close();
     },
   });
+}
+
+/**
+ * The on-demand service as the gate uses it, and the policy's answer without a download (the
+ * frontend's availability check), from the same validators the service's submit runs.
+ */
+export function gateModels(service: OnDemandService, manifest: () => Manifest, hfEndpoint: string): FrontendModels {
+  return {
+    submit: (requests, opts) => service.submit(requests, opts),
+    holder: (label) => service.holder(label),
+    subscribe: (listener) => service.subscribe(listener),
+    allows: async (request) => {
+      const { normaliseRequests } = await import('../ondemand/normalise.js');
+      try {
+        normaliseRequests([request], { manifest: manifest(), hfEndpoint });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
 }

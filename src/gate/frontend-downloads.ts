@@ -180,7 +180,7 @@ export class FrontendDownloads implements FrontendHandler {
       const present = await onDisk(this.o.modelsDir, modelId);
       const active = [...this.downloads.values()].find((d) => d.status.model_id === modelId && !finished(d.status.status));
       out[modelId] = {
-        url_allowed: request !== undefined && this.o.models.allows(request),
+        url_allowed: request !== undefined && (await this.o.models.allows(request)),
         state: present ? 'available' : 'missing',
         ...(active === undefined ? {} : { download_id: active.status.download_id, progress: active.status.progress, bytes_done: active.status.bytes_done, total_bytes: active.status.total_bytes, speed_bps: active.status.speed_bps }),
       };

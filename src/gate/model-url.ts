@@ -1,3 +1,5 @@
+import { parseCivitai } from '../manifest/civitai-uri.js';
+
 /**
  * A loader input whose value is a URL: what the gate asks the on-demand service for, and under
  * which file name it will appear in the input's folder.
@@ -23,8 +25,11 @@ export type UrlRequest = { readonly request: ModelRequest } | { readonly problem
 /**
  * The request for a URL found in a loader input of `folder`:
  * - `hf://` and `s3://` URIs as manifest entries, published as `folder/<last path segment>`;
- * - a Civitai download URL (`https://civitai.com/api/download/models/ID`) as the source
- *   `civitai://ID`, whose metadata names the file;
+ * - a Civitai version (its download URL, `civitai://ID`, an AIR, a model page with
+ *   `?modelVersionId=`) as that source, published as `folder/civitai-VERSION.safetensors`
+ *   (`.gguf` for `format=GGUF`, `.ckpt` for `format=PickleTensor`, which the pickle rule
+ *   then refuses): an on-demand request names its dest, and the version's own file name is
+ *   only known once resolved;
  * - any other http(s) URL (a Hub `resolve` URL included: the service reads it as the `hf://`
  *   source it names) in the workflow-model shape, named after its last path segment.
  * The name is never taken from the remote side (Content-Disposition), only from the URL the
@@ -32,24 +37,16 @@ export type UrlRequest = { readonly request: ModelRequest } | { readonly problem
  */
 export function urlRequest(raw: string, folder: string): UrlRequest {
   const value = raw.trim();
-  const civitai = civitaiVersion(value);
-  if (civitai !== undefined) return { request: { source: `civitai://${civitai}` } };
-  if (/^(civitai:\/\/|urn:air:)/i.test(value)) return { request: { source: value } };
+  const civitai = parseCivitai(value);
+  if (civitai !== undefined) {
+    if ('error' in civitai) return { problem: civitai.error };
+    const ext = civitai.query.format === 'GGUF' ? 'gguf' : civitai.query.format === 'PickleTensor' ? 'ckpt' : 'safetensors';
+    return { request: { source: value, dest: `${folder}/civitai-${civitai.versionId}.${ext}` } };
+  }
   const name = lastSegment(value);
   if (typeof name !== 'string') return { problem: name.problem };
   if (/^(hf|s3):\/\//i.test(value)) return { request: { source: value, dest: `${folder}/${name}` } };
   return { request: { name, url: value, directory: folder } };
-}
-
-function civitaiVersion(value: string): string | undefined {
-  let u: URL;
-  try {
-    u = new URL(value);
-  } catch {
-    return undefined;
-  }
-  if (u.protocol !== 'https:' || (u.hostname !== 'civitai.com' && u.hostname !== 'www.civitai.com')) return undefined;
-  return /^\/api\/download\/models\/(\d{1,12})\/?$/.exec(u.pathname)?.[1];
 }
 
 /** The URL's last path segment, decoded, when it is a safe model file name. */

@@ -52,5 +52,5 @@ export interface GateModels {
 export interface FrontendModels extends GateModels {
   subscribe(listener: (e: GateModelEvent) => void): () => void;
   /** Would the policy (and the manifest's entry rules) take this request? Nothing starts. */
-  allows(request: unknown): boolean;
+  allows(request: unknown): Promise<boolean>;
 }

@@ -43,8 +43,8 @@ export class FakeModels implements FrontendModels {
   }
 
   /** As the policy would: refused what `refuse` refuses. */
-  allows(request: unknown): boolean {
-    return this.refuse?.(request as Record<string, unknown>) === undefined;
+  allows(request: unknown): Promise<boolean> {
+    return Promise.resolve(this.refuse?.(request as Record<string, unknown>) === undefined);
   }
 
   async submit(requests: readonly unknown[], opts?: { holder?: GateHolder | undefined }): Promise<GateJob> {
