@@ -1,3 +1,4 @@
+import { isLoopback } from '../loopback.js';
 import { redactUrl } from '../redact.js';
 import { parseCivitai } from './civitai-uri.js';
 import type { SourceRef } from './types.js';
@@ -70,8 +71,4 @@ function parseHttp(uri: string): SourceRef | { error: string } {
   // A presigned URL carries its credential in the query: `uri` is what messages, the state DB and
   // status show, so it keeps only origin and path; `url` (what is fetched) keeps everything.
   return { kind: 'https', url: u.toString(), uri: u.search === '' ? uri : redactUrl(u) };
-}
-
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '[::1]' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

@@ -7,6 +7,7 @@ import { redactUrl } from '../redact.js';
 import { shown } from '../remote-value.js';
 import type { StateDb } from '../state/db.js';
 import type { ConnectionBudget } from '../transfer/budget.js';
+import { fetchFollowing } from '../transfer/fetch-following.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
 import { isCommit } from '../content-key.js';
 import { readPathsInfo } from './hf-paths-info.js';
@@ -156,16 +157,17 @@ export class HfSource implements Source {
   }
 
   /**
-   * One Hub API call, its failure typed. HubApiError drops the answer's X-Error-Code (GatedRepo,
-   * RevisionNotFound, ...), so the fetch handed to @huggingface/hub keeps it: per call, since
-   * repos resolve concurrently on this one source and one repo's code must not name another's error.
+   * One Hub API call, its failure typed, its redirects followed by our rules (fetchFollowing).
+   * HubApiError drops the answer's X-Error-Code (GatedRepo, RevisionNotFound, ...), so the fetch
+   * handed to @huggingface/hub keeps it: per call, since repos resolve concurrently on this one
+   * source and one repo's code must not name another's error.
    */
   private async api<T>(entry: Entry, signal: AbortSignal, call: (fetchFn: typeof fetch) => Promise<T>): Promise<T> {
     let errorCode: string | undefined;
     const fetchFn: typeof fetch = async (input, init) => {
       const headers = new Headers(init?.headers);
       headers.set('accept-encoding', 'identity');
-      const res = await this.fetcher(input, { ...init, headers, signal });
+      const res = await fetchFollowing(input, { ...init, headers, signal }, this.fetcher);
       if (!res.ok) errorCode = res.headers.get('x-error-code') ?? undefined;
       return res;
     };

@@ -6,6 +6,7 @@ import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import type { BodyReader } from './body-reader.js';
 import type { ConnectionBudget } from './budget.js';
+import { MAX_REDIRECTS, redirectTarget } from './redirect-policy.js';
 import { wireRequest } from './wire.js';
 
 export interface HttpRequest {
@@ -46,11 +47,12 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
  * One GET, redirects followed by hand: undici's fetch keeps custom auth headers across hosts, so
- * auth is ours to drop. https -> http is refused. The idle timeout covers waiting for headers
- * and every gap in the body (a stalled server keeps the socket open forever otherwise).
+ * auth is ours to drop; where a redirect may lead is redirectTarget's rule. The idle timeout
+ * covers waiting for headers and every gap in the body (a stalled server keeps the socket open
+ * forever otherwise).
  */
 export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
-  const max = req.maxRedirects ?? 10;
+  const max = req.maxRedirects ?? MAX_REDIRECTS;
   const hops: Hop[] = [];
   let url = new URL(req.url);
   const firstHost = url.host;
@@ -66,14 +68,7 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
     if (hops.length > max) {
       throw new ModelsyncError('E_REDIRECT', `more than ${max} redirects from ${redactUrl(req.url)}`, { url: redactUrl(req.url) });
     }
-    const next = new URL(location, url);
-    if (url.protocol === 'https:' && next.protocol !== 'https:') {
-      throw new ModelsyncError('E_INSECURE_REDIRECT', `refused redirect from https to ${next.protocol} (${redactUrl(next)})`, { url: redactUrl(url) });
-    }
-    if (next.protocol !== 'https:' && next.protocol !== 'http:') {
-      throw new ModelsyncError('E_REDIRECT', `redirect to unsupported scheme ${next.protocol}`, { url: redactUrl(url) });
-    }
-    url = next;
+    url = redirectTarget(url, location);
   }
 }
 

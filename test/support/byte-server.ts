@@ -6,6 +6,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { serveBlob } from './hub-body.js';
+import type { BlobFaults, HubRequestRecord } from './hub-types.js';
 
 export interface ByteRequest {
   readonly path: string;
@@ -23,6 +25,11 @@ export interface ByteServerOptions {
   readonly tls?: { readonly key: string; readonly cert: string };
   /** Extra response headers on every file response (e.g. a hostile Content-Disposition). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * URL path -> the Hub stand-in's faults for that file, served the same way (hub-body.ts): one
+   * catalogue of body-level lies (short, sizeless, endless, trickling, lying Content-Range...).
+   */
+  readonly faults?: Readonly<Record<string, BlobFaults>>;
   /** A status to answer instead (e.g. 503 once, 401 without the right token); undefined serves. */
   readonly intercept?: (req: ByteRequest, url: URL) => number | undefined;
 }
@@ -43,6 +50,8 @@ export interface ByteServer {
 export async function startByteServer(opts: ByteServerOptions): Promise<ByteServer> {
   const host = opts.host ?? '127.0.0.1';
   const sockets = new Set<Socket>();
+  // Copies: counters are consumed as faults fire.
+  const faults = new Map(Object.entries(opts.faults ?? {}).map(([k, f]) => [k, structuredClone(f)]));
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const p = new URL(req.url ?? '/', 'http://x').pathname;
     const rec: ByteRequest = { path: p, range: req.headers.range, authorization: req.headers.authorization, status: 0 };
@@ -66,6 +75,12 @@ export async function startByteServer(opts: ByteServerOptions): Promise<ByteServ
       return;
     }
     const headers = { 'content-type': 'application/octet-stream', 'accept-ranges': 'bytes', ...opts.headers };
+    if (faults.has(p)) {
+      const record: HubRequestRecord = { host: 'cdn', method: req.method ?? 'GET', url: req.url ?? '/', status: 0, authorization: rec.authorization, range: rec.range };
+      serveBlob({ req, res, url: new URL(req.url ?? '/', 'http://x'), record }, { key: p, content: body, headers, host: 'cdn' }, { faults, countBytes: (_k, n) => void (server.bytesServed += n) });
+      rec.status = record.status;
+      return;
+    }
     const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     let start = 0;
     let end = body.length;

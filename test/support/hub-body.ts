@@ -72,7 +72,10 @@ export function serveBlob(ex: Exchange, src: BlobSource, env: BodyEnv): void {
     });
   }
 
-  const total = src.content.length;
+  // A file shorter than what was said about it: every answer (ranges, totals) is about the short one.
+  const content = f?.truncateBy ? src.content.subarray(0, Math.max(0, src.content.length - f.truncateBy)) : src.content;
+  const total = content.length;
+  const sizeless = f?.noLength === true || f?.endlessBody === true;
   const range = f?.ignoreRange ? NONE : parseRange(ex.req.headers.range, total);
   const headers: OutgoingHttpHeaders = { ...src.headers, 'accept-ranges': 'bytes' };
   if (range.kind === 'unsatisfiable') {
@@ -90,19 +93,20 @@ export function serveBlob(ex: Exchange, src: BlobSource, env: BodyEnv): void {
       // Same length elsewhere in the file; the header matches the bytes sent, not the request.
       [start, end] = start > 0 ? [0, end - start] : [1, Math.min(total, end + 1)];
     }
-    headers['content-range'] = `bytes ${start}-${end - 1}/${total}`;
+    headers['content-range'] = f?.contentRange ?? `bytes ${start}-${end - 1}/${sizeless ? '*' : total}`;
   }
   const len = end - start;
+  const declared = len + (f?.contentLengthDelta ?? 0);
 
   if (ex.req.method === 'HEAD') {
-    head(ex, status, { ...headers, 'content-length': len });
+    head(ex, status, sizeless ? headers : { ...headers, 'content-length': declared });
     ex.res.end();
     return;
   }
 
   const longer = take(f?.longerBody);
   // Without Content-Length Node sends chunked, which is what lets the body run past the size.
-  if (!longer) headers['content-length'] = len;
+  if (!longer && !sizeless) headers['content-length'] = declared;
   let limit = len;
   let finish: Finish = 'end';
   if (f?.cutAfterBytes && f.cutAfterBytes.bytes < len && take(f.cutAfterBytes)) {
@@ -116,9 +120,9 @@ export function serveBlob(ex: Exchange, src: BlobSource, env: BodyEnv): void {
   const flipAt = flip && flip.offset >= start && flip.offset < start + limit && take(flip) ? flip.offset : undefined;
 
   head(ex, status, headers);
-  const plan: PumpPlan = { start, stop: start + limit, flipAt, extra: longer ? GARBAGE.length : 0, finish };
+  const plan: PumpPlan = { start, stop: start + limit, flipAt, extra: f?.endlessBody ? Infinity : longer ? GARBAGE.length : 0, finish };
   if (f?.bytesPerSecond !== undefined) plan.rate = f.bytesPerSecond;
-  pump(ex, src, env, plan).catch(() => ex.req.socket.destroy());
+  pump(ex, { ...src, content }, env, plan).catch(() => ex.req.socket.destroy());
 }
 
 type Finish = 'end' | 'destroy' | 'fin' | 'stall';

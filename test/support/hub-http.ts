@@ -34,6 +34,12 @@ export function sendError(ex: Exchange, err: HubError): void {
   sendJson(ex, err.status, { error: err.message }, headers);
 }
 
+export function redirectTo(ex: Exchange, location: string, status = 307): void {
+  const body = Buffer.from(`Redirecting to ${location}`);
+  head(ex, status, { location, 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length });
+  ex.res.end(body);
+}
+
 export function notFoundPage(ex: Exchange): void {
   sendJson(ex, 404, { error: "Sorry, we can't find the page you are looking for." });
 }

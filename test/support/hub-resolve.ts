@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { OutgoingHttpHeaders } from 'node:http';
 import { checkAccess, type AccessPolicy } from './hub-access.js';
 import { serveBlob, type BodyEnv } from './hub-body.js';
 import { contentDisposition, contentTypeFor, head, methodNotAllowed, notFoundPage, sendError, type Exchange } from './hub-http.js';
@@ -85,9 +86,10 @@ export function handleResolve(ex: Exchange, env: ResolveEnv, segs: string[]): vo
 
   if (file.lfs && file.xetHash !== undefined) return resolveXet(ex, env.xet, { ...file, xetHash: file.xetHash }, { type, id }, commit.sha);
   if (file.lfs) {
-    const location = `${env.settings.cdnOrigin}/blobs/${file.sha256}?${env.signer.query(file.sha256, env.settings.signedUrlTtlSeconds, path)}`;
+    const lies = env.body.faults.get(file.sha256) ?? env.body.faults.get(path);
+    const location = lies?.resolveRedirect ?? `${env.settings.cdnOrigin}/blobs/${file.sha256}?${env.signer.query(file.sha256, env.settings.signedUrlTtlSeconds, path)}`;
     const body = Buffer.from(`Found. Redirecting to ${location}`);
-    head(ex, 302, {
+    const headers: OutgoingHttpHeaders = {
       location,
       'x-linked-etag': `"${file.sha256}"`,
       'x-linked-size': file.content.length,
@@ -95,7 +97,12 @@ export function handleResolve(ex: Exchange, env: ResolveEnv, segs: string[]): vo
       'accept-ranges': 'bytes',
       'content-type': 'text/plain; charset=utf-8',
       'content-length': body.length,
-    });
+    };
+    for (const [k, v] of Object.entries(lies?.resolveHeaders ?? {})) {
+      if (v === '') delete headers[k.toLowerCase()];
+      else headers[k.toLowerCase()] = v;
+    }
+    head(ex, 302, headers);
     ex.res.end(body);
     return;
   }

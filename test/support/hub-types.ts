@@ -43,6 +43,20 @@ export interface BlobFaults {
   xetExpireAfter?: { requests: number };
   /** Xet bridge: add an X-Linked-Etag and X-Linked-Size of its own that are wrong (only the first hop's count). */
   xetLyingBridge?: boolean;
+  /** Body-level lies (GET only, every time): a complete answer `n` bytes short, with a matching Content-Length. */
+  truncateBy?: number;
+  /** Content-Length declared as the real length plus this (the body sent is the real one). */
+  contentLengthDelta?: number;
+  /** No Content-Length (chunked) and `*` for the total in Content-Range: no size anywhere. */
+  noLength?: boolean;
+  /** After the real bytes, garbage that never ends (chunked; implies noLength). */
+  endlessBody?: boolean;
+  /** A 206's Content-Range sent as this text instead of the true one. */
+  contentRange?: string;
+  /** The resolve redirect of an LFS file goes here instead of the CDN (absolute, relative or not a URL). */
+  resolveRedirect?: string;
+  /** Headers of the resolve answer replaced (X-Linked-Etag, X-Linked-Size, X-Repo-Commit); '' removes one. */
+  resolveHeaders?: Record<string, string>;
 }
 
 export interface HubRequestRecord {
@@ -74,6 +88,8 @@ export interface Hub {
   /** Two repos' API answers interleaved (hub-interleave.ts): one's head, the other's whole answer, the first's body. Once per Hub. */
   interleaveApi: ApiInterleave | undefined;
   treePageSize: number;
+  /** When set, every API call answers 307 to this origin plus its own path (a lying mirror's redirect). */
+  apiRedirect: string | undefined;
   signedUrlTtlSeconds: number;
   addRepo(repo: HubRepo): { commit: string };
   pushFiles(repoId: string, files: HubFile[], type?: RepoType): { commit: string };
