@@ -25,6 +25,14 @@ export function sizeSetting(name: string, raw: string | undefined, dflt: number)
   return n;
 }
 
+/** A multiple (1.5, 3): a number of at least `min`. */
+export function ratioSetting(name: string, raw: string | undefined, dflt: number, min: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !Number.isFinite(n) || n < min) throw new ModelsyncError('E_USAGE', `${name} must be a number >= ${min}, got "${raw}"`);
+  return n;
+}
+
 export function secondsSetting(name: string, raw: string | undefined, dflt: number): number {
   if (raw === undefined || raw === '') return dflt;
   const n = Number(raw);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Flags } from './cli-options.js';
 import { checkRoots } from './config-roots.js';
 import { daemonSettings, gateSettings, gcSettings, type DaemonSettings, type GateSettings, type GcSettings } from './config-sections.js';
-import { intSetting, logLevelSetting, parseHostPort, sizeSetting, tokenSetting, truthy } from './config-values.js';
+import { intSetting, logLevelSetting, parseHostPort, ratioSetting, sizeSetting, tokenSetting, truthy } from './config-values.js';
 import { ModelsyncError, errnoCode } from './errors.js';
 import { connectionsThatFit } from './os-limits.js';
 import { readProxySettings, type ProxySettings } from './proxy/proxy-settings.js';
@@ -26,6 +26,8 @@ export interface Tunables {
   retryMaxWaitMs: number;
   /** Attempts without progress before an entry fails. */
   retryAttempts: number;
+  /** Bytes an entry may fetch in one sync, as a multiple of its size (every retry and re-download counted). */
+  fetchRatio: number;
   /** A lease whose content has not changed for this long (on the observer's clock) is stale. */
   leaseStaleMs: number;
   leaseHeartbeatMs: number;
@@ -206,6 +208,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     retryBaseMs: intSetting('MODELSYNC_RETRY_BASE_MS', env.MODELSYNC_RETRY_BASE_MS, 500, 0),
     retryMaxWaitMs: intSetting('MODELSYNC_RETRY_MAX_WAIT_MS', env.MODELSYNC_RETRY_MAX_WAIT_MS, 120_000, 0),
     retryAttempts: intSetting('MODELSYNC_RETRY_ATTEMPTS', env.MODELSYNC_RETRY_ATTEMPTS, 6, 1),
+    fetchRatio: ratioSetting('MODELSYNC_FETCH_BUDGET', env.MODELSYNC_FETCH_BUDGET, 3, 1),
     leaseStaleMs: intSetting('MODELSYNC_LEASE_STALE_MS', env.MODELSYNC_LEASE_STALE_MS, 60_000, 50),
     leaseHeartbeatMs: 0,
     stateBusyTimeoutMs: intSetting('MODELSYNC_STATE_BUSY_TIMEOUT_MS', env.MODELSYNC_STATE_BUSY_TIMEOUT_MS, 5000, 0),

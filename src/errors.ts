@@ -33,6 +33,7 @@ export type ErrorCode =
   | 'E_PUBLISH'
   | 'E_SOURCE_CHANGED'
   | 'E_REMOTE_INVALID'
+  | 'E_FETCH_BUDGET'
   | 'E_S3'
   | 'E_LEASE_LOST'
   | 'E_ABORTED'

@@ -6,6 +6,7 @@ import type { FileStamp } from '../state/db.js';
 import { blobPath } from '../store/layout.js';
 import { Lease, acquireOrWait } from '../store/lease.js';
 import { SMALL_BLOB_BYTES, type ClaimOwner } from '../store/claim.js';
+import { TransferBudget } from '../transfer/transfer-budget.js';
 import type { SyncContext } from './context.js';
 import { fetchVerified, type Fetched } from './fetch-verified.js';
 import { usableBlob } from './usable-blob.js';
@@ -59,11 +60,13 @@ export async function fetchBlob(ctx: SyncContext, job: BlobJob, source: Source, 
 
 async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, scope: FetchScope): Promise<Fetched | typeof BUSY> {
   const { batch } = scope;
-  if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch);
+  const t = ctx.config.tunables;
+  // One budget for every attempt at this blob in this sync, lease losses and retakes included.
+  const budget = new TransferBudget(job.file.uri, job.file.size, t);
+  if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch, budget);
   const final = blobPath(ctx.store, job.key);
   const have = await usableBlob(ctx, job, final, batch);
   if (have) return { fetched: 0, stamp: have, key: job.key };
-  const t = ctx.config.tunables;
   const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
   const opts = { dir: ctx.store.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined };
   // Nodes that start one manifest together would otherwise queue up behind each other's claims,
@@ -81,7 +84,7 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
       await claim.release();
       return { fetched: 0, stamp: now, key: job.key };
     }
-    return fetchSmall(ctx, job, source, signal, events, batch, claim);
+    return fetchSmall(ctx, job, source, signal, events, batch, claim, budget);
   }
   let done: FileStamp | undefined;
   const isDone = async (): Promise<boolean> => {
@@ -96,9 +99,9 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
       () => job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer')),
     );
     if (got === 'done') return { fetched: 0, stamp: done, key: job.key };
-    if (small) return fetchSmall(ctx, job, source, signal, events, batch, got);
+    if (small) return fetchSmall(ctx, job, source, signal, events, batch, got, budget);
     try {
-      return await fetchUnderLease(ctx, job, source, signal, events, batch, got);
+      return await fetchUnderLease(ctx, job, source, signal, events, batch, got, budget);
     } catch (e) {
       // A peer judged us dead (we were stopped, starved or cut off) and took over: yield to it,
       // and wait for its commit like any other waiter, or take over in turn if it dies too.
@@ -109,7 +112,7 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
 }
 
 /** Download, verify and commit while holding the blob's lease; always releases it. */
-async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, lease: Lease): Promise<Fetched> {
+async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, lease: Lease, budget: TransferBudget): Promise<Fetched> {
   const name = keyName(job.key);
   try {
     return await fetchVerified(ctx, job, source, signal, events, batch, {
@@ -124,7 +127,7 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
         if (!(await lease.check())) throw lease.signal.reason;
       },
       afterCommit: (paths) => rm(paths.journal, { force: true }),
-    });
+    }, budget);
   } finally {
     await lease.release();
   }
@@ -134,9 +137,9 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
  * A small blob, fetched under a claim into a partial no one else writes or adopts (adoption is
  * for holders of a lease). Left behind by a crash, such a partial is debris for gc.
  */
-async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, claim: Lease): Promise<Fetched> {
+async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, claim: Lease, budget: TransferBudget): Promise<Fetched> {
   try {
-    return await fetchAlone(ctx, job, source, signal, events, batch);
+    return await fetchAlone(ctx, job, source, signal, events, batch, budget);
   } finally {
     await claim.release();
   }
@@ -147,7 +150,7 @@ async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal
  * blob whose key is learnt from its bytes (nothing to lease yet: peers asking for the same URL
  * at once each fetch it, and the first commit wins).
  */
-async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch): Promise<Fetched> {
+async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, budget: TransferBudget): Promise<Fetched> {
   const final = blobPath(ctx.store, job.key);
   for (let tries = 1; ; tries++) {
     const paths = partPaths(ctx.store, keyName(job.key), `${ctx.token}-${++writerSeq}`);
@@ -160,7 +163,7 @@ async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal
         // an older modelsync that leased (and adopted partials of) every blob.
         beforeCommit: (p) => unlink(p.journal).catch(() => undefined),
         afterCommit: () => Promise.resolve(),
-      });
+      }, budget);
     } catch (e) {
       await removePart(paths);
       // The partial was cleared under us (by such an older peer, which removes partials without a

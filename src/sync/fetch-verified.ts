@@ -7,6 +7,7 @@ import type { FileStamp } from '../state/db.js';
 import { commitBlob, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { downloadToPart } from '../transfer/download.js';
+import type { TransferBudget } from '../transfer/transfer-budget.js';
 import { checkSafetensors, hashMismatch } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
 import { removePart, type PartPaths } from './partials.js';
@@ -45,9 +46,10 @@ export interface Writer {
 /**
  * Download, verify and commit the job's blob as `w` says. Bytes that fail the hash or the size
  * are discarded and fetched again (a few times); a source that changed mid-download starts over
- * from its new version. The commit's folder fsync and the state DB row go through the batch.
+ * from its new version. All of it draws on one `budget` of bytes. The commit's folder fsync
+ * and the state DB row go through the batch.
  */
-export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer): Promise<Fetched> {
+export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer, budget: TransferBudget): Promise<Fetched> {
   const t = ctx.config.tunables;
   let both = signal;
   if (w.signal) {
@@ -71,6 +73,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
         maxChunkSize: t.maxChunkSize,
         connections: ctx.connections,
         policy: ctx.policy,
+        budget,
         signal: both,
         log: ctx.log,
         fence: w.fence,

@@ -201,11 +201,12 @@ function manifestMismatch(e: Entry, actual: string, whose = 'the downloaded byte
 
 /**
  * Read a whole file once and hash it (a retry starts over: these are the files nobody gave a
- * hash for, usually small). With `verify`, the bytes must also match the source's own key.
+ * hash for, usually small; so no attempt is progress, and a body that always ends short gives up
+ * after the policy's attempts). With `verify`, the bytes must also match the source's own key.
  */
 async function hashRemote(ctx: SyncContext, source: Source, file: RemoteFile, signal: AbortSignal, verify: ContentKey | undefined): Promise<{ sha256: string; size: number }> {
   return withRetry(
-    async (rc) => {
+    async () => {
       const res = await source.open(file, { range: undefined, signal });
       const sha = createHash('sha256');
       const other = verify?.algo === 'gitsha1' ? keyHasher('gitsha1', file.size) : undefined;
@@ -217,7 +218,6 @@ async function hashRemote(ctx: SyncContext, source: Source, file: RemoteFile, si
           if (n > limit) throw new ModelsyncError('E_SIZE_MISMATCH', `${file.uri}: more than the expected ${limit} bytes`, { url: file.uri });
           sha.update(chunk);
           other?.update(chunk);
-          rc.madeProgress();
         }
       } catch (e) {
         res.body.destroy();

@@ -13,7 +13,8 @@ import { readJournal } from './journal.js';
 import { journalFlusher, resumePoint } from './journal-flusher.js';
 import { PrefixHasher } from './prefix-hasher.js';
 import { ThreadHasher, hashThreadFits } from './thread-hasher.js';
-import { withRetry, type RetryPolicy } from './retry.js';
+import { isProgress, withRetry, type RetryPolicy } from './retry.js';
+import type { TransferBudget } from './transfer-budget.js';
 import { keyHasher } from './verify.js';
 
 export interface DownloadParams {
@@ -27,6 +28,8 @@ export interface DownloadParams {
   /** The connection budget, shared by every file of the sync: each chunk's request takes one of its connections. */
   readonly connections: ConnectionBudget;
   readonly policy: RetryPolicy;
+  /** The entry's budget across every attempt and every download of it (see TransferBudget). */
+  readonly budget: TransferBudget;
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly onBytes?: ((n: number) => void) | undefined;
@@ -77,6 +80,7 @@ export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
     probe.body.destroy();
     size = probe.range?.total;
     if (size === undefined) return singleStream(p, undefined);
+    p.budget.sized(size);
   }
   try {
     return await chunked(p, size);
@@ -134,11 +138,15 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
             withRetry(
               async (ctx) => {
                 if (ctrl.signal.aborted) throw ctrl.signal.reason;
-                await fetchChunk(p, fh, map, i, ctrl.signal, offer, (n) => {
-                  fetched += n;
-                  ctx.madeProgress();
-                  hasher.notify();
-                });
+                const before = map.written[i] ?? 0;
+                try {
+                  await fetchChunk(p, fh, map, i, ctrl.signal, offer, (n) => {
+                    fetched += n;
+                    hasher.notify();
+                  });
+                } finally {
+                  if (isProgress((map.written[i] ?? 0) - before, map.length(i) - before)) ctx.madeProgress();
+                }
               },
               p.policy,
               { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
@@ -200,7 +208,9 @@ async function fetchChunk(
     throw new Unranged(`asked for bytes ${start}-${end - 1}, got Content-Range ${res.range?.start}-${(res.range?.end ?? 0) - 1}/${res.range?.total ?? '*'}`);
   }
   let pos = start;
-  await streamInto(res.body, fh, start, end, res.origin ?? p.file.uri, (n) => {
+  const from = res.origin ?? p.file.uri;
+  await streamInto(res.body, fh, start, end, from, (n) => {
+    p.budget.charge(n, from);
     pos += n;
     map.written[i] = pos - map.start(i);
     p.onBytes?.(n);
@@ -248,14 +258,15 @@ async function streamInto(
 
 /**
  * No usable ranges: one stream from byte 0, hashed as it is written. A retry starts over,
- * because without ranges there is nothing to resume from.
+ * because without ranges there is nothing to resume from: so no attempt here is progress, and
+ * a body that always ends short gives up after the policy's attempts.
  */
 async function singleStream(p: DownloadParams, first: OpenBody | undefined): Promise<Downloaded> {
   let opened: OpenBody | undefined = first;
   let fetched = 0;
   const limit = p.file.size ?? Number.MAX_SAFE_INTEGER;
   return withRetry(
-    async (ctx) => {
+    async () => {
       const res = opened ?? (await p.source.open(p.file, { range: undefined, signal: p.signal }));
       opened = undefined;
       await p.fence?.();
@@ -263,16 +274,17 @@ async function singleStream(p: DownloadParams, first: OpenBody | undefined): Pro
       try {
         const declared = res.length;
         const hash = keyHasher(p.file.key.algo, p.file.size ?? declared);
+        const from = res.origin ?? p.file.uri;
         const total = await streamInto(
           res.body,
           fh,
           0,
           limit,
-          res.origin ?? p.file.uri,
+          from,
           (n) => {
+            p.budget.charge(n, from);
             fetched += n;
             p.onBytes?.(n);
-            ctx.madeProgress();
           },
           (b) => hash.update(b),
           p.fence,

@@ -12,8 +12,21 @@ export interface RetryPolicy {
 
 export interface AttemptContext {
   readonly attempt: number;
-  /** Call when bytes flowed: the next failure starts counting from zero again. */
+  /** Call when the attempt kept bytes (see isProgress): the next failure starts counting from zero again. */
   madeProgress(): void;
+}
+
+/** Bytes an attempt must keep (or all that was left to fetch) to count as progress. */
+export const PROGRESS_BYTES = 4096;
+
+/**
+ * Progress is bytes kept, not bytes seen: bytes a retry throws away (a stream that starts over)
+ * never count, and an attempt that kept a few bytes of much more does not either, or a server
+ * that cuts every answer after a byte would reset the attempt counter for as many bytes as
+ * the file has.
+ */
+export function isProgress(kept: number, left: number): boolean {
+  return kept > 0 && kept >= Math.min(PROGRESS_BYTES, left);
 }
 
 export interface RetryOptions {
