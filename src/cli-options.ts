@@ -13,6 +13,7 @@ export const OPTIONS = {
   'child-logs': { type: 'string' },
   connections: { type: 'string' },
   'chunk-size': { type: 'string' },
+  'min-rate': { type: 'string' },
   control: { type: 'string' },
   refresh: { type: 'boolean' },
   offline: { type: 'boolean' },

@@ -37,6 +37,7 @@ export function usage(): string {
     '  --state-dir DIR       local state DB (never on NFS); env MODELSYNC_STATE_DIR',
     '  --connections N       connections open at once (default 16); env MODELSYNC_CONNECTIONS',
     '  --chunk-size SIZE     largest chunk of a file (default 32M; smaller files get size/64, at least 4M); env MODELSYNC_CHUNK_SIZE',
+    '  --min-rate RATE       bytes/s below which a download is cut (default 4K; 0: none); env MODELSYNC_MIN_RATE',
     '  --control HOST:PORT   daemon control API (default 127.0.0.1:8189); env MODELSYNC_CONTROL',
     '  --refresh             ask the Hub whether branch revisions moved',
     '  --offline             no network (same as HF_HUB_OFFLINE=1)',

@@ -15,13 +15,20 @@ export function intSetting(name: string, raw: string | undefined, dflt: number, 
 }
 
 export function sizeSetting(name: string, raw: string | undefined, dflt: number): number {
+  const n = bytesSetting(name, raw, dflt);
+  if (n < MIN_CHUNK_SIZE) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
+  return n;
+}
+
+/** A number of bytes: digits with an optional K, M, G or T (powers of 1024), "B" or "iB" allowed. */
+export function bytesSetting(name: string, raw: string | undefined, dflt: number): number {
   if (raw === undefined || raw === '') return dflt;
-  const m = /^(\d+)\s*([kKmMgG]?)i?[bB]?$/.exec(raw.trim());
+  const m = /^(\d{1,15})\s*([kKmMgGtT]?)i?[bB]?$/.exec(raw.trim());
   if (!m) throw new ModelsyncError('E_USAGE', `${name} must be a size such as 16M, got "${raw}"`);
   const unit = (m[2] ?? '').toLowerCase();
-  const mult = unit === 'k' ? 1024 : unit === 'm' ? MiB : unit === 'g' ? 1024 * MiB : 1;
+  const mult = unit === 'k' ? 1024 : unit === 'm' ? MiB : unit === 'g' ? 1024 * MiB : unit === 't' ? 1024 * 1024 * MiB : 1;
   const n = Number(m[1]) * mult;
-  if (n < MIN_CHUNK_SIZE) throw new ModelsyncError('E_USAGE', `${name} must be at least 64K`);
+  if (!Number.isSafeInteger(n)) throw new ModelsyncError('E_USAGE', `${name} is too large, got "${raw}"`);
   return n;
 }
 

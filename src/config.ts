@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Flags } from './cli-options.js';
 import { checkRoots } from './config-roots.js';
 import { daemonSettings, gateSettings, gcSettings, type DaemonSettings, type GateSettings, type GcSettings } from './config-sections.js';
-import { intSetting, logLevelSetting, parseHostPort, ratioSetting, sizeSetting, tokenSetting, truthy } from './config-values.js';
+import { bytesSetting, intSetting, logLevelSetting, parseHostPort, ratioSetting, secondsSetting, sizeSetting, tokenSetting, truthy } from './config-values.js';
 import { ModelsyncError, errnoCode } from './errors.js';
 import { connectionsThatFit } from './os-limits.js';
 import { readProxySettings, type ProxySettings } from './proxy/proxy-settings.js';
@@ -28,6 +28,9 @@ export interface Tunables {
   retryAttempts: number;
   /** Bytes an entry may fetch in one sync, as a multiple of its size (every retry and re-download counted). */
   fetchRatio: number;
+  /** Bytes per second every response must bring over each window (0: no minimum). */
+  minRate: number;
+  minRateWindowMs: number;
   /** A lease whose content has not changed for this long (on the observer's clock) is stale. */
   leaseStaleMs: number;
   leaseHeartbeatMs: number;
@@ -209,6 +212,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     retryMaxWaitMs: intSetting('MODELSYNC_RETRY_MAX_WAIT_MS', env.MODELSYNC_RETRY_MAX_WAIT_MS, 120_000, 0),
     retryAttempts: intSetting('MODELSYNC_RETRY_ATTEMPTS', env.MODELSYNC_RETRY_ATTEMPTS, 6, 1),
     fetchRatio: ratioSetting('MODELSYNC_FETCH_BUDGET', env.MODELSYNC_FETCH_BUDGET, 3, 1),
+    minRate: bytesSetting('--min-rate', flags['min-rate'] ?? env.MODELSYNC_MIN_RATE, 4 * 1024),
+    minRateWindowMs: Math.max(1, secondsSetting('MODELSYNC_MIN_RATE_WINDOW', env.MODELSYNC_MIN_RATE_WINDOW, 60_000)),
     leaseStaleMs: intSetting('MODELSYNC_LEASE_STALE_MS', env.MODELSYNC_LEASE_STALE_MS, 60_000, 50),
     leaseHeartbeatMs: 0,
     stateBusyTimeoutMs: intSetting('MODELSYNC_STATE_BUSY_TIMEOUT_MS', env.MODELSYNC_STATE_BUSY_TIMEOUT_MS, 5000, 0),

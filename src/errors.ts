@@ -34,6 +34,7 @@ export type ErrorCode =
   | 'E_SOURCE_CHANGED'
   | 'E_REMOTE_INVALID'
   | 'E_FETCH_BUDGET'
+  | 'E_TOO_SLOW'
   | 'E_S3'
   | 'E_LEASE_LOST'
   | 'E_ABORTED'

@@ -8,6 +8,7 @@ import { shown } from '../remote-value.js';
 import type { StateDb } from '../state/db.js';
 import type { ConnectionBudget } from '../transfer/budget.js';
 import { fetchFollowing } from '../transfer/fetch-following.js';
+import type { RateRule } from '../transfer/rate-floor.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
 import { isCommit } from '../content-key.js';
 import { readPathsInfo } from './hf-paths-info.js';
@@ -19,6 +20,7 @@ export interface HfSourceOptions {
   readonly token: string | undefined;
   readonly offline: boolean;
   readonly idleTimeoutMs: number;
+  readonly rate: RateRule;
   readonly db: StateDb;
   readonly proxies: ProxySettings;
   /** The sync's connection budget: the file bytes' requests use its connections. */
@@ -157,7 +159,7 @@ export class HfSource implements Source {
   }
 
   /**
-   * One Hub API call, its failure typed, its redirects followed by our rules (fetchFollowing).
+   * One Hub API call, its failure typed, its redirects and deadlines ours (fetchFollowing).
    * HubApiError drops the answer's X-Error-Code (GatedRepo, RevisionNotFound, ...), so the fetch
    * handed to @huggingface/hub keeps it: per call, since repos resolve concurrently on this one
    * source and one repo's code must not name another's error.
@@ -167,7 +169,7 @@ export class HfSource implements Source {
     const fetchFn: typeof fetch = async (input, init) => {
       const headers = new Headers(init?.headers);
       headers.set('accept-encoding', 'identity');
-      const res = await fetchFollowing(input, { ...init, headers, signal }, this.fetcher);
+      const res = await fetchFollowing(input, { ...init, headers, signal }, { idleTimeoutMs: this.opts.idleTimeoutMs, rate: this.opts.rate }, this.fetcher);
       if (!res.ok) errorCode = res.headers.get('x-error-code') ?? undefined;
       return res;
     };

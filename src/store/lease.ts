@@ -6,7 +6,7 @@ import { systemClock, type Clock } from '../clock.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs/atomic-write.js';
 import type { ClaimOwner } from './claim.js';
-import { HERE, contentOf, holderDiedHere, readOwner } from './lease-owner.js';
+import { HERE, contentOf, holderDiedHere, readOwner, type Owner } from './lease-owner.js';
 
 export interface LeaseOptions {
   /** STORE/leases */
@@ -27,6 +27,12 @@ export interface LeaseOptions {
    * Two or three file operations (a link, then an lstat and an unlink) instead of about 25.
    */
   readonly claim?: ClaimOwner | undefined;
+  /**
+   * How long a waiter lets one live holder keep the lease before taking it over anyway: a
+   * holder that heartbeats but never commits (a loop that does not end, in an older modelsync
+   * or a hung download) must not stall every peer forever. Undefined: no limit.
+   */
+  readonly patienceMs?: number | undefined;
 }
 
 /**
@@ -214,11 +220,13 @@ export function newToken(): string {
  * whose heartbeat stopped for `staleMs` on our clock). `isDone` is asked again after winning the
  * lease: a peer may have committed and released between our last look and our mkdir.
  */
-export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<boolean>, signal: AbortSignal, onWait?: () => void): Promise<Lease | 'done'> {
+export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<boolean>, signal: AbortSignal, onWait?: () => void, onStuck?: (holder: string) => void): Promise<Lease | 'done'> {
   const clock = opts.clock ?? systemClock;
   const leasePath = path.join(opts.dir, opts.name);
   let seen: string | undefined;
   let seenAt = clock.now();
+  let holder: string | undefined;
+  let holderSince = clock.now();
   let waited = false;
   // No fs.watch: change notification does not cross NFS clients. Polling four times a second
   // costs a stat, a failed mkdir and a small read, and lets a waiter publish within 250 ms of
@@ -244,9 +252,21 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
     }
     const owner = await readOwner(leasePath);
     const content = contentOf(owner);
+    const who = owner.state === 'owned' ? owner.token : undefined;
+    if (who !== holder) {
+      holder = who;
+      holderSince = clock.now();
+    } else if (who !== undefined && opts.patienceMs !== undefined && clock.now() - holderSince >= opts.patienceMs) {
+      // Alive, but holding it longer than any download of this blob may take: treated as stuck.
+      // Its heartbeat keeps changing the content, so the break goes by who holds it, not by what.
+      onStuck?.(who);
+      await breakStale(leasePath, opts.token, (o) => o.state === 'owned' && o.token === who);
+      seen = holder = undefined;
+      continue;
+    }
     if (holderDiedHere(owner)) {
       // A restarted container or a crashed run on this machine: no need to wait out the timeout.
-      await breakStale(leasePath, opts.token, content);
+      await breakStale(leasePath, opts.token, (o) => contentOf(o) === content);
       seen = undefined;
       continue;
     }
@@ -254,7 +274,7 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
       seen = content;
       seenAt = clock.now();
     } else if (clock.now() - seenAt >= opts.staleMs) {
-      await breakStale(leasePath, opts.token, content);
+      await breakStale(leasePath, opts.token, (o) => contentOf(o) === content);
       seen = undefined;
       continue;
     }
@@ -267,8 +287,8 @@ export async function acquireOrWait(opts: LeaseOptions, isDone: () => Promise<bo
  * directory. (An observer that looked just before another's takeover can still move the new
  * lease: its holder then finds itself replaced at its next check and yields. Bytes, not data.)
  */
-async function breakStale(leasePath: string, token: string, staleContent: string): Promise<void> {
-  if (contentOf(await readOwner(leasePath)) !== staleContent) return;
+async function breakStale(leasePath: string, token: string, still: (o: Owner) => boolean): Promise<void> {
+  if (!still(await readOwner(leasePath))) return;
   const away = `${leasePath}.stale-${token}${randomBytes(3).toString('hex')}`;
   try {
     await rename(leasePath, away);

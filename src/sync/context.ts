@@ -51,7 +51,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
   const make = async (kind: SourceRef['kind'], manifest: Manifest): Promise<Source> => {
     if (kind === 'hf') {
       const { HfSource } = await import('../sources/hf.js');
-      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, db, proxies: config.proxies, connections });
+      return new HfSource({ endpoint: config.hf.endpoint, token: config.hf.token, offline: config.hf.offline, idleTimeoutMs: t.idleTimeoutMs, rate: { minRate: t.minRate, windowMs: t.minRateWindowMs }, db, proxies: config.proxies, connections });
     }
     if (kind === 'https') {
       const { HttpsSource } = await import('../sources/https.js');

@@ -62,13 +62,15 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
   const { batch } = scope;
   const t = ctx.config.tunables;
   // One budget for every attempt at this blob in this sync, lease losses and retakes included.
-  const budget = new TransferBudget(job.file.uri, job.file.size, t);
+  const budget = new TransferBudget(job.file.uri, job.file.size, { fetchRatio: t.fetchRatio, minRate: t.minRate, windowMs: t.minRateWindowMs });
   if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch, budget);
   const final = blobPath(ctx.store, job.key);
   const have = await usableBlob(ctx, job, final, batch);
   if (have) return { fetched: 0, stamp: have, key: job.key };
   const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
-  const opts = { dir: ctx.store.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined };
+  // A peer may hold the lease twice as long as its own download may take (see TransferBudget).
+  const patienceMs = budget.maxMs === undefined ? undefined : 2 * budget.maxMs + t.leaseStaleMs;
+  const opts = { dir: ctx.store.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined, patienceMs };
   // Nodes that start one manifest together would otherwise queue up behind each other's claims,
   // a slot each, polling: on a first pass a claimed small blob is skipped, and by the time it
   // comes round again its holder has usually committed it.
@@ -97,6 +99,7 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
       isDone,
       signal,
       () => job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer')),
+      (holder) => ctx.log.warn({ uri: job.file.uri, holder, patienceMs }, 'a peer has held this blob longer than its download may take; taking it over'),
     );
     if (got === 'done') return { fetched: 0, stamp: done, key: job.key };
     if (small) return fetchSmall(ctx, job, source, signal, events, batch, got, budget);

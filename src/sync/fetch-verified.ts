@@ -51,11 +51,9 @@ export interface Writer {
  */
 export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer, budget: TransferBudget): Promise<Fetched> {
   const t = ctx.config.tunables;
-  let both = signal;
-  if (w.signal) {
-    both = AbortSignal.any([signal, w.signal]);
-    setMaxListeners(0, both);
-  }
+  // Stopped by the sync, by the loss of our lease, or by the entry's own time running out.
+  const both = AbortSignal.any(w.signal ? [signal, w.signal, budget.signal] : [signal, budget.signal]);
+  setMaxListeners(0, both);
   let fetched = 0;
   // The version being fetched: replaced when the source changes under us (new ETag, new CDN blob).
   let file = job.file;
@@ -86,6 +84,8 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       });
     } catch (e) {
       if (w.signal?.aborted && !signal.aborted) throw w.signal.reason;
+      // Out of time: the partial stays, for the next sync (or a peer) to resume.
+      if (budget.signal.aborted && !signal.aborted) throw budget.signal.reason;
       // A full disk is permanent for this run: drop the partial rather than keep a space hog.
       if (e instanceof ModelsyncError && e.code === 'E_DISK_FULL') await removePart(paths);
       // Bytes of two versions must never be spliced: drop them all, resolve again, start over.

@@ -7,6 +7,7 @@ import type { Entry, Manifest, UnplacedEntry } from '../manifest/types.js';
 import type { CivitaiLocator } from '../sources/civitai.js';
 import type { ContentKey } from '../content-key.js';
 import type { RemoteFile, Source } from '../sources/source.js';
+import { RateFloor } from '../transfer/rate-floor.js';
 import { withRetry } from '../transfer/retry.js';
 import { hashMismatch, keyHasher } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
@@ -207,7 +208,13 @@ function manifestMismatch(e: Entry, actual: string, whose = 'the downloaded byte
 async function hashRemote(ctx: SyncContext, source: Source, file: RemoteFile, signal: AbortSignal, verify: ContentKey | undefined): Promise<{ sha256: string; size: number }> {
   return withRetry(
     async () => {
-      const res = await source.open(file, { range: undefined, signal });
+      const t = ctx.config.tunables;
+      const floor = new RateFloor({ minRate: t.minRate, windowMs: t.minRateWindowMs }, signal);
+      const res = await source.open(file, { range: undefined, signal: floor.signal }).catch((e: unknown) => {
+        floor.stop();
+        throw e;
+      });
+      floor.start(res.origin ?? file.uri);
       const sha = createHash('sha256');
       const other = verify?.algo === 'gitsha1' ? keyHasher('gitsha1', file.size) : undefined;
       const limit = file.size ?? Number.MAX_SAFE_INTEGER;
@@ -216,12 +223,16 @@ async function hashRemote(ctx: SyncContext, source: Source, file: RemoteFile, si
         for (let chunk = await res.body.next(); chunk !== null; chunk = await res.body.next()) {
           n += chunk.length;
           if (n > limit) throw new ModelsyncError('E_SIZE_MISMATCH', `${file.uri}: more than the expected ${limit} bytes`, { url: file.uri });
+          floor.count(chunk.length);
           sha.update(chunk);
           other?.update(chunk);
         }
       } catch (e) {
         res.body.destroy();
+        if (floor.tripped) throw floor.tripped;
         throw e instanceof ModelsyncError ? e : new ModelsyncError('E_NETWORK', `${file.uri}: download cut at byte ${n}`, { url: file.uri, retryable: true, cause: e });
+      } finally {
+        floor.stop();
       }
       const expected = file.size ?? res.length;
       if (expected !== undefined && n < expected) {

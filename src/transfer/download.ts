@@ -13,6 +13,7 @@ import { readJournal } from './journal.js';
 import { journalFlusher, resumePoint } from './journal-flusher.js';
 import { PrefixHasher } from './prefix-hasher.js';
 import { ThreadHasher, hashThreadFits } from './thread-hasher.js';
+import { RateFloor, isTooSlow } from './rate-floor.js';
 import { isProgress, withRetry, type RetryPolicy } from './retry.js';
 import type { TransferBudget } from './transfer-budget.js';
 import { keyHasher } from './verify.js';
@@ -72,14 +73,19 @@ export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
   if (p.wholeStream) return singleStream(p, undefined);
   let size = p.file.size;
   if (size === undefined) {
-    const probe = await withRetry(() => p.source.open(p.file, { range: { start: 0, end: 1 }, signal: p.signal }), p.policy, {
-      signal: p.signal,
-      onRetry: (e, w) => p.onRetry?.(e, w),
-    });
-    if (probe.status === 200) return singleStream(p, probe);
+    // A server that answers the probe with the whole body gets its rate floor from that body on.
+    const floor = new RateFloor(p.budget.rate, p.signal);
+    const probe = await p.budget.track(() =>
+      withRetry(() => p.source.open(p.file, { range: { start: 0, end: 1 }, signal: floor.signal }), p.policy, {
+        signal: p.signal,
+        onRetry: (e, w) => p.onRetry?.(e, w),
+      }),
+    );
+    if (probe.status === 200) return p.budget.track(() => singleStream(p, { res: probe, floor }));
     probe.body.destroy();
+    floor.stop();
     size = probe.range?.total;
-    if (size === undefined) return singleStream(p, undefined);
+    if (size === undefined) return p.budget.track(() => singleStream(p, undefined));
     p.budget.sized(size);
   }
   try {
@@ -87,7 +93,7 @@ export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
   } catch (e) {
     if (!(e instanceof Unranged)) throw e;
     p.log.warn({ uri: p.file.uri, why: e.why }, 'server does not serve usable ranges; downloading as one stream');
-    return singleStream(p, undefined);
+    return p.budget.track(() => singleStream(p, undefined));
   }
 }
 
@@ -135,22 +141,27 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
       tasks.push(
         p.connections.request(
           () =>
-            withRetry(
-              async (ctx) => {
-                if (ctrl.signal.aborted) throw ctrl.signal.reason;
-                const before = map.written[i] ?? 0;
-                try {
-                  await fetchChunk(p, fh, map, i, ctrl.signal, offer, (n) => {
-                    fetched += n;
-                    hasher.notify();
-                  });
-                } finally {
-                  if (isProgress((map.written[i] ?? 0) - before, map.length(i) - before)) ctx.madeProgress();
-                }
-              },
-              p.policy,
-              { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
-            ).catch(stopAll),
+            p.budget
+              .track(() =>
+                withRetry(
+                  async (ctx) => {
+                    if (ctrl.signal.aborted) throw ctrl.signal.reason;
+                    const before = map.written[i] ?? 0;
+                    try {
+                      await fetchChunk(p, fh, map, i, ctrl.signal, offer, (n) => {
+                        fetched += n;
+                        hasher.notify();
+                      });
+                    } catch (e) {
+                      if (!isTooSlow(e) && isProgress((map.written[i] ?? 0) - before, map.length(i) - before)) ctx.madeProgress();
+                      throw e;
+                    }
+                  },
+                  p.policy,
+                  { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
+                ),
+              )
+              .catch(stopAll),
           ctrl.signal,
         ),
       );
@@ -198,24 +209,33 @@ async function fetchChunk(
   const end = map.start(i) + map.length(i);
   if (start >= end) return;
   const whole = start === 0 && end === map.size;
-  const res = await p.source.open(p.file, { range: { start, end }, signal });
-  if (res.status === 200 && !whole) {
-    res.body.destroy();
-    throw new Unranged('answered 200 with the whole body to a Range request');
-  }
-  if (res.status === 206 && (res.range?.start !== start || res.range.end > end || (res.range.total !== undefined && res.range.total !== map.size))) {
-    res.body.destroy();
-    throw new Unranged(`asked for bytes ${start}-${end - 1}, got Content-Range ${res.range?.start}-${(res.range?.end ?? 0) - 1}/${res.range?.total ?? '*'}`);
-  }
+  const floor = new RateFloor(p.budget.rate, signal);
   let pos = start;
-  const from = res.origin ?? p.file.uri;
-  await streamInto(res.body, fh, start, end, from, (n) => {
-    p.budget.charge(n, from);
-    pos += n;
-    map.written[i] = pos - map.start(i);
-    p.onBytes?.(n);
-    progressed(n);
-  }, written, p.fence);
+  try {
+    const res = await p.source.open(p.file, { range: { start, end }, signal: floor.signal });
+    if (res.status === 200 && !whole) {
+      res.body.destroy();
+      throw new Unranged('answered 200 with the whole body to a Range request');
+    }
+    if (res.status === 206 && (res.range?.start !== start || res.range.end > end || (res.range.total !== undefined && res.range.total !== map.size))) {
+      res.body.destroy();
+      throw new Unranged(`asked for bytes ${start}-${end - 1}, got Content-Range ${res.range?.start}-${(res.range?.end ?? 0) - 1}/${res.range?.total ?? '*'}`);
+    }
+    const from = res.origin ?? p.file.uri;
+    floor.start(from);
+    await streamInto(res.body, fh, start, end, from, (n) => {
+      p.budget.charge(n, from);
+      floor.count(n);
+      pos += n;
+      map.written[i] = pos - map.start(i);
+      p.onBytes?.(n);
+      progressed(n);
+    }, written, p.fence);
+  } catch (e) {
+    throw floor.tripped ?? e;
+  } finally {
+    floor.stop();
+  }
   if (pos < end) {
     throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${pos} of ${end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
   }
@@ -261,20 +281,26 @@ async function streamInto(
  * because without ranges there is nothing to resume from: so no attempt here is progress, and
  * a body that always ends short gives up after the policy's attempts.
  */
-async function singleStream(p: DownloadParams, first: OpenBody | undefined): Promise<Downloaded> {
-  let opened: OpenBody | undefined = first;
+async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: RateFloor } | undefined): Promise<Downloaded> {
+  let opened = first;
   let fetched = 0;
   const limit = p.file.size ?? Number.MAX_SAFE_INTEGER;
   return withRetry(
     async () => {
-      const res = opened ?? (await p.source.open(p.file, { range: undefined, signal: p.signal }));
+      const floor = opened?.floor ?? new RateFloor(p.budget.rate, p.signal);
+      const res = opened?.res ?? (await p.source.open(p.file, { range: undefined, signal: floor.signal }).catch((e: unknown) => {
+        floor.stop();
+        throw e;
+      }));
       opened = undefined;
-      await p.fence?.();
-      const fh = await open(p.partPath, 'w+');
+      let fh: FileHandle | undefined;
       try {
+        await p.fence?.();
+        fh = await open(p.partPath, 'w+');
         const declared = res.length;
         const hash = keyHasher(p.file.key.algo, p.file.size ?? declared);
         const from = res.origin ?? p.file.uri;
+        floor.start(from);
         const total = await streamInto(
           res.body,
           fh,
@@ -283,6 +309,7 @@ async function singleStream(p: DownloadParams, first: OpenBody | undefined): Pro
           from,
           (n) => {
             p.budget.charge(n, from);
+            floor.count(n);
             fetched += n;
             p.onBytes?.(n);
           },
@@ -297,8 +324,12 @@ async function singleStream(p: DownloadParams, first: OpenBody | undefined): Pro
         }
         await fh.sync();
         return { hex: hash.digest('hex'), size: total, fetched, resumedFrom: 0 };
+      } catch (e) {
+        res.body.destroy();
+        throw floor.tripped ?? e;
       } finally {
-        await fh.close();
+        floor.stop();
+        await fh?.close();
       }
     },
     p.policy,

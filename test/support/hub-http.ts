@@ -40,6 +40,29 @@ export function redirectTo(ex: Exchange, location: string, status = 307): void {
   ex.res.end(body);
 }
 
+/** From now on, what `res.end(body)` is given goes out a slice every 50 ms at `bytesPerSecond`. */
+export function paceBody(res: ServerResponse, bytesPerSecond: number): void {
+  const end = res.end.bind(res);
+  const step = Math.max(1, Math.floor(bytesPerSecond / 20));
+  const paced = (chunk?: unknown): ServerResponse => {
+    const body = Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.alloc(0);
+    let pos = 0;
+    const next = (): void => {
+      if (res.destroyed) return;
+      if (pos >= body.length) {
+        end();
+        return;
+      }
+      res.write(body.subarray(pos, pos + step));
+      pos += step;
+      setTimeout(next, (step / bytesPerSecond) * 1000);
+    };
+    next();
+    return res;
+  };
+  res.end = paced as ServerResponse['end'];
+}
+
 export function notFoundPage(ex: Exchange): void {
   sendJson(ex, 404, { error: "Sorry, we can't find the page you are looking for." });
 }

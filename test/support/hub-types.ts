@@ -90,6 +90,8 @@ export interface Hub {
   treePageSize: number;
   /** When set, every API call answers 307 to this origin plus its own path (a lying mirror's redirect). */
   apiRedirect: string | undefined;
+  /** When set, API answers trickle out at this many bytes per second (a mirror that is all but dead). */
+  apiBytesPerSecond: number | undefined;
   signedUrlTtlSeconds: number;
   addRepo(repo: HubRepo): { commit: string };
   pushFiles(repoId: string, files: HubFile[], type?: RepoType): { commit: string };

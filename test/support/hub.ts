@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { handleApi } from './hub-api.js';
 import { Interleaver } from './hub-interleave.js';
 import type { BodyEnv } from './hub-body.js';
-import { decodeSegments, redirectTo, sendError, type Exchange } from './hub-http.js';
+import { decodeSegments, paceBody, redirectTo, sendError, type Exchange } from './hub-http.js';
 import { MetadataLies } from './hub-lies.js';
 import { handleCdn, handleResolve, handleResolveCache, UrlSigner, type ResolveEnv } from './hub-resolve.js';
 import { RepoStore } from './hub-store.js';
@@ -70,6 +70,7 @@ export async function startHub(): Promise<Hub> {
     interleaveApi: undefined,
     treePageSize: 1000,
     apiRedirect: undefined,
+    apiBytesPerSecond: undefined,
     signedUrlTtlSeconds: 3600,
     tokens: { valid: new Set(), gatedApproved: new Set() },
     stats,
@@ -143,6 +144,7 @@ export async function startHub(): Promise<Hub> {
       if (segs[0] === 'api' && segs[1] === 'resolve-cache') return handleResolveCache(ex, env, segs.slice(2));
       if (segs[0] === 'api' && segs[4] === 'xet-read-token' && store.get(segs[1] === 'datasets' ? 'dataset' : 'model', `${segs[2]}/${segs[3]}`)?.xet) return xetReadToken(ex, xet);
       if (segs[0] === 'api' && hub.apiRedirect !== undefined) return redirectTo(ex, `${hub.apiRedirect}${req.url ?? '/'}`);
+      if (segs[0] === 'api' && hub.apiBytesPerSecond !== undefined) paceBody(res, hub.apiBytesPerSecond);
       if (segs[0] === 'api') {
         await interleaver.around(`${segs[2] ?? ''}/${segs[3] ?? ''}`, hub.interleaveApi, res);
         return handleApi(ex, { store, lies, settings: hub }, segs.slice(1));
