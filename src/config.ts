@@ -31,6 +31,8 @@ export interface Tunables {
   /** Bytes per second every response must bring over each window (0: no minimum). */
   minRate: number;
   minRateWindowMs: number;
+  /** The largest download that no metadata gave a size (the server's own say included). */
+  maxUnsized: number;
   /** A lease whose content has not changed for this long (on the observer's clock) is stale. */
   leaseStaleMs: number;
   leaseHeartbeatMs: number;
@@ -214,6 +216,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     fetchRatio: ratioSetting('MODELSYNC_FETCH_BUDGET', env.MODELSYNC_FETCH_BUDGET, 3, 1),
     minRate: bytesSetting('--min-rate', flags['min-rate'] ?? env.MODELSYNC_MIN_RATE, 4 * 1024),
     minRateWindowMs: Math.max(1, secondsSetting('MODELSYNC_MIN_RATE_WINDOW', env.MODELSYNC_MIN_RATE_WINDOW, 60_000)),
+    maxUnsized: bytesSetting('MODELSYNC_MAX_UNSIZED', env.MODELSYNC_MAX_UNSIZED, 16 * 1024 * MiB),
     leaseStaleMs: intSetting('MODELSYNC_LEASE_STALE_MS', env.MODELSYNC_LEASE_STALE_MS, 60_000, 50),
     leaseHeartbeatMs: 0,
     stateBusyTimeoutMs: intSetting('MODELSYNC_STATE_BUSY_TIMEOUT_MS', env.MODELSYNC_STATE_BUSY_TIMEOUT_MS, 5000, 0),

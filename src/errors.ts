@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'E_REMOTE_INVALID'
   | 'E_FETCH_BUDGET'
   | 'E_TOO_SLOW'
+  | 'E_TOO_LARGE'
   | 'E_S3'
   | 'E_LEASE_LOST'
   | 'E_ABORTED'

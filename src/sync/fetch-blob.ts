@@ -62,7 +62,7 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
   const { batch } = scope;
   const t = ctx.config.tunables;
   // One budget for every attempt at this blob in this sync, lease losses and retakes included.
-  const budget = new TransferBudget(job.file.uri, job.file.size, { fetchRatio: t.fetchRatio, minRate: t.minRate, windowMs: t.minRateWindowMs });
+  const budget = new TransferBudget(job.file.uri, job.file.size, { fetchRatio: t.fetchRatio, minRate: t.minRate, windowMs: t.minRateWindowMs, maxUnsized: t.maxUnsized });
   if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch, budget);
   const final = blobPath(ctx.store, job.key);
   const have = await usableBlob(ctx, job, final, batch);

@@ -86,8 +86,9 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       if (w.signal?.aborted && !signal.aborted) throw w.signal.reason;
       // Out of time: the partial stays, for the next sync (or a peer) to resume.
       if (budget.signal.aborted && !signal.aborted) throw budget.signal.reason;
-      // A full disk is permanent for this run: drop the partial rather than keep a space hog.
-      if (e instanceof ModelsyncError && e.code === 'E_DISK_FULL') await removePart(paths);
+      // A full disk is permanent for this run, and so is a stream past its room: drop the partial
+      // rather than keep a space hog.
+      if (e instanceof ModelsyncError && (e.code === 'E_DISK_FULL' || e.code === 'E_TOO_LARGE' || e.code === 'E_NO_SPACE')) await removePart(paths);
       // Bytes of two versions must never be spliced: drop them all, resolve again, start over.
       if (e instanceof ModelsyncError && e.code === 'E_SOURCE_CHANGED' && restarts < SOURCE_CHANGE_RESTARTS && !both.aborted) {
         restarts++;

@@ -9,6 +9,7 @@ import type { ContentKey } from '../content-key.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import { RateFloor } from '../transfer/rate-floor.js';
 import { withRetry } from '../transfer/retry.js';
+import { tooLarge, type Room } from '../transfer/unsized-room.js';
 import { hashMismatch, keyHasher } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
 import { placeForSync, unplacedLabel } from './place.js';
@@ -217,11 +218,15 @@ async function hashRemote(ctx: SyncContext, source: Source, file: RemoteFile, si
       floor.start(res.origin ?? file.uri);
       const sha = createHash('sha256');
       const other = verify?.algo === 'gitsha1' ? keyHasher('gitsha1', file.size) : undefined;
-      const limit = file.size ?? Number.MAX_SAFE_INTEGER;
+      // Nothing is written here, but a stream without a size still must end: at the same cap.
+      const room: Room = { bytes: t.maxUnsized, by: 'cap' };
+      const limit = file.size ?? res.length ?? room.bytes;
       let n = 0;
       try {
+        if (file.size === undefined && res.length !== undefined && res.length > room.bytes) throw tooLarge(file.uri, room, res.length);
         for (let chunk = await res.body.next(); chunk !== null; chunk = await res.body.next()) {
           n += chunk.length;
+          if (n > limit && file.size === undefined && res.length === undefined) throw tooLarge(file.uri, room, undefined);
           if (n > limit) throw new ModelsyncError('E_SIZE_MISMATCH', `${file.uri}: more than the expected ${limit} bytes`, { url: file.uri });
           floor.count(chunk.length);
           sha.update(chunk);

@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { open, stat, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { Logger } from '../log.js';
@@ -15,6 +16,7 @@ import { PrefixHasher } from './prefix-hasher.js';
 import { ThreadHasher, hashThreadFits } from './thread-hasher.js';
 import { RateFloor, isTooSlow } from './rate-floor.js';
 import { isProgress, withRetry, type RetryPolicy } from './retry.js';
+import { roomForUnsized, tooLarge, type Room } from './unsized-room.js';
 import type { TransferBudget } from './transfer-budget.js';
 import { keyHasher } from './verify.js';
 
@@ -70,8 +72,10 @@ class Unranged extends Error {
  * caller compares it and commits. Nothing here ever touches a final path.
  */
 export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
-  if (p.wholeStream) return singleStream(p, undefined);
   let size = p.file.size;
+  // No metadata gave a size: whatever the server says (or does not) must fit in this room.
+  const room = size === undefined ? await roomForUnsized(path.dirname(p.partPath), p.budget.maxUnsized) : undefined;
+  if (p.wholeStream) return p.budget.track(() => singleStream(p, undefined, room));
   if (size === undefined) {
     // A server that answers the probe with the whole body gets its rate floor from that body on.
     const floor = new RateFloor(p.budget.rate, p.signal);
@@ -81,11 +85,12 @@ export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
         onRetry: (e, w) => p.onRetry?.(e, w),
       }),
     );
-    if (probe.status === 200) return p.budget.track(() => singleStream(p, { res: probe, floor }));
+    if (probe.status === 200) return p.budget.track(() => singleStream(p, { res: probe, floor }, room));
     probe.body.destroy();
     floor.stop();
     size = probe.range?.total;
-    if (size === undefined) return p.budget.track(() => singleStream(p, undefined));
+    if (size === undefined) return p.budget.track(() => singleStream(p, undefined, room));
+    if (room && size > room.bytes) throw tooLarge(p.file.uri, room, size);
     p.budget.sized(size);
   }
   try {
@@ -93,7 +98,7 @@ export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
   } catch (e) {
     if (!(e instanceof Unranged)) throw e;
     p.log.warn({ uri: p.file.uri, why: e.why }, 'server does not serve usable ranges; downloading as one stream');
-    return p.budget.track(() => singleStream(p, undefined));
+    return p.budget.track(() => singleStream(p, undefined, room));
   }
 }
 
@@ -281,10 +286,9 @@ async function streamInto(
  * because without ranges there is nothing to resume from: so no attempt here is progress, and
  * a body that always ends short gives up after the policy's attempts.
  */
-async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: RateFloor } | undefined): Promise<Downloaded> {
+async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: RateFloor } | undefined, room: Room | undefined): Promise<Downloaded> {
   let opened = first;
   let fetched = 0;
-  const limit = p.file.size ?? Number.MAX_SAFE_INTEGER;
   return withRetry(
     async () => {
       const floor = opened?.floor ?? new RateFloor(p.budget.rate, p.signal);
@@ -295,9 +299,12 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
       opened = undefined;
       let fh: FileHandle | undefined;
       try {
+        const declared = res.length;
+        if (room && declared !== undefined && declared > room.bytes) throw tooLarge(p.file.uri, room, declared);
+        // One byte past the room is how a stream that would not end is told from one that fits.
+        const limit = p.file.size ?? declared ?? (room ? room.bytes + 1 : Number.MAX_SAFE_INTEGER);
         await p.fence?.();
         fh = await open(p.partPath, 'w+');
-        const declared = res.length;
         const hash = keyHasher(p.file.key.algo, p.file.size ?? declared);
         const from = res.origin ?? p.file.uri;
         floor.start(from);
@@ -316,6 +323,7 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
           (b) => hash.update(b),
           p.fence,
         );
+        if (room && total > room.bytes) throw tooLarge(p.file.uri, room, undefined);
         if (declared !== undefined && total < declared) {
           throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${total} of ${declared}`, { url: p.file.uri, retryable: true });
         }

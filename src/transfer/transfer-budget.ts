@@ -7,6 +7,8 @@ import type { RateRule } from './rate-floor.js';
 export interface TransferLimits extends RateRule {
   /** Bytes an entry may fetch over the network in one sync, as a multiple of its size. */
   readonly fetchRatio: number;
+  /** The largest stream that no metadata gave a size (see roomForUnsized). */
+  readonly maxUnsized: number;
 }
 
 /**
@@ -38,6 +40,10 @@ export class TransferBudget {
     private readonly limits: TransferLimits,
   ) {
     setMaxListeners(0, this.ctrl.signal);
+  }
+
+  get maxUnsized(): number {
+    return this.limits.maxUnsized;
   }
 
   /** The minimum rate each of this entry's responses is held to. */

@@ -5,7 +5,7 @@
  * that refuse the mount, and runs everywhere since it needs no privilege.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -41,7 +41,8 @@ const big = makeSafetensors(3 * MiB, 4242);
 const bigSha = sha256(big);
 
 beforeAll(async () => {
-  web = await startByteServer({ files: { '/big.safetensors': big } });
+  // A paced copy: the disk-full cases fill the volume while it downloads.
+  web = await startByteServer({ files: { '/big.safetensors': big, '/paced-big.safetensors': big }, faults: { '/paced-big.safetensors': { bytesPerSecond: 256 * 1024 } } });
 });
 afterAll(async () => {
   await web.close();
@@ -67,6 +68,17 @@ function storeTmp(models: string): string {
   return path.join(models, '.modelsync-store', 'tmp');
 }
 
+/**
+ * Someone else fills the volume once our download is under way. (A size the server states that
+ * cannot fit is refused before the first byte, so a full disk halfway is what a concurrent
+ * writer does to a download that fit when it began.)
+ */
+async function fillOnceStarted(models: string): Promise<void> {
+  await waitFor('the partial', async () => (await readdir(storeTmp(models)).catch(() => [])).some((f) => f.endsWith('.part')));
+  const fs = await statfs(vol as string);
+  await writeFile(path.join(vol as string, 'filler'), Buffer.alloc(fs.bavail * fs.bsize)).catch(() => undefined);
+}
+
 /** Each chunk asked for at most once: a permanent error must not turn into a retry loop. */
 function expectNoRetryLoop(): void {
   // The first request is the size probe (the manifest gives no size); it asks for chunk 0 too.
@@ -84,11 +96,13 @@ function expectOneClearLine(r: CliResult): void {
 
 describe('disk full (hostile-world.md, the disk and the process)', () => {
   it.skipIf(mountRefused !== undefined)('ENOSPC halfway: fails fast and permanently, partial removed, nothing final; after freeing space the next sync works', async () => {
-    // The manifest gives no size, so the plan cannot refuse it: the disk fills during the download.
-    const models = await onSmallDisk(2 * MiB);
-    await sb.writeManifest([{ source: `${web.url}/big.safetensors`, dest: 'checkpoints/big.safetensors', sha256: bigSha }]);
+    // The plan and the room for the server's stated size let it start; then the disk fills.
+    const models = await onSmallDisk(8 * MiB);
+    await sb.writeManifest([{ source: `${web.url}/paced-big.safetensors`, dest: 'checkpoints/big.safetensors', sha256: bigSha }]);
     const env = sb.env({ MODELSYNC_MODELS_DIR: models });
-    const r = await runCli(['sync', ...FLAGS], env, { timeoutMs: 30_000 });
+    const running = runCli(['sync', ...FLAGS], env, { timeoutMs: 30_000 });
+    await fillOnceStarted(models);
+    const r = await running;
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/FAILED +checkpoints\/big\.safetensors: .*disk full while writing .*\(ENOSPC\)/);
     expectOneClearLine(r);
@@ -121,11 +135,12 @@ describe('disk full (hostile-world.md, the disk and the process)', () => {
   });
 
   it.skipIf(mountRefused !== undefined)('the daemon stays up and healthy through a disk-full sync; a resync after freeing space succeeds', async () => {
-    const models = await onSmallDisk(2 * MiB);
+    const models = await onSmallDisk(8 * MiB);
     // Optional: a required model the daemon cannot get stops it on purpose (test/daemon.test.ts).
-    await sb.writeManifest([{ source: `${web.url}/big.safetensors`, dest: 'checkpoints/big.safetensors', sha256: bigSha, required: false }]);
+    await sb.writeManifest([{ source: `${web.url}/paced-big.safetensors`, dest: 'checkpoints/big.safetensors', sha256: bigSha, required: false }]);
     const d = startRun([], sb.env({ MODELSYNC_MODELS_DIR: models }), await freePort());
     try {
+      await fillOnceStarted(models);
       const failed = await waitFor('the disk-full sync', async () => {
         const st = await d.status().catch(() => undefined);
         return st?.sync.last !== undefined && !st.sync.running ? st : undefined;
