@@ -6,7 +6,7 @@
  * Hub's metadata calls are held to the same rule. Slow but real links pass with the defaults
  * (network-faults.test.ts: 400 KB/s; lease.test.ts: heartbeats).
  */
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FAKE_HF_TOKEN, leakedSecrets, runCli, sandbox, type CliResult, type Sandbox } from '../support/cli.js';
@@ -154,28 +154,27 @@ describe('every transfer has a deadline in rate (issue 13, class 8)', () => {
     sb = await sandbox(hub.endpoint);
     const m = addModel(hub, 1_500_000);
     await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/t.safetensors' }]);
-    // A live holder on another node: its owner record changes every 100 ms, for as long as it is
-    // still its own (as a real holder checks before each beat).
+    // A live holder on another node: its owner record changes every 100 ms, forever. It writes
+    // through its own directory (an fd of it: once its lease is moved away, its beats go with it
+    // and never land in the lease of whoever took over).
     const lease = path.join(sb.models, '.modelsync-store', 'leases', `sha256-${m.sha256}`);
-    const owner = path.join(lease, 'owner');
     await mkdir(lease, { recursive: true });
+    const dir = await open(lease, 'r');
+    const owner = `/proc/self/fd/${dir.fd}/owner`;
     let beat = 0;
-    const record = (): string => JSON.stringify({ token: 'stuck-peer', beat: ++beat, host: 'elsewhere' });
-    await writeFile(owner, record());
-    const beatOnce = async (): Promise<void> => {
-      const now = await readFile(owner, 'utf8').catch(() => '');
-      if (now.includes('"stuck-peer"')) await writeFile(owner, record()).catch(() => undefined);
-    };
+    const beatOnce = (): Promise<void> => writeFile(owner, JSON.stringify({ token: 'stuck-peer', beat: ++beat, host: 'elsewhere' })).catch(() => undefined);
+    await beatOnce();
     const heart = setInterval(() => void beatOnce(), 100);
     try {
       // Ceiling: 1 s + 1.5 MB at 4 MiB/s, under 1.4 s; patience twice that plus the 500 ms stale time.
       const r = await runCli(['sync'], sb.env({ ...FAST, MODELSYNC_MIN_RATE: '4M', MODELSYNC_LEASE_STALE_MS: '500' }), { timeoutMs: 40_000 });
-      expect(r.signal, 'killed by the test timeout: it waited on the peer for ever').toBeNull();
+      expect(r.signal, `killed by the test timeout: it waited on the peer for ever\n${r.stderr}`).toBeNull();
       expect(r.code, r.stdout + r.stderr).toBe(0);
       expect(r.stderr).toMatch(/longer than its download may take; taking it over/);
       expect(await fileSha256(path.join(sb.models, 'checkpoints/t.safetensors'))).toBe(m.sha256);
     } finally {
       clearInterval(heart);
+      await dir.close();
     }
     expect(await readdir(path.join(sb.models, '.modelsync-store/tmp'))).toEqual([]);
   });
