@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { datasetInfo, modelInfo, pathsInfo, HubApiError } from '@huggingface/hub';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, HfRef, PinnedContent } from '../manifest/types.js';
@@ -12,6 +13,7 @@ import type { RateRule } from '../transfer/rate-floor.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
 import { isCommit } from '../content-key.js';
 import { readPathsInfo } from './hf-paths-info.js';
+import { readResolveHeaders, type ResolveHeaders } from './hf-resolve-headers.js';
 import { bodyFromResponse } from './http-body.js';
 import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
 
@@ -212,8 +214,16 @@ export class HfSource implements Source {
     for (let fresh = 0; ; fresh++) {
       const cdn = loc.lfs ? this.cdnUrls.get(file.key.hex) : undefined;
       const url = cdn ?? resolveUrl(this.opts.endpoint, loc);
+      // Only the Hub's own first answer counts: later hops (a CDN, a storage bridge) may send
+      // headers of the same names that mean something else. Checked before its redirect is
+      // followed, so that a lying answer costs no request elsewhere.
+      const check = (headers: IncomingHttpHeaders, redirected: boolean): void => {
+        const wrong = resolveDisagrees(readResolveHeaders(headers), file, loc, redirected);
+        if (wrong) throw wrong;
+      };
       const res = await httpRequest({
         url,
+        beforeRedirect: cdn === undefined ? (hop, i) => (i === 0 ? check(hop.headers, true) : undefined) : undefined,
         // Never send the token to the CDN: a cached CDN URL is another host.
         authorization: cdn === undefined ? auth : undefined,
         range: req.range,
@@ -229,14 +239,15 @@ export class HfSource implements Source {
         this.cdnUrls.delete(file.key.hex);
         continue;
       }
-      if (loc.lfs && cdn === undefined && res.hops.length > 0) {
-        const linked = headerValue(res.hops[0]?.headers ?? {}, 'x-linked-etag')?.replace(/"/g, '');
-        if (linked !== undefined && linked !== file.key.hex) {
+      if (cdn === undefined && res.hops.length === 0) {
+        try {
+          check(res.headers, false);
+        } catch (e) {
           res.body.discard();
-          throw new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${shown(linked)} for ${file.uri}, expected ${file.key.hex}`, { url: file.uri });
+          throw e;
         }
-        if (res.status === 200 || res.status === 206) this.cdnUrls.set(file.key.hex, res.url);
       }
+      if (cdn === undefined && loc.lfs && res.hops.length > 0 && (res.status === 200 || res.status === 206)) this.cdnUrls.set(file.key.hex, res.url);
       if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
       if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);
       if (res.status === 401 || res.status === 403) {
@@ -255,6 +266,25 @@ export class HfSource implements Source {
       throw statusError(res, `download of ${file.uri}`);
     }
   }
+}
+
+/**
+ * What in the Hub's first answer to a resolve contradicts the file we resolved: a malformed
+ * header, another commit than the one asked for (commits never change: a mirror that lies), or,
+ * on an LFS redirect, another sha256 or size (the file changed: resolve again and start over).
+ */
+function resolveDisagrees(said: ResolveHeaders | { readonly problem: string }, file: RemoteFile, loc: HfLocator, redirected: boolean): ModelsyncError | undefined {
+  const ctx = { url: file.uri };
+  if ('problem' in said) return new ModelsyncError('E_REMOTE_INVALID', `the Hub's answer for ${file.uri} has ${said.problem}; refusing it`, ctx);
+  if (said.repoCommit !== undefined && said.repoCommit !== loc.commit) {
+    return new ModelsyncError('E_REMOTE_INVALID', `the Hub answered for commit ${said.repoCommit} when asked for ${file.uri} at ${loc.commit}; refusing it`, ctx);
+  }
+  if (!loc.lfs || !redirected) return undefined;
+  if (said.linkedEtag !== undefined && said.linkedEtag !== file.key.hex) return new ModelsyncError('E_SOURCE_CHANGED', `the Hub now serves ${said.linkedEtag} for ${file.uri}, expected ${file.key.hex}`, ctx);
+  if (said.linkedSize !== undefined && file.size !== undefined && said.linkedSize !== file.size) {
+    return new ModelsyncError('E_SOURCE_CHANGED', `the Hub now says ${file.uri} has ${said.linkedSize} bytes, expected ${file.size}`, ctx);
+  }
+  return undefined;
 }
 
 function pinnedFile(ref: HfRef, commit: string, pin: PinnedContent): RemoteFile {

@@ -3,10 +3,12 @@ import { GetObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput, type
 import type { Config } from '../config.js';
 import { readableBody } from '../transfer/body-reader.js';
 import { ModelsyncError } from '../errors.js';
+import { shown } from '../remote-value.js';
 import type { Entry, Manifest, S3Ref } from '../manifest/types.js';
 import { proxyFor } from '../proxy/proxy-for.js';
 import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
 import type { ConnectionBudget } from '../transfer/budget.js';
+import { parseContentRange } from '../transfer/content-range.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
 import { createS3Client, s3Settings, type S3Settings } from './s3-client.js';
 import { isVagueHeadFailure, s3Error, sdkErrorShape, sourceChanged, type S3Failure } from './s3-errors.js';
@@ -35,8 +37,6 @@ interface S3Locator {
   readonly key: string;
   readonly etag: string | undefined;
 }
-
-const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
 
 /**
  * s3:// sources through the AWS SDK (its default credential chain, region and endpoint
@@ -92,7 +92,7 @@ export class S3Source implements Source {
         } catch (e) {
           throw await this.headError(ref, e, signal);
         }
-        if (typeof head.ContentLength !== 'number') throw new ModelsyncError('E_S3', `${ref.uri}: HeadObject gave no size`, { url: ref.uri });
+        if (!isByteCount(head.ContentLength)) throw new ModelsyncError('E_S3', `${ref.uri}: HeadObject gave no usable size (${shown(head.ContentLength)})`, { url: ref.uri });
         return { ref, size: head.ContentLength, etag: head.ETag, sha256: fullObjectSha256(head) };
       },
       this.policy,
@@ -130,15 +130,14 @@ export class S3Source implements Source {
       body.destroy();
       throw sourceChanged(f);
     }
-    const length = typeof out.ContentLength === 'number' ? out.ContentLength : undefined;
+    const length = isByteCount(out.ContentLength) ? out.ContentLength : undefined;
     if (out.$metadata.httpStatusCode !== 206) return { status: 200, range: undefined, length, body: readableBody(guardBody(body, req.signal, f)) };
-    const m = out.ContentRange === undefined ? null : CONTENT_RANGE.exec(out.ContentRange.trim());
-    if (!m) {
+    const range = parseContentRange(out.ContentRange);
+    if (range === undefined || (length !== undefined && length !== range.end - range.start)) {
       body.destroy();
-      throw new ModelsyncError('E_RANGE', `${file.uri}: 206 without a usable Content-Range ("${out.ContentRange ?? ''}")`, { url: file.uri });
+      throw new ModelsyncError('E_RANGE', `${file.uri}: 206 without a usable Content-Range (${shown(out.ContentRange)}, Content-Length ${length ?? 'none'})`, { url: file.uri });
     }
-    const total = m[3] === '*' ? undefined : Number(m[3]);
-    return { status: 206, range: { start: Number(m[1]), end: Number(m[2]) + 1, total }, length, body: readableBody(guardBody(body, req.signal, f)) };
+    return { status: 206, range, length, body: readableBody(guardBody(body, req.signal, f)) };
   }
 
   private failure(bucket: string, uri: string): S3Failure {
@@ -158,6 +157,11 @@ export class S3Source implements Source {
     }
     return s3Error(e, f);
   }
+}
+
+/** A size S3 (or a server posing as it) may give: a whole number of bytes, exact as a double. */
+function isByteCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 }
 
 function s3Ref(e: Entry): S3Ref {

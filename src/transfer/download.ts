@@ -217,7 +217,10 @@ async function fetchChunk(
   const floor = new RateFloor(p.budget.rate, signal);
   let pos = start;
   try {
-    const res = await p.source.open(p.file, { range: { start, end }, signal: floor.signal });
+    const res = await p.source.open(p.file, { range: { start, end }, signal: floor.signal }).catch((e: unknown) => {
+      // A 206 whose Content-Range (or length) makes no sense is a server whose ranges we cannot use.
+      throw e instanceof ModelsyncError && e.code === 'E_RANGE' ? new Unranged(e.message) : e;
+    });
     if (res.status === 200 && !whole) {
       res.body.destroy();
       throw new Unranged('answered 200 with the whole body to a Range request');

@@ -21,6 +21,8 @@ export interface HttpRequest {
   readonly maxRedirects?: number;
   /** When false, a 3xx is returned to the caller instead of followed. */
   readonly followRedirects?: boolean;
+  /** Called with each redirect before it is followed; what it throws ends the request there. */
+  readonly beforeRedirect?: ((hop: Hop, index: number) => void) | undefined;
   /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY, applied to every hop; undefined: always direct. */
   readonly proxies?: ProxySettings | undefined;
   /** Whose kept-alive connections (and receive memory) the request uses. */
@@ -64,7 +66,9 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
       return { status: res.status, headers: res.headers, url: url.toString(), hops, body: res.body };
     }
     res.body.discard();
-    hops.push({ url: url.toString(), status: res.status, headers: res.headers });
+    const hop = { url: url.toString(), status: res.status, headers: res.headers };
+    req.beforeRedirect?.(hop, hops.length);
+    hops.push(hop);
     if (hops.length > max) {
       throw new ModelsyncError('E_REDIRECT', `more than ${max} redirects from ${redactUrl(req.url)}`, { url: redactUrl(req.url) });
     }
@@ -91,15 +95,18 @@ async function once(url: URL, req: HttpRequest, authorization: string | undefine
 }
 
 /**
- * Milliseconds from a Retry-After header: delay-seconds (digits; a fraction is tolerated) or an
- * HTTP date, which starts with a day name in all three of its forms. Anything else is no answer,
- * not "now": Number('') is 0, and Date.parse reads '-5' or '2026' as a year.
+ * Milliseconds from a Retry-After header: delay-seconds (digits; a fraction of up to three
+ * places is tolerated, to whole milliseconds) or an HTTP-date, in the three forms RFC 9110 5.6.7
+ * accepts (`Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
+ * `Sun Nov  6 08:49:37 1994`). Anything else is no answer, not "now": Number('') is 0, '0x10'
+ * and '1e3' are 16 and 1000, '5e-324' a wait of 5e-321 ms, and Date.parse reads '-5' or '2.5'
+ * as dates.
  */
 export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  const v = value?.trim();
-  if (v === undefined || v === '') return undefined;
-  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
-  if (!/^[A-Za-z]{3}/.test(v)) return undefined;
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (/^\d{1,10}(\.\d{1,3})?$/.test(v)) return Math.round(Number(v) * 1000);
+  if (!/^[A-Za-z]{3,9},? [\dA-Za-z -]+ \d{2}:\d{2}:\d{2}( GMT| \d{4})$/.test(v)) return undefined;
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

@@ -25,7 +25,8 @@ export function parseResponseHead(text: string, method: 'GET' | 'HEAD'): Respons
   if (!m) return `bad status line "${(lines[0] ?? '').slice(0, 80)}"`;
   const minor = m[1];
   const status = Number(m[2]);
-  const headers: Record<string, string | string[]> = {};
+  // No prototype: a header named "constructor" or "__proto__" is a header like any other.
+  const headers: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] ?? '';
     const colon = line.indexOf(':');
