@@ -138,6 +138,13 @@ function civitaiEndpoint(raw: string | undefined): string {
   return v;
 }
 
+/** Seconds, more than none and at most a day (a window is how long a trickle may go on). */
+function rateWindow(raw: string | undefined): number {
+  const ms = secondsSetting('MODELSYNC_MIN_RATE_WINDOW', raw, 60_000);
+  if (ms < 1 || ms > 86_400_000) throw new ModelsyncError('E_USAGE', `MODELSYNC_MIN_RATE_WINDOW must be more than 0 and at most 86400 seconds, got "${raw ?? ''}"`);
+  return ms;
+}
+
 function defaultStateDir(env: NodeJS.ProcessEnv, home: string): string {
   if (env.XDG_STATE_HOME) return path.join(env.XDG_STATE_HOME, 'modelsync');
   if (process.getuid?.() === 0) return '/var/lib/modelsync';
@@ -215,7 +222,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     retryAttempts: intSetting('MODELSYNC_RETRY_ATTEMPTS', env.MODELSYNC_RETRY_ATTEMPTS, 6, 1),
     fetchRatio: ratioSetting('MODELSYNC_FETCH_BUDGET', env.MODELSYNC_FETCH_BUDGET, 3, 1),
     minRate: bytesSetting('--min-rate', flags['min-rate'] ?? env.MODELSYNC_MIN_RATE, 4 * 1024),
-    minRateWindowMs: Math.max(1, secondsSetting('MODELSYNC_MIN_RATE_WINDOW', env.MODELSYNC_MIN_RATE_WINDOW, 60_000)),
+    minRateWindowMs: rateWindow(env.MODELSYNC_MIN_RATE_WINDOW),
     maxUnsized: bytesSetting('MODELSYNC_MAX_UNSIZED', env.MODELSYNC_MAX_UNSIZED, 16 * 1024 * MiB),
     leaseStaleMs: intSetting('MODELSYNC_LEASE_STALE_MS', env.MODELSYNC_LEASE_STALE_MS, 60_000, 50),
     leaseHeartbeatMs: 0,

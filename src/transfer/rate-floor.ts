@@ -47,10 +47,11 @@ export class RateFloor {
   start(host: string): void {
     if (this.rule.minRate <= 0 || this.timer !== undefined || this.ctrl.signal.aborted) return;
     const need = Math.ceil((this.rule.minRate * this.rule.windowMs) / 1000);
+    const every = Math.min(this.rule.windowMs, 2 ** 31 - 1);
     const tick = (): void => {
       if (this.bytes >= need) {
         this.bytes = 0;
-        this.timer = setTimeout(tick, this.rule.windowMs).unref();
+        this.timer = setTimeout(tick, every).unref();
         return;
       }
       this.timer = undefined;
@@ -63,7 +64,7 @@ export class RateFloor {
     };
     // Unref'd: a body read to its end but never closed (a fetch body a library abandons) must not
     // hold the process open for a window; a live transfer keeps it alive by its own socket.
-    this.timer = setTimeout(tick, this.rule.windowMs).unref();
+    this.timer = setTimeout(tick, every).unref();
   }
 
   count(n: number): void {

@@ -3,6 +3,12 @@ import { ModelsyncError } from '../errors.js';
 import { fmt } from '../fmt.js';
 import type { RateRule } from './rate-floor.js';
 
+/**
+ * The longest delay setTimeout keeps (2^31 - 1 ms, 24.8 days): a longer one fires after 1 ms.
+ * A 20 GB entry at 4 KiB/s has 59 days: its timer is re-armed until the time is really up.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The limits every transfer of an entry is held to (config: MODELSYNC_FETCH_BUDGET, MODELSYNC_MIN_RATE). */
 export interface TransferLimits extends RateRule {
   /** Bytes an entry may fetch over the network in one sync, as a multiple of its size. */
@@ -110,6 +116,10 @@ export class TransferBudget {
     if (max === undefined || this.active === 0 || this.ctrl.signal.aborted) return;
     clearTimeout(this.timer);
     const left = max - this.used - (performance.now() - this.since);
+    if (left > MAX_TIMER_MS) {
+      this.timer = setTimeout(() => this.arm(), MAX_TIMER_MS).unref();
+      return;
+    }
     this.timer = setTimeout(() => {
       const host = this.lastHost === undefined ? '' : ` (last from ${this.lastHost})`;
       this.ctrl.abort(
