@@ -112,13 +112,15 @@ describe('gate: the front door', () => {
     await waitFor('ComfyUI to run', comfyRunning(g.d));
     const pid = g.d.child.pid ?? 0;
     const before = await vmHwmKiB(pid);
-    const size = 128 * 1024 * 1024;
+    // Large against what garbage not yet collected can hold at a peak (Node 24 let 85 MiB of a
+    // 128 MiB stream wait for its collector): only a buffered body grows the peak by a third.
+    const size = 512 * 1024 * 1024;
     const up = await upload(`${g.gate}/upload/image`, size);
     expect(up).toMatchObject({ size, sha256: patternSha256(size) });
     const down = await download(`${g.gate}/view?filename=x.png&stub_size=${size}`);
     expect(down).toEqual({ size, sha256: patternSha256(size) });
     // A buffered body would have grown the daemon's peak memory by its size.
-    expect((await vmHwmKiB(pid)) - before).toBeLessThan(48 * 1024);
+    expect((await vmHwmKiB(pid)) - before).toBeLessThan(size / 3 / 1024);
   });
 
   it('a client that goes away mid-download frees both sides; no listener piles up', async () => {

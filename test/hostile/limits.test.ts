@@ -51,6 +51,20 @@ async function probeMount(): Promise<string | undefined> {
 const mountRefused = await probeMount();
 if (mountRefused !== undefined) console.warn(`limits.test: mount refused (${mountRefused}); the read-only folder cases are skipped`);
 
+/**
+ * KiB of address space this Node maps before running any code (VmSize of a bare `node -e`):
+ * 711 MiB on Node 20, 1245 MiB on Node 24 (a bigger code range and pointer cage). The limits
+ * below are set relative to it, so each case means the same on every Node CI runs.
+ */
+const nodeBaseKiB = await new Promise<number>((resolve, reject) => {
+  const child = spawn(process.execPath, ['-e', 'process.stdout.write(/VmSize:\\s+(\\d+)/.exec(require("fs").readFileSync("/proc/self/status","utf8"))[1])'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.on('error', reject);
+  child.on('close', () => (/^\d+$/.test(out) ? resolve(Number(out)) : reject(new Error(`no VmSize from node -e: ${out}`))));
+});
+const KiBperMiB = 1024;
+
 /** `modelsync ARGS` under a shell's `ulimit` (applied to the node process itself, by exec). */
 function underUlimit(limit: string, args: readonly string[], env: Record<string, string>, timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
@@ -84,8 +98,8 @@ describe('process limits (issue 13, class 12)', () => {
   it('`ulimit -v` too low for a hash thread: a multi-chunk file is hashed on the main thread, verified, exit 0', async () => {
     sb = await sandbox();
     await sb.writeManifest([bigEntry()]);
-    // ~1.4 GiB: Node and a sync fit, Node plus a default-sized worker isolate did not.
-    const r = await underUlimit('-v 1500000', ['sync', '--chunk-size', '4M', '--connections', '4'], sb.env());
+    // Node and a sync fit in 750 MiB beyond what Node maps at start; a default-sized worker isolate did not.
+    const r = await underUlimit(`-v ${nodeBaseKiB + 750 * KiBperMiB}`, ['sync', '--chunk-size', '4M', '--connections', '4'], sb.env());
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
     expect(r.signal).toBeNull();
     expect(r.stdout).toMatch(/1 published/);
@@ -97,7 +111,8 @@ describe('process limits (issue 13, class 12)', () => {
     sb = await sandbox();
     await sb.writeManifest([bigEntry()]);
     for (const cmd of [['sync'], ['status'], ['plan']]) {
-      const r = await underUlimit('-v 900000', cmd, sb.env());
+      // Enough for Node to load modelsync, less than the 384 MiB of headroom a sync needs.
+      const r = await underUlimit(`-v ${nodeBaseKiB + 170 * KiBperMiB}`, cmd, sb.env());
       expect(r.code, cmd.join(' ')).toBe(2);
       oneClearLine(r, /^modelsync: the address-space limit \(`ulimit -v`\) is \d+ MiB, .*raise it to \d+ MiB or more/);
     }
