@@ -90,6 +90,17 @@ describe('--gate-frontend-downloads', () => {
     c.ws.close();
   });
 
+  it('a ComfyUI that goes away closes the relayed websocket; a new one is refused with 503 until it is back', async () => {
+    const s = await setup();
+    const c = openWs(`${s.gate.replace('http', 'ws')}/ws`);
+    await c.opened;
+    const closed = new Promise<number>((r) => c.ws.once('close', (code) => r(code)));
+    rig?.stopStub();
+    expect(await closed).toBeGreaterThan(0);
+    const again = openWs(`${s.gate.replace('http', 'ws')}/ws`);
+    await expect(again.opened).rejects.toThrow(/503/);
+  });
+
   it('enqueue downloads through the service, with download_progress carrying every field to every client', async () => {
     const s = await setup();
     s.models.size = 1000;

@@ -1,6 +1,9 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applySpans, scanJson } from '../src/gate/json-splice.js';
-import { loaderFolder } from '../src/gate/loader-inputs.js';
+import { loaderFolder, loaderTable } from '../src/gate/loader-inputs.js';
+import { REPO_ROOT } from './support/cli.js';
 import { isModelUrl, urlRequest } from '../src/gate/model-url.js';
 import { MAX_PROMPT_DEPTH, readPrompt } from '../src/gate/prompt-models.js';
 
@@ -20,6 +23,19 @@ describe('gate: loader inputs', () => {
     expect(loaderFolder('UpscaleModelLoader', 'model_name')).toBe('upscale_models');
     expect(loaderFolder('UnetLoaderGGUF', 'unet_name')).toBe('diffusion_models');
     expect(loaderFolder('ClipVisionLoaderCustom', 'clip_name')).toBe('clip_vision');
+  });
+
+  it('the README\'s table lists every loader input and its folder', async () => {
+    const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('### The gate in front of ComfyUI'), readme.indexOf('### A serverless handler'));
+    const rows = section.split('\n').filter((l) => l.startsWith('| '));
+    for (const [key, folder] of loaderTable()) {
+      if (key.startsWith('*.clip_name')) continue;
+      const [cls, input] = key.split('.') as [string, string];
+      const row = rows.find((r) => (cls === '*' ? r.startsWith('| any node') : r.includes(cls)) && r.includes(`\`${input}\``));
+      expect(row, key).toBeDefined();
+      expect(row, key).toContain(folder);
+    }
   });
 
   it('is no loader for anything else, whatever the input is called elsewhere', () => {

@@ -107,6 +107,24 @@ describe('gate: prompts and their models', () => {
     expect(s.pins.size).toBe(0);
   });
 
+  it('a prompt_id another prompt already has (a client chooses it) keeps both pinned until neither is queued', async () => {
+    const s = await setup();
+    const body = (hold: boolean): string => JSON.stringify({ prompt_id: 'dup', prompt: { '10': { class_type: 'LoraLoader', inputs: { lora_name: LORA_HF } } }, extra_data: { stub_hold: hold } });
+    expect((await postPrompt(s.gate, body(true))).status).toBe(200);
+    expect((await postPrompt(s.gate, body(true))).status).toBe(200);
+    const [first, second] = s.models.asked.map((a) => s.models.holders.get(a.holder ?? ''));
+    // The first one ends; the second, same id, now runs: neither pin goes.
+    await rawRequest(`${s.comfy}/stub/release`, { method: 'POST', body: JSON.stringify({ prompt_id: 'dup' }) });
+    await waitFor('the second to run', async () => {
+      const q = JSON.parse((await rawRequest(`${s.comfy}/queue`)).body.toString()) as { queue_running: unknown[][]; queue_pending: unknown[][] };
+      return q.queue_running.length === 1 && q.queue_pending.length === 0;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect([first?.released, second?.released]).toEqual([false, false]);
+    await rawRequest(`${s.comfy}/stub/release`, { method: 'POST', body: JSON.stringify({ prompt_id: 'dup' }) });
+    await waitFor('both pins to go', () => first?.released === true && second?.released === true);
+  });
+
   it('a prompt that never ends does not pin its models for ever', async () => {
     const s = await setup({ pinMaxMs: 300 });
     const body = JSON.stringify({ prompt_id: 'stuck', prompt: { '10': { class_type: 'LoraLoader', inputs: { lora_name: LORA_HF } } }, extra_data: { stub_hold: true } });

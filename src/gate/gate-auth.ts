@@ -1,5 +1,6 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { BearerToken } from '../daemon/bearer-token.js';
 import { RequestGuard } from '../daemon/request-guard.js';
 import { readBody } from './read-body.js';
 
@@ -30,12 +31,12 @@ export type AuthVerdict = { readonly ok: true } | { readonly ok: false; readonly
 
 export class GateAuth {
   private readonly guard: RequestGuard;
-  private readonly tokenDigest: Buffer | undefined;
+  private readonly bearer: BearerToken | undefined;
   private readonly session: string | undefined;
 
   constructor(host: string, private readonly token: string | undefined) {
     this.guard = new RequestGuard({ host, token: undefined, bodies: 'any' });
-    this.tokenDigest = token === undefined ? undefined : digest(token);
+    this.bearer = token === undefined ? undefined : new BearerToken(token);
     // Derived from the token, never the token itself: a browser's cookie jar is not a secret store.
     this.session = token === undefined ? undefined : createHmac('sha256', token).update('modelsync gate session v1').digest('hex');
   }
@@ -45,7 +46,7 @@ export class GateAuth {
   }
 
   mayDownload(req: IncomingMessage, path: string): AuthVerdict {
-    if (this.tokenDigest === undefined) {
+    if (this.bearer === undefined) {
       const v = this.guard.check(req, path);
       return v.ok ? { ok: true } : { ok: false, status: v.status === 401 ? 401 : 403, reason: v.reason };
     }
@@ -104,7 +105,7 @@ export class GateAuth {
     }
     const given = new URLSearchParams(raw.toString('utf8')).get('token') ?? '';
     const origin = req.headers.origin;
-    if (this.session === undefined || !this.bearerMatches(`Bearer ${given}`) || (origin !== undefined && !originMatchesHost(origin, req.headers.host, req))) {
+    if (this.session === undefined || this.bearer?.is(given) !== true || (origin !== undefined && !originMatchesHost(origin, req.headers.host, req))) {
       page(res, 401, 'That is not the token.', this.token !== undefined);
       return;
     }
@@ -114,8 +115,7 @@ export class GateAuth {
   }
 
   private bearerMatches(authorization: string | undefined): boolean {
-    const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization ?? '');
-    return m !== null && this.tokenDigest !== undefined && timingSafeEqual(digest(m[1] ?? ''), this.tokenDigest);
+    return this.bearer?.inHeader(authorization) === true;
   }
 
   private sessionMatches(req: IncomingMessage): boolean {
@@ -160,10 +160,6 @@ function page(res: ServerResponse, status: number, note: string, form: boolean):
   ].join('\n');
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', 'x-frame-options': 'DENY' });
   res.end(res.req.method === 'HEAD' ? undefined : body);
-}
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s, 'utf8').digest();
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

@@ -49,9 +49,10 @@ export class PromptQueue {
     this.finish(r);
   }
 
+  /** End the running prompt with this id; one not running yet will not be held when it runs. */
   release(id) {
-    this.released.add(id);
     if (this.running?.prompt_id === id) this.finish(this.running);
+    else this.released.add(id);
   }
 
   next() {
@@ -65,7 +66,7 @@ export class PromptQueue {
     for (const node of Object.keys(item.prompt)) this.send('executing', { node, display_node: node, ...p }, sid);
     // A preview frame, as KSampler sends while it samples: binary type 1 (JPEG) plus the bytes.
     this.send(1, Buffer.from([0xff, 0xd8, 0xff, 0xd9]), sid);
-    if (item.extra_data.stub_hold === true && !this.released.has(item.prompt_id)) return;
+    if (item.extra_data.stub_hold === true && !this.released.delete(item.prompt_id)) return;
     item.timer = setTimeout(() => this.finish(item), this.runMs);
   }
 

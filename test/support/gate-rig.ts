@@ -20,6 +20,8 @@ export interface GateRig {
   gate: Gate | undefined;
   /** Start the gate with these handlers, in front of the stub. */
   start(deps: Pick<GateDeps, 'prompts' | 'frontend' | 'onClose' | 'promptStats'> & { token?: string | undefined }): Promise<string>;
+  /** SIGKILL the stub, as a crash would. */
+  stopStub(): void;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,9 @@ export async function gateRig(o: { stubArgs?: string[]; settings?: Partial<GateS
     async start(deps) {
       rig.gate = await startGate({ ...deps, settings, token: deps.token, comfy: () => ({ url: comfy, phase: 'running' }), log: rig.log });
       return rig.gate.url;
+    },
+    stopStub() {
+      stub.kill('SIGKILL');
     },
     async close() {
       await rig.gate?.close();
