@@ -1,3 +1,4 @@
+import PQueue from 'p-queue';
 import { ModelsyncError } from '../errors.js';
 import type { CivitaiPin, CivitaiRef, Entry } from '../manifest/types.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
@@ -9,6 +10,8 @@ import { openCivitaiFile } from './civitai-download.js';
 import { pickFile } from './civitai-pick.js';
 import { cachedVersion, short, storedVersion, type CivitaiVersion } from './civitai-version.js';
 import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
+
+const API_CONCURRENCY = 4;
 
 export interface CivitaiSourceOptions {
   /** CIVITAI_ENDPOINT, e.g. https://civitai.com */
@@ -39,6 +42,8 @@ export interface CivitaiLocator {
  */
 export class CivitaiSource implements Source {
   private readonly inFlight = new Map<number, Promise<CivitaiVersion>>();
+  /** Civitai rate-limits its API: a manifest of a hundred LoRAs asks a few versions at a time, not all at once. */
+  private readonly apiCalls = new PQueue({ concurrency: API_CONCURRENCY });
   /** The signed storage URL a download redirected to, per file; reused for every chunk until it expires. */
   private readonly storageUrls = new Map<string, string>();
 
@@ -54,7 +59,7 @@ export class CivitaiSource implements Source {
     if (this.opts.offline) return Promise.reject(new ModelsyncError('E_OFFLINE', `offline, and Civitai version ${id} was never resolved here`, { url: ref.uri }));
     let p = this.inFlight.get(id);
     if (p === undefined) {
-      p = fetchCivitaiVersion(this.opts, id, ref.uri, signal).then((v) => {
+      p = this.apiCalls.add(() => fetchCivitaiVersion(this.opts, id, ref.uri, signal)).then((v) => {
         this.opts.db.putCivitaiVersion(id, storedVersion(v));
         return v;
       });
