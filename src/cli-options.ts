@@ -12,6 +12,7 @@ export const OPTIONS = {
   'log-format': { type: 'string' },
   'child-logs': { type: 'string' },
   connections: { type: 'string' },
+  'host-connections': { type: 'string' },
   'chunk-size': { type: 'string' },
   'min-rate': { type: 'string' },
   control: { type: 'string' },

@@ -12,8 +12,10 @@ import { readProxySettings, type ProxySettings } from './proxy/proxy-settings.js
 export type { ChildLogs, DaemonSettings, GateSettings, GcSettings, RestartPolicy } from './config-sections.js';
 
 export interface Tunables {
-  /** Connections open at once across all files (the global budget). */
+  /** Connections open at once across all files and hosts (the global budget, a hard cap). */
   connections: number;
+  /** --host-connections: the most connections one host's adaptive count grows to (within `connections`). */
+  hostConnections: number;
   /** What --connections asked for; more than `connections` when the open-file limit cut it. */
   connectionsWanted: number;
   /** --chunk-size: the largest chunk (one ranged request) a file is cut into; see chunkSizeFor. */
@@ -210,11 +212,12 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     ...httpTokens.values(),
   ].filter((s): s is string => typeof s === 'string' && s.length > 0);
 
-  const connectionsWanted = intSetting('--connections', flags.connections ?? env.MODELSYNC_CONNECTIONS, 16, 1);
+  const connectionsWanted = intSetting('--connections', flags.connections ?? env.MODELSYNC_CONNECTIONS, 64, 1);
   const tunables: Tunables = {
     // Never more than the open-file limit can hold (os-limits.ts); openContext says when it cut.
     connections: Math.min(connectionsWanted, connectionsThatFit()),
     connectionsWanted,
+    hostConnections: intSetting('--host-connections', flags['host-connections'] ?? env.MODELSYNC_HOST_CONNECTIONS, 64, 1),
     maxChunkSize: sizeSetting('--chunk-size', flags['chunk-size'] ?? env.MODELSYNC_CHUNK_SIZE, 32 * MiB),
     idleTimeoutMs: intSetting('MODELSYNC_IDLE_TIMEOUT_MS', env.MODELSYNC_IDLE_TIMEOUT_MS, 30_000, 10),
     retryBaseMs: intSetting('MODELSYNC_RETRY_BASE_MS', env.MODELSYNC_RETRY_BASE_MS, 500, 0),

@@ -263,11 +263,14 @@ describe('the connection budget', () => {
     let most = 0;
     const gates: (() => void)[] = [];
     const tasks = [1, 2, 3, 4, 5].map(() =>
-      b.request(async () => {
-        most = Math.max(most, ++running);
-        await new Promise<void>((r) => gates.push(r));
-        running--;
-      }),
+      b.request(
+        async () => {
+          most = Math.max(most, ++running);
+          await new Promise<void>((r) => gates.push(r));
+          running--;
+        },
+        { host: 'h' },
+      ),
     );
     for (let done = 0; done < 5; done++) {
       while (gates.length === 0) await new Promise((r) => setImmediate(r));
@@ -283,6 +286,13 @@ describe('the connection budget', () => {
     expect(new ConnectionBudget(16).sdkSockets).toBe(24);
     // 16 MiB of receive memory in all, two blocks per connection, 128-512 KiB each.
     expect([1, 16, 32, 64, 1000].map(receiveBlockSize)).toEqual([512, 512, 256, 128, 128].map((k) => k * 1024));
-    expect(new ConnectionBudget(32).receiveBlockSize).toBe(256 * 1024);
+    // Sized by the connections open, not the cap: the 17th connection gets half the block of the 16th.
+    const b = new ConnectionBudget(64);
+    const sizes = Array.from({ length: 33 }, () => {
+      const s = b.receiveBlockSize;
+      b.opened();
+      return s;
+    });
+    expect([sizes[0], sizes[15], sizes[16], sizes[31], sizes[32]]).toEqual([512, 512, 256, 256, 128].map((k) => k * 1024));
   });
 });

@@ -208,6 +208,11 @@ export class HfSource implements Source {
     return new ModelsyncError('E_NETWORK', `cannot reach the Hub at ${host} for ${ref.repo}`, { ...ctx, retryable: true });
   }
 
+  /** Every file's bytes come through the Hub's resolve and its CDN: one host to adapt to. */
+  host(): string {
+    return safeHost(this.opts.endpoint);
+  }
+
   async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {
     const loc = file.locator as HfLocator;
     const auth = this.opts.token === undefined ? undefined : `Bearer ${this.opts.token}`;

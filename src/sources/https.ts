@@ -39,6 +39,10 @@ export class HttpsSource implements Source {
     return { key, size: e.size, version: `sha256:${key.hex}`, uri: redactUrl(ref.url), locator: ref };
   }
 
+  host(file: RemoteFile): string {
+    return new URL((file.locator as HttpsRef).url).host;
+  }
+
   async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {
     const ref = file.locator as HttpsRef;
     const host = new URL(ref.url).hostname.toLowerCase();

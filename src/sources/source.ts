@@ -41,4 +41,10 @@ export interface Source {
   /** Resolve entries of this source's kind; the result is aligned with the input. */
   resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]>;
   open(file: RemoteFile, req: OpenRequest): Promise<OpenBody>;
+  /**
+   * The host whose connections a file's requests take (transfer/budget.ts adapts a connection
+   * count per host): where its bytes come from, as far as the source can tell before asking.
+   * Without it, the host of the file's URI.
+   */
+  host?(file: RemoteFile): string;
 }

@@ -45,7 +45,11 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
   const store = await openStore(config.storeDir);
   const t = config.tunables;
   if (t.connections < t.connectionsWanted) log.warn({ connections: t.connections, asked: t.connectionsWanted }, 'fewer connections than asked: the open-file limit (ulimit -n) leaves room for no more');
-  const connections = new ConnectionBudget(t.connections);
+  const connections = new ConnectionBudget(t.connections, {
+    hostCeiling: t.hostConnections,
+    now: () => clock.now(),
+    onHostLimit: (host, n, was, why) => (why === 'throttled' ? log.info : log.debug).call(log, { host, connections: n, was, why }, 'connections to a host changed'),
+  });
   const sources = new Map<string, Promise<Source>>();
   // Sources are imported lazily: a warm start needs none of them (nor the AWS SDK's load time).
   const make = async (kind: SourceRef['kind'], manifest: Manifest): Promise<Source> => {

@@ -25,12 +25,53 @@ export function chunkSizeFor(size: number, maxChunkSize: number): number {
 }
 
 /**
- * Which bytes of a partial file are on disk: each chunk is filled from its start, so one counter
- * per chunk says it all. This is also what the journal persists.
+ * The least a piece split off a running one may hold, and so the least a running piece keeps:
+ * the thief pays a request (a round trip, the server's time to first byte) before its first
+ * byte, about what 1 MiB takes at a CDN's 25 MB/s per connection.
+ */
+export const MIN_STEAL = 1 * MiB;
+/** Split points fall on page boundaries, so that no page of the partial is written by two requests. */
+const SPLIT_ALIGN = 4096;
+
+/**
+ * A range of the partial one request fills from its start: the missing part of a chunk, or the
+ * back part split off a running piece of it (see ChunkMap.next).
+ */
+export class Piece {
+  /** The next byte to write. */
+  pos: number;
+  /** End of the block being written now (past `pos` while a write is in flight): a split never cuts below it. */
+  reserved: number;
+  /** A lane is working on it (or waiting to retry it). */
+  owned = false;
+
+  constructor(
+    readonly chunk: number,
+    readonly start: number,
+    /** Exclusive; lowered when the back part is split off. */
+    public end: number,
+  ) {
+    this.pos = this.reserved = start;
+  }
+
+  get left(): number {
+    return this.end - Math.max(this.pos, this.reserved);
+  }
+}
+
+/**
+ * Which bytes of a partial file are on disk, and which requests are filling which ranges.
+ * `written[i]` is what chunk i holds from its start without a hole: what the journal persists
+ * and the hash follows. A stolen piece's bytes count there only once the piece before it
+ * reaches them, so a crash before that loses them (they are fetched again), never trusts a hole.
  */
 export class ChunkMap {
   readonly count: number;
   private frontierChunk = 0;
+  /** Pieces by chunk, in offset order; made on the first `next()`. */
+  private pieces: Piece[][] | undefined;
+  /** What each chunk held from its start when the pieces were made. */
+  private base: number[] = [];
 
   constructor(
     readonly size: number,
@@ -67,5 +108,63 @@ export class ChunkMap {
 
   complete(): boolean {
     return this.contiguousEnd() === this.size;
+  }
+
+  /** Pieces still to fill at the start: one per unfinished chunk. */
+  get missing(): number {
+    let n = 0;
+    for (let i = 0; i < this.count; i++) if (!this.done(i)) n++;
+    return n;
+  }
+
+  /**
+   * Work for a connection that just freed up: the lowest piece nobody works on, or else the back
+   * half of the running piece with the most left (aria2c's trick: the last wave of a file must
+   * not run on a few connections while the others idle). The running piece's request stops at
+   * the split; its connection is closed there, since its answer goes on past it. Undefined when
+   * nothing is left worth a request.
+   */
+  next(): Piece | undefined {
+    const all = this.allPieces();
+    for (const list of all) {
+      for (const p of list) {
+        if (!p.owned && p.pos < p.end) {
+          p.owned = true;
+          return p;
+        }
+      }
+    }
+    let victim: Piece | undefined;
+    for (const list of all) for (const p of list) if (p.owned && p.pos < p.end && (victim === undefined || p.left > victim.left)) victim = p;
+    if (victim === undefined || victim.left < 2 * MIN_STEAL) return undefined;
+    const from = Math.max(victim.pos, victim.reserved);
+    const mid = Math.floor((from + (victim.end - from) / 2) / SPLIT_ALIGN) * SPLIT_ALIGN;
+    const thief = new Piece(victim.chunk, mid, victim.end);
+    thief.owned = true;
+    victim.end = mid;
+    const list = all[victim.chunk] as Piece[];
+    list.splice(list.indexOf(victim) + 1, 0, thief);
+    return thief;
+  }
+
+  /** `n` bytes were written at `piece.pos`. */
+  wrote(piece: Piece, n: number): void {
+    piece.pos += n;
+    piece.reserved = Math.max(piece.reserved, piece.pos);
+    const i = piece.chunk;
+    let reach = this.start(i) + (this.base[i] ?? 0);
+    for (const p of this.allPieces()[i] ?? []) {
+      if (p.start > reach) break;
+      reach = Math.max(reach, p.pos);
+    }
+    this.written[i] = reach - this.start(i);
+  }
+
+  private allPieces(): Piece[][] {
+    if (this.pieces === undefined) {
+      this.base = [...this.written];
+      this.pieces = this.written.map((w, i) => (this.done(i) ? [] : [new Piece(i, this.start(i) + w, this.start(i) + this.length(i))]));
+    }
+    return this.pieces;
   }
 }

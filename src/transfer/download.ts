@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { OpenBody, RemoteFile, Source } from '../sources/source.js';
 import type { BodyReader } from './body-reader.js';
 import type { ConnectionBudget } from './budget.js';
-import { ChunkMap, chunkSizeFor } from './chunks.js';
+import { ChunkMap, MIN_STEAL, chunkSizeFor, type Piece } from './chunks.js';
 import { networkError } from './network-error.js';
 import { bootId } from './boot-id.js';
 import { readJournal } from './journal.js';
@@ -134,43 +134,55 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
     if (!resumable) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFullError(e, `while writing ${p.file.uri}`, { url: p.file.uri }) : e));
     const hashing = hasher.run();
     hashing.catch(() => ctrl.abort());
-    const tasks: Promise<void>[] = [];
     // A chunk that gives up (disk full, source changed, ranges unusable, retries spent) dooms
     // this attempt: stop the other chunks now instead of letting them run to their own end.
     const stopAll = (e: unknown): never => {
       ctrl.abort(e);
       throw e;
     };
-    for (let i = 0; i < map.count; i++) {
-      if (map.done(i)) continue;
-      tasks.push(
-        p.connections.request(
-          () =>
-            p.budget
-              .track(() =>
-                withRetry(
-                  async (ctx) => {
-                    if (ctrl.signal.aborted) throw ctrl.signal.reason;
-                    const before = map.written[i] ?? 0;
-                    try {
-                      await fetchChunk(p, fh, map, i, ctrl.signal, offer, (n) => {
-                        fetched += n;
-                        hasher.notify();
-                      });
-                    } catch (e) {
-                      if (!isTooSlow(e) && isProgress((map.written[i] ?? 0) - before, map.length(i) - before)) ctx.madeProgress();
-                      throw e;
-                    }
-                  },
-                  p.policy,
-                  { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
-                ),
-              )
-              .catch(stopAll),
-          ctrl.signal,
-        ),
-      );
-    }
+    const route = { host: hostOf(p.source, p.file), priority: p.connections.nextPriority(), signal: ctrl.signal };
+    // One lane per piece a connection could work on: each takes a piece once it has a connection
+    // (so pieces go to connections in offset order, and the last ones are split between them),
+    // and gives the connection back between pieces and while it waits to retry.
+    const lane = async (): Promise<void> => {
+      for (;;) {
+        let piece: Piece | undefined;
+        let idle = false;
+        await withRetry(
+          (ctx) =>
+            p.connections.request(
+              (slot) =>
+                p.budget.track(async () => {
+                  if (ctrl.signal.aborted) throw ctrl.signal.reason;
+                  piece ??= map.next();
+                  if (piece === undefined) {
+                    idle = true;
+                    return;
+                  }
+                  const got = piece;
+                  const before = got.pos;
+                  try {
+                    await fetchPiece(p, fh, map, got, ctrl.signal, offer, (n) => {
+                      fetched += n;
+                      slot.bytes(n);
+                      hasher.notify();
+                    });
+                  } catch (e) {
+                    if (!isTooSlow(e) && isProgress(got.pos - before, got.end - before)) ctx.madeProgress();
+                    throw e;
+                  }
+                }),
+              route,
+            ),
+          p.policy,
+          { signal: ctrl.signal, onRetry: (e, w) => p.onRetry?.(e, w) },
+        ).catch(stopAll);
+        if (idle) return;
+      }
+    };
+    // Beyond one lane per chunk, lanes that can only split others' pieces: a host's count may grow past the chunks.
+    const splittable = Math.floor((size - map.bytesOnDisk()) / (2 * MIN_STEAL));
+    const tasks = Array.from({ length: Math.max(1, Math.min(p.connections.hostCeiling, Math.max(map.missing, splittable))) }, lane);
     const results = await Promise.allSettled(tasks);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
@@ -200,22 +212,21 @@ function isAbortLike(e: unknown): boolean {
   return (e instanceof ModelsyncError && e.code === 'E_ABORTED') || (e instanceof Error && e.name === 'AbortError');
 }
 
-/** Fetch what is missing of chunk i, reporting each batch of bytes written. */
-async function fetchChunk(
+/** Fetch what is missing of a piece, up to its end (which a split may lower meanwhile), reporting each batch of bytes written. */
+async function fetchPiece(
   p: DownloadParams,
   fh: FileHandle,
   map: ChunkMap,
-  i: number,
+  piece: Piece,
   signal: AbortSignal,
   written: ((b: Buffer, at: number) => void) | undefined,
   progressed: (n: number) => void,
 ): Promise<void> {
-  const start = map.start(i) + (map.written[i] ?? 0);
-  const end = map.start(i) + map.length(i);
+  const start = piece.pos;
+  const end = piece.end;
   if (start >= end) return;
   const whole = start === 0 && end === map.size;
   const floor = new RateFloor(p.budget.rate, signal);
-  let pos = start;
   try {
     const res = await p.source.open(p.file, { range: { start, end }, signal: floor.signal }).catch((e: unknown) => {
       // A 206 whose Content-Range (or length) makes no sense is a server whose ranges we cannot use.
@@ -231,11 +242,11 @@ async function fetchChunk(
     }
     const from = res.origin ?? p.file.uri;
     floor.start(from);
-    await streamInto(res.body, fh, start, end, from, (n) => {
+    const bound = { limit: () => piece.end, reserve: (to: number) => void (piece.reserved = to) };
+    await streamInto(res.body, fh, start, bound, from, (n) => {
       p.budget.charge(n, from);
       floor.count(n);
-      pos += n;
-      map.written[i] = pos - map.start(i);
+      map.wrote(piece, n);
       p.onBytes?.(n);
       progressed(n);
     }, written, p.fence);
@@ -244,20 +255,27 @@ async function fetchChunk(
   } finally {
     floor.stop();
   }
-  if (pos < end) {
-    throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${pos} of ${end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
+  if (piece.pos < piece.end) {
+    throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${piece.pos} of ${piece.end} (connection cut or short body)`, { url: p.file.uri, retryable: true });
   }
+}
+
+/** Where a body may go: below `limit()` (read before every block), with each block announced to `reserve` before it is written. */
+interface Bound {
+  limit(): number;
+  reserve?(to: number): void;
 }
 
 /**
  * Copy a response body to [start, limit) of the file, one positional write per block. Bytes past
- * `limit` are never written: a body longer than promised is cut off there.
+ * the limit are never written: a body longer than promised is cut off there, and so is one
+ * whose piece was split meanwhile (its connection is closed, the rest of its answer unread).
  */
 async function streamInto(
   body: BodyReader,
   fh: FileHandle,
   start: number,
-  limit: number,
+  bound: Bound,
   from: string,
   wrote: (n: number) => void,
   onPiece?: (b: Buffer, at: number) => void,
@@ -266,7 +284,9 @@ async function streamInto(
   let pos = start;
   try {
     for (let block = await body.next(); block !== null; block = await body.next()) {
-      const piece = block.length > limit - pos ? block.subarray(0, limit - pos) : block;
+      const room = bound.limit() - pos;
+      const piece = block.length > room ? block.subarray(0, room) : block;
+      bound.reserve?.(pos + piece.length);
       if (fence) await fence();
       for (let off = 0; off < piece.length; ) off += (await fh.write(piece, off, piece.length - off, pos + off)).bytesWritten;
       // Only written bytes are hashed: a retry must not hash a piece twice.
@@ -282,6 +302,16 @@ async function streamInto(
     body.destroy();
   }
   return pos - start;
+}
+
+/** The host a file's requests count against (budget.ts): the source's word, or its URI's host. */
+function hostOf(source: Source, file: RemoteFile): string {
+  if (source.host) return source.host(file);
+  try {
+    return new URL(file.uri).host || file.uri;
+  } catch {
+    return file.uri;
+  }
 }
 
 /**
@@ -315,7 +345,7 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
           res.body,
           fh,
           0,
-          limit,
+          { limit: () => limit },
           from,
           (n) => {
             p.budget.charge(n, from);

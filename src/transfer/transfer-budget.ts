@@ -29,7 +29,8 @@ export interface TransferLimits extends RateRule {
  * Time: once the size is known, the entry must be done within the time its bytes take at the
  * minimum rate, plus one window, counted only while it holds a connection (a slot of the pool,
  * a stream, a probe): waiting for a slot behind other files, or for a peer's lease, is not its
- * own slowness. Backoff sleeps are counted: they happen holding the slot.
+ * own slowness. A stream's backoff sleeps are counted (they hold its connection); a chunk's
+ * are not, since its lane gives the connection back while it waits (download.ts).
  */
 export class TransferBudget {
   private fetched = 0;

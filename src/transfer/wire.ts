@@ -23,9 +23,7 @@ export async function wireRequest(req: WireRequest, budget: ConnectionBudget): P
   const key = `${req.proxy?.name ?? 'direct'} ${req.url.protocol}//${req.url.host}`;
   for (;;) {
     const pooled = budget.idle.take(key);
-    const conn =
-      pooled ??
-      (await WireConn.open(req.url, req.proxy, (c) => budget.idle.keep(key, c), (c) => budget.idle.drop(key, c), { timeoutMs: req.idleTimeoutMs, signal: req.signal, receiveBlockSize: budget.receiveBlockSize }));
+    const conn = pooled ?? (await openConn(req, key, budget));
     try {
       const { head, body } = await conn.exchange(req);
       return { status: head.status, headers: head.headers, body };
@@ -34,4 +32,20 @@ export async function wireRequest(req: WireRequest, budget: ConnectionBudget): P
       throw e;
     }
   }
+}
+
+/** A new connection of `budget` for `route`: kept idle when its exchange ends cleanly, counted while open. */
+export async function openConn(req: Pick<WireRequest, 'url' | 'proxy' | 'idleTimeoutMs' | 'signal'>, route: string, budget: ConnectionBudget): Promise<WireConn> {
+  const conn = await WireConn.open(
+    req.url,
+    req.proxy,
+    (c) => budget.idle.keep(route, c),
+    (c) => {
+      budget.idle.drop(route, c);
+      budget.closed();
+    },
+    { timeoutMs: req.idleTimeoutMs, signal: req.signal, receiveBlockSize: budget.receiveBlockSize },
+  );
+  budget.opened();
+  return conn;
 }

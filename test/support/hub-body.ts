@@ -115,6 +115,10 @@ export function serveBlob(ex: Exchange, src: BlobSource, env: BodyEnv): void {
     [limit, finish] = [f.stallAfterBytes.bytes, 'stall'];
   } else if (len > 0 && take(f?.shorterBody)) {
     [limit, finish] = [Math.floor(len / 2), 'fin'];
+  } else if (f?.stallAtOffset && covers(f.stallAtOffset.offset, start, end) && take(f.stallAtOffset)) {
+    [limit, finish] = [f.stallAtOffset.offset - start, 'stall'];
+  } else if (f?.cutAtOffset && covers(f.cutAtOffset.offset, start, end) && take(f.cutAtOffset)) {
+    [limit, finish] = [f.cutAtOffset.offset - start, 'destroy'];
   }
   const flip = f?.flipByteAt;
   const flipAt = flip && flip.offset >= start && flip.offset < start + limit && take(flip) ? flip.offset : undefined;
@@ -123,6 +127,11 @@ export function serveBlob(ex: Exchange, src: BlobSource, env: BodyEnv): void {
   const plan: PumpPlan = { start, stop: start + limit, flipAt, extra: f?.endlessBody ? Infinity : longer ? GARBAGE.length : 0, finish };
   if (f?.bytesPerSecond !== undefined) plan.rate = f.bytesPerSecond;
   pump(ex, { ...src, content }, env, plan).catch(() => ex.req.socket.destroy());
+}
+
+/** Whether a response for [start, end) reaches file offset `at` (with at least one byte before it, so it is a cut, not a refusal). */
+function covers(at: number, start: number, end: number): boolean {
+  return at > start && at < end;
 }
 
 type Finish = 'end' | 'destroy' | 'fin' | 'stall';
@@ -169,12 +178,13 @@ async function pump(ex: Exchange, src: BlobSource, env: BodyEnv, plan: PumpPlan)
   // Paced responses send a slice every ~50 ms; others go in 1 MiB writes, one in flight at a
   // time, which both respects backpressure and makes "sent" mean "handed to the kernel".
   const step = plan.rate !== undefined ? Math.max(1, Math.floor(plan.rate / 20)) : 1 << 20;
-  const send = async (chunk: Buffer): Promise<boolean> => {
+  const send = async (chunk: Buffer, last = false): Promise<boolean> => {
     const ok = await untilClosed(res, state, (done) => {
       res.write(chunk, (err) => done(!err));
       return undefined;
     });
     if (ok) env.countBytes(src.key, chunk.length);
+    if (ok && last) ex.lastByteSent?.();
     if (ok && plan.rate !== undefined) {
       const ms = (chunk.length / plan.rate) * 1000;
       return untilClosed(res, state, (done) => {
@@ -193,7 +203,7 @@ async function pump(ex: Exchange, src: BlobSource, env: BodyEnv, plan: PumpPlan)
       const i = plan.flipAt - pos;
       chunk[i] = (chunk[i] ?? 0) ^ 0xff;
     }
-    if (!(await send(chunk))) return;
+    if (!(await send(chunk, pos + n >= plan.stop && plan.extra === 0 && plan.finish === 'end'))) return;
     pos += n;
   }
   for (let sent = 0; sent < plan.extra; ) {

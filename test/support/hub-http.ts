@@ -8,6 +8,8 @@ export interface Exchange {
   res: ServerResponse;
   url: URL;
   record: HubRequestRecord;
+  /** The body's last byte went to the kernel: from the client's side the request is over (pacing may still hold the response open a while). */
+  lastByteSent?: () => void;
 }
 
 export interface HubError {

@@ -57,6 +57,10 @@ export interface BlobFaults {
   resolveRedirect?: string;
   /** Headers of the resolve answer replaced (X-Linked-Etag, X-Linked-Size, X-Repo-Commit); '' removes one. */
   resolveHeaders?: Record<string, string>;
+  /** The next `times` GETs whose range holds file offset `offset` stop sending there and keep the connection open. */
+  stallAtOffset?: { offset: number; times: number };
+  /** The next `times` GETs whose range holds file offset `offset` are cut (socket destroyed) there. */
+  cutAtOffset?: { offset: number; times: number };
 }
 
 export interface HubRequestRecord {
@@ -67,6 +71,8 @@ export interface HubRequestRecord {
   status: number;
   authorization: string | undefined;
   range: string | undefined;
+  /** Requests in flight on this host (hub or cdn) when this one arrived, itself included. */
+  inFlight: number;
 }
 
 export interface HubStats {
@@ -92,6 +98,8 @@ export interface Hub {
   apiRedirect: string | undefined;
   /** When set, API answers trickle out at this many bytes per second (a mirror that is all but dead). */
   apiBytesPerSecond: number | undefined;
+  /** Milliseconds every request on every host waits before it is answered: a real server's time to first byte. */
+  ttfbMs: number;
   signedUrlTtlSeconds: number;
   addRepo(repo: HubRepo): { commit: string };
   pushFiles(repoId: string, files: HubFile[], type?: RepoType): { commit: string };

@@ -71,6 +71,7 @@ export async function startHub(): Promise<Hub> {
     treePageSize: 1000,
     apiRedirect: undefined,
     apiBytesPerSecond: undefined,
+    ttfbMs: 0,
     signedUrlTtlSeconds: 3600,
     tokens: { valid: new Set(), gatedApproved: new Set() },
     stats,
@@ -112,10 +113,25 @@ export async function startHub(): Promise<Hub> {
   };
   const env: ResolveEnv = { store, body, signer, xet, settings: hub };
 
+  const inFlight = { hub: 0, cdn: 0 };
+  // Read per request: a test or the bench sets it on the live Hub.
+  const afterTtfb =
+    (handle: (req: IncomingMessage, res: ServerResponse) => void) =>
+    (req: IncomingMessage, res: ServerResponse): void => {
+      if (hub.ttfbMs > 0) setTimeout(() => handle(req, res), hub.ttfbMs);
+      else handle(req, res);
+    };
   const exchange = (host: 'hub' | 'cdn', req: IncomingMessage, res: ServerResponse, base: string): Exchange => {
     const raw = req.url ?? '/';
     // Concatenate rather than resolve against a base, so "//x" stays a path and not a host.
     const url = raw.startsWith('/') ? new URL(base + raw) : new URL(raw, base);
+    inFlight[host]++;
+    let counted = true;
+    const over = (): void => {
+      if (counted) inFlight[host]--;
+      counted = false;
+    };
+    res.once('close', over);
     const record = {
       host,
       method: req.method ?? 'GET',
@@ -123,11 +139,12 @@ export async function startHub(): Promise<Hub> {
       status: 0,
       authorization: req.headers.authorization,
       range: req.headers.range,
+      inFlight: inFlight[host],
     };
     stats.requests.push(record);
     if (host === 'hub' && url.pathname.startsWith('/api/') && !url.pathname.startsWith('/api/resolve-cache/')) stats.apiCalls++;
     if (host === 'cdn' && carriesCredentials(req)) stats.cdnRequestsWithAuth++;
-    return { req, res, url, record };
+    return { req, res, url, record, lastByteSent: over };
   };
 
   const fail = (ex: Exchange, err: unknown): void => {
@@ -135,7 +152,7 @@ export async function startHub(): Promise<Hub> {
     else sendError(ex, { status: 500, message: err instanceof Error ? err.message : String(err) });
   };
 
-  hubServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  hubServer.on('request', afterTtfb((req: IncomingMessage, res: ServerResponse) => {
     let ex: Exchange | undefined;
     const run = async (): Promise<void> => {
       ex = exchange('hub', req, res, hub.endpoint);
@@ -152,8 +169,8 @@ export async function startHub(): Promise<Hub> {
       return handleResolve(ex, env, segs);
     };
     run().catch((err: unknown) => (ex ? fail(ex, err) : res.destroy()));
-  });
-  cdnServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  }));
+  cdnServer.on('request', afterTtfb((req: IncomingMessage, res: ServerResponse) => {
     let ex: Exchange | undefined;
     try {
       ex = exchange('cdn', req, res, hub.cdnOrigin);
@@ -162,9 +179,9 @@ export async function startHub(): Promise<Hub> {
       if (ex) fail(ex, err);
       else res.destroy();
     }
-  });
+  }));
   // The bridge is the CDN of Xet-stored files: its requests count as the CDN's (bytes, auth).
-  bridgeServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  bridgeServer.on('request', afterTtfb((req: IncomingMessage, res: ServerResponse) => {
     let ex: Exchange | undefined;
     try {
       ex = exchange('cdn', req, res, hub.bridgeOrigin);
@@ -173,6 +190,6 @@ export async function startHub(): Promise<Hub> {
       if (ex) fail(ex, err);
       else res.destroy();
     }
-  });
+  }));
   return hub;
 }
