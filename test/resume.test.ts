@@ -100,6 +100,17 @@ describe('ranged multi-connection downloads and resume', () => {
     expect(await readdir(tmpDir())).toEqual([]);
   });
 
+  it('a journal temp that a writer killed mid-write left behind is cleared by the sync that takes over', async () => {
+    const m = await setup();
+    await killMidway(m, SIZE * 0.3);
+    const journal = (await readdir(tmpDir())).find((n) => n.endsWith('.journal'));
+    expect(journal).toBeDefined();
+    await writeFile(path.join(tmpDir(), `${journal}.999999.killed.tmp`), '{"v":1');
+    const r = await runCli(['sync', ...FLAGS], sb.env(AFTER_KILL));
+    expect(r.code).toBe(0);
+    expect(await readdir(tmpDir())).toEqual([]);
+  });
+
   it('a rerun with another --chunk-size resumes in the chunks the partial was started with', async () => {
     const m = await setup();
     const had = await killMidway(m, SIZE * 0.3);

@@ -1,6 +1,7 @@
 import { chmod, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
+import { isTempOf } from '../fs/atomic-write.js';
 import { withReopen } from '../fs/estale.js';
 import { readJournal } from '../transfer/journal.js';
 import { checkKeyName, type StoreLayout } from '../store/layout.js';
@@ -52,6 +53,11 @@ export async function adoptPartial(store: StoreLayout, keyName: string, token: s
     const part = path.join(store.tmp, n);
     if (part === mine.part || ours.includes(`${n.slice(0, -'.part'.length)}.journal`)) continue;
     await rm(part, { force: true });
+  }
+  // A journal's temp, left by a writer killed between writing it and renaming it into place.
+  const myJournal = path.basename(mine.journal);
+  for (const n of ours) {
+    if (n.endsWith('.tmp') && /\.journal\./.test(n) && !isTempOf(n, myJournal)) await rm(path.join(store.tmp, n), { force: true });
   }
   if (!best) return { ...mine, adopted: false };
   try {
