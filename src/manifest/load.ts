@@ -2,6 +2,7 @@ import { LineCounter, parseDocument, isMap, type Document, type Node } from 'yam
 import type { z } from 'zod';
 import { checkEntry, duplicateDests } from './entry.js';
 import { ManifestError } from './manifest-error.js';
+import { parseMirrors } from './mirrors.js';
 import { parsePolicy } from './policy.js';
 import { EntrySchema, ManifestSchema } from './schema.js';
 import type { Entry, Manifest, ManifestProblem, UnplacedEntry } from './types.js';
@@ -56,7 +57,10 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
   });
   problems.push(...duplicateDestProblems(entries, (i) => lineAt(nodeAt(doc, ['models', i, 'dest'])?.range?.[0])));
   const onDemand = top.data.on_demand && parsePolicy(top.data.on_demand);
-  for (const p of onDemand?.problems ?? []) problems.push({ entry: undefined, field: p.field, line: lineAt(nodeAt(doc, p.field.split('.').map((k) => (/^\d+$/.test(k) ? Number(k) : k)))?.range?.[0]), message: p.message });
+  const mirrored = parseMirrors(top.data);
+  for (const p of [...(onDemand?.problems ?? []), ...mirrored.problems]) {
+    problems.push({ entry: undefined, field: p.field, line: lineAt(nodeAt(doc, p.field.split('.').map((k) => (/^\d+$/.test(k) ? Number(k) : k)))?.range?.[0]), message: p.message });
+  }
   if (problems.length > 0) throw new ManifestError(file, problems);
   const s3 = top.data.s3 ?? {};
   return {
@@ -66,6 +70,8 @@ export function parseManifest(text: string, file: string, opts: ParseOptions = {
     folders,
     s3: { endpoint: s3.endpoint, region: s3.region, pathStyle: s3.path_style },
     onDemand: onDemand?.policy,
+    ...(mirrored.mirrors.length > 0 ? { mirrors: mirrored.mirrors } : {}),
+    ...(mirrored.mirrorWrite ? { mirrorWrite: mirrored.mirrorWrite } : {}),
   };
 }
 

@@ -28,6 +28,9 @@ export const ManifestSchema = z.strictObject({
       require_sha256: z.boolean().optional(),
     })
     .optional(),
+  /** Tried in order before the origin, for blobs whose sha256 is known (manifest/mirrors.ts). */
+  mirrors: z.array(z.string()).optional(),
+  mirror_write: z.string().optional(),
   s3: z
     .strictObject({
       endpoint: z.string().url().optional(),

@@ -1,3 +1,4 @@
+import type { MirrorRef, S3MirrorRef } from './mirror-uri.js';
 import type { OnDemandPolicy } from './policy.js';
 
 export interface HfRef {
@@ -107,6 +108,7 @@ export interface S3Options {
 }
 
 export type { OnDemandPolicy } from './policy.js';
+export type { MirrorRef, S3MirrorRef, HttpsMirrorRef } from './mirror-uri.js';
 
 export interface Manifest {
   /** Absolute path of the file it was read from. */
@@ -117,6 +119,10 @@ export interface Manifest {
   /** Extra top-level folders allowed in `dest` (custom nodes add their own). */
   readonly folders: readonly string[];
   readonly s3: S3Options;
+  /** `mirrors:`, in order; absent or empty: none. */
+  readonly mirrors?: readonly MirrorRef[] | undefined;
+  /** `mirror_write:`: where a node uploads what it fetched from an origin. */
+  readonly mirrorWrite?: S3MirrorRef | undefined;
   /** `on_demand:`; undefined: every on-demand request is refused. */
   readonly onDemand?: OnDemandPolicy | undefined;
 }

@@ -140,3 +140,15 @@ function networkFailure(e: unknown, s: SdkErrorShape, f: S3Failure, where: strin
   if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) throw e;
   return new ModelsyncError('E_S3', `${f.uri}: request to ${where} failed (${s.name}: ${s.message})`, { ...ctx, retryable: true });
 }
+
+/**
+ * A mirror's "no such blob": 404, or 403 AccessDenied, which is how S3 answers a missing key to
+ * a reader without s3:ListBucket. A missing bucket or rejected credentials are not misses: they
+ * are a mirror that cannot serve anything, and are reported as failures.
+ */
+export function isMissingKey(e: unknown): boolean {
+  if (!(e instanceof ModelsyncError)) return false;
+  const s = sdkErrorShape(e.cause);
+  if (e.code === 'E_NOT_FOUND') return s.name !== 'NoSuchBucket';
+  return e.code === 'E_AUTH' && s.status === 403 && (s.name === 'AccessDenied' || s.name === 'Forbidden' || s.name === '403');
+}

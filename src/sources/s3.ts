@@ -82,8 +82,12 @@ export class S3Source implements Source {
   }
 
   /** HeadObject, retried like any transfer; a bodiless 403/404/301 is asked again to name itself. */
-  async describe(entry: Entry, signal: AbortSignal): Promise<S3Object> {
-    const ref = s3Ref(entry);
+  describe(entry: Entry, signal: AbortSignal): Promise<S3Object> {
+    return this.describeRef(s3Ref(entry), signal);
+  }
+
+  /** HeadObject of any object this source's client reaches (a mirror's blob, say). */
+  async describeRef(ref: S3Ref, signal: AbortSignal): Promise<S3Object> {
     return withRetry(
       async () => {
         let head: HeadObjectCommandOutput;

@@ -9,6 +9,7 @@ import { newToken } from '../store/lease.js';
 import { systemClock, type Clock } from '../clock.js';
 import { ConnectionBudget } from '../transfer/budget.js';
 import type { RetryPolicy } from '../transfer/retry.js';
+import { Mirrors } from './mirrors.js';
 
 /** Everything a sync needs, opened once per process and shared by every sync it runs. */
 export interface SyncContext {
@@ -26,6 +27,8 @@ export interface SyncContext {
   readonly dbRecreated: boolean;
   /** Blobs being fetched in this process (by key name), settled when done: see fetchBlob. */
   readonly inflight: Map<string, Promise<void>>;
+  /** The manifest's mirrors (tried before the origin) and which are benched after a failure. */
+  readonly mirrors: Mirrors;
   sourceFor(kind: SourceRef['kind'], manifest: Manifest): Promise<Source>;
   close(): void;
 }
@@ -70,17 +73,19 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     const { S3Source } = await import('../sources/s3.js');
     return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs, connections });
   };
+  const policy = { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs };
   return {
     config,
     log,
     db,
     store,
     connections,
-    policy: { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs },
+    policy,
     clock,
     token: newToken(),
     dbRecreated: recreated,
     inflight: new Map(),
+    mirrors: new Mirrors({ config, connections, policy, clock }),
     sourceFor(kind, manifest) {
       const k = kind === 's3' ? `s3:${manifest.path}` : kind;
       let s = sources.get(k);

@@ -11,7 +11,7 @@ import { buildPlan, checkSpace } from './plan.js';
 import { writeRefs } from './refs.js';
 import { BUSY, result, runJob } from './run-job.js';
 import { SyncBatch } from './sync-batch.js';
-import type { BlobJob, EntryResult, SyncEvents, SyncReport } from './types.js';
+import { NO_BYTES, addBytes, type BlobJob, type EntryResult, type SyncEvents, type SyncReport } from './types.js';
 
 export interface SyncOptions {
   readonly signal?: AbortSignal;
@@ -55,6 +55,7 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
     events.entryState?.(f.entry, 'failed', { error: f.error.message });
   }
   let fetched = 0;
+  let bySource = NO_BYTES;
   // Folder fsyncs and state DB rows of every commit and publish, done in a few passes; the last
   // one before this sync reports anything (see SyncBatch for why that is as durable as before).
   const batch = new SyncBatch(ctx.db, ctx.log, ctx.clock);
@@ -68,7 +69,10 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
         files.add(async () => {
           const got = await runJob(ctx, manifest, job, { batch, claims, firstPass: first, settle: (e, r) => results.set(e, r) }, signal, events);
           if (got === BUSY) busy.push(job);
-          else fetched += got.fetched;
+          else {
+            fetched += got.fetched;
+            bySource = addBytes(bySource, got.bySource);
+          }
         }),
       ),
     );
@@ -93,6 +97,7 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
     ok: list.every((r) => r.state !== 'failed'),
     entries: list,
     bytesFetched: fetched,
+    bytesBySource: bySource,
     durationMs: ctx.clock.now() - started,
   };
 }

@@ -1,6 +1,7 @@
 import { rm, unlink } from 'node:fs/promises';
 import { ModelsyncError } from '../errors.js';
 import { keyName } from '../content-key.js';
+import type { Mirror } from '../sources/mirror.js';
 import type { Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
 import { blobPath } from '../store/layout.js';
@@ -27,6 +28,8 @@ export interface FetchScope {
   readonly claims: ClaimOwner;
   /** A first pass skips the small blobs a peer has claimed (BUSY) instead of waiting on them. */
   readonly firstPass: boolean;
+  /** The manifest's mirrors, tried before the origin (see fetchFromMirrors). */
+  readonly mirrors?: readonly Mirror[] | undefined;
 }
 
 /** Unique partial names for small-blob writers within this process (two syncs may overlap). */
@@ -63,10 +66,10 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
   const t = ctx.config.tunables;
   // One budget for every attempt at this blob in this sync, lease losses and retakes included.
   const budget = new TransferBudget(job.file.uri, job.file.size, { fetchRatio: t.fetchRatio, minRate: t.minRate, windowMs: t.minRateWindowMs, maxUnsized: t.maxUnsized });
-  if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch, budget);
+  if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch, budget, scope.mirrors);
   const final = blobPath(ctx.store, job.key);
   const have = await usableBlob(ctx, job, final, batch);
-  if (have) return { fetched: 0, stamp: have, key: job.key };
+  if (have) return { fetched: 0, mirrored: 0, via: 'volume', stamp: have, key: job.key };
   const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
   // A peer may hold the lease twice as long as its own download may take (see TransferBudget).
   const patienceMs = budget.maxMs === undefined ? undefined : 2 * budget.maxMs + t.leaseStaleMs;
@@ -84,9 +87,9 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
     });
     if (now) {
       await claim.release();
-      return { fetched: 0, stamp: now, key: job.key };
+      return { fetched: 0, mirrored: 0, via: 'volume', stamp: now, key: job.key };
     }
-    return fetchSmall(ctx, job, source, signal, events, batch, claim, budget);
+    return fetchSmall(ctx, job, source, signal, events, batch, claim, budget, scope.mirrors);
   }
   let done: FileStamp | undefined;
   const isDone = async (): Promise<boolean> => {
@@ -101,10 +104,10 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
       () => job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer')),
       (holder) => ctx.log.warn({ uri: job.file.uri, holder, patienceMs }, 'a peer has held this blob longer than its download may take; taking it over'),
     );
-    if (got === 'done') return { fetched: 0, stamp: done, key: job.key };
-    if (small) return fetchSmall(ctx, job, source, signal, events, batch, got, budget);
+    if (got === 'done') return { fetched: 0, mirrored: 0, via: 'volume', stamp: done, key: job.key };
+    if (small) return fetchSmall(ctx, job, source, signal, events, batch, got, budget, scope.mirrors);
     try {
-      return await fetchUnderLease(ctx, job, source, signal, events, batch, got, budget);
+      return await fetchUnderLease(ctx, job, source, signal, events, batch, got, budget, scope.mirrors);
     } catch (e) {
       // A peer judged us dead (we were stopped, starved or cut off) and took over: yield to it,
       // and wait for its commit like any other waiter, or take over in turn if it dies too.
@@ -115,7 +118,7 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
 }
 
 /** Download, verify and commit while holding the blob's lease; always releases it. */
-async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, lease: Lease, budget: TransferBudget): Promise<Fetched> {
+async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, lease: Lease, budget: TransferBudget, mirrors: readonly Mirror[] = []): Promise<Fetched> {
   const name = keyName(job.key);
   try {
     return await fetchVerified(ctx, job, source, signal, events, batch, {
@@ -130,7 +133,7 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
         if (!(await lease.check())) throw lease.signal.reason;
       },
       afterCommit: (paths) => rm(paths.journal, { force: true }),
-    }, budget);
+    }, budget, mirrors);
   } finally {
     await lease.release();
   }
@@ -140,9 +143,9 @@ async function fetchUnderLease(ctx: SyncContext, job: BlobJob, source: Source, s
  * A small blob, fetched under a claim into a partial no one else writes or adopts (adoption is
  * for holders of a lease). Left behind by a crash, such a partial is debris for gc.
  */
-async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, claim: Lease, budget: TransferBudget): Promise<Fetched> {
+async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, claim: Lease, budget: TransferBudget, mirrors: readonly Mirror[] = []): Promise<Fetched> {
   try {
-    return await fetchAlone(ctx, job, source, signal, events, batch, budget);
+    return await fetchAlone(ctx, job, source, signal, events, batch, budget, mirrors);
   } finally {
     await claim.release();
   }
@@ -153,7 +156,7 @@ async function fetchSmall(ctx: SyncContext, job: BlobJob, source: Source, signal
  * blob whose key is learnt from its bytes (nothing to lease yet: peers asking for the same URL
  * at once each fetch it, and the first commit wins).
  */
-async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, budget: TransferBudget): Promise<Fetched> {
+async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, budget: TransferBudget, mirrors: readonly Mirror[] = []): Promise<Fetched> {
   const final = blobPath(ctx.store, job.key);
   for (let tries = 1; ; tries++) {
     const paths = partPaths(ctx.store, keyName(job.key), `${ctx.token}-${++writerSeq}`);
@@ -166,14 +169,14 @@ async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal
         // an older modelsync that leased (and adopted partials of) every blob.
         beforeCommit: (p) => unlink(p.journal).catch(() => undefined),
         afterCommit: () => Promise.resolve(),
-      }, budget);
+      }, budget, mirrors);
     } catch (e) {
       await removePart(paths);
       // The partial was cleared under us (by such an older peer, which removes partials without a
       // journal): the blob may be in by now; else again.
       if (signal.aborted || !(e instanceof ModelsyncError && e.code === 'E_LEASE_LOST') || tries >= 3) throw e;
       const have = job.learn ? undefined : await usableBlob(ctx, job, final, batch);
-      if (have) return { fetched: 0, stamp: have, key: job.key };
+      if (have) return { fetched: 0, mirrored: 0, via: 'volume', stamp: have, key: job.key };
     }
   }
 }

@@ -2,11 +2,13 @@ import { setMaxListeners } from 'node:events';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { keyName, type ContentKey } from '../content-key.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
+import type { Mirror } from '../sources/mirror.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
 import { commitBlob, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
-import { downloadToPart } from '../transfer/download.js';
+import { downloadToPart, type DownloadParams } from '../transfer/download.js';
+import { contentVersion } from '../transfer/journal.js';
 import type { TransferBudget } from '../transfer/transfer-budget.js';
 import { checkSafetensors, hashMismatch } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
@@ -22,6 +24,10 @@ const SOURCE_CHANGE_RESTARTS = 2;
 export interface Fetched {
   /** Bytes that came over the network. */
   readonly fetched: number;
+  /** Of those, the bytes that came from mirrors. */
+  readonly mirrored: number;
+  /** Where the blob came from: a mirror, the origin, or the volume (in the store already, or a peer's commit). */
+  readonly via: 'origin' | 'mirror' | 'volume';
   /** The committed blob's key: the job's, or for a job that learns its key, the bytes' sha256. */
   readonly key: ContentKey;
   /** The committed blob's stamp (undefined only if it vanished right after the commit). */
@@ -44,44 +50,38 @@ export interface Writer {
 }
 
 /**
- * Download, verify and commit the job's blob as `w` says. Bytes that fail the hash or the size
- * are discarded and fetched again (a few times); a source that changed mid-download starts over
- * from its new version. All of it draws on one `budget` of bytes. The commit's folder fsync
- * and the state DB row go through the batch.
+ * Download, verify and commit the job's blob as `w` says: from the mirrors first (in order; see
+ * fetchFromMirrors), else from its origin. Bytes that fail the hash or the size are discarded
+ * and fetched again (a few times); a source that changed mid-download starts over from its new
+ * version. All of the origin's attempts draw on one `budget` of bytes (each mirror has its own,
+ * so a mirror that wastes its share never costs the origin's). The commit's folder fsync and the
+ * state DB row go through the batch.
  */
-export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer, budget: TransferBudget): Promise<Fetched> {
-  const t = ctx.config.tunables;
+export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Source, signal: AbortSignal, events: SyncEvents, batch: SyncBatch, w: Writer, budget: TransferBudget, mirrors: readonly Mirror[] = []): Promise<Fetched> {
+  // Only content named before the download can be looked up by name on a mirror.
+  const viaMirrors = mirrors.length > 0 && !job.learn && job.key.algo === 'sha256';
+  let mirrored = 0;
+  if (viaMirrors) {
+    const { fetchFromMirrors } = await import('./fetch-mirrored.js');
+    const got = await fetchFromMirrors(ctx, job, mirrors, { signal, events, batch, w });
+    if (got.done) return got.done;
+    mirrored = got.bytes;
+  }
   // Stopped by the sync, by the loss of our lease, or by the entry's own time running out.
   const both = AbortSignal.any(w.signal ? [signal, w.signal, budget.signal] : [signal, budget.signal]);
   setMaxListeners(0, both);
-  let fetched = 0;
+  // With mirrors, the partial is named by its content, so the origin resumes what a mirror began.
+  const forJournal = (f: RemoteFile): RemoteFile => (viaMirrors ? { ...f, version: contentVersion(f.key) } : f);
+  let fetched = mirrored;
   // The version being fetched: replaced when the source changes under us (new ETag, new CDN blob).
-  let file = job.file;
+  let file = forJournal(job.file);
   let restarts = 0;
   for (let attempt = 1; ; attempt++) {
     const paths = await w.paths(file.version);
     job.entries.forEach((e) => events.entryState?.(e, 'downloading', job.file.size === undefined ? { key: job.key } : { size: job.file.size, key: job.key }));
     let d;
     try {
-      d = await downloadToPart({
-        file,
-        source,
-        partPath: paths.part,
-        journalPath: paths.journal,
-        maxChunkSize: t.maxChunkSize,
-        connections: ctx.connections,
-        policy: ctx.policy,
-        budget,
-        signal: both,
-        log: ctx.log,
-        fence: w.fence,
-        wholeStream: job.learn,
-        onBytes: (n) => events.bytes?.(n, job.key),
-        onRetry: (e, wait) => {
-          ctx.log.warn({ uri: job.file.uri, waitMs: wait, err: e.message }, 'retrying');
-          events.retry?.(job.file.uri, e.message, wait);
-        },
-      });
+      d = await downloadToPart(downloadParams(ctx, job, file, source, paths, both, events, w, budget));
     } catch (e) {
       if (w.signal?.aborted && !signal.aborted) throw w.signal.reason;
       // Out of time: the partial stays, for the next sync (or a peer) to resume.
@@ -94,7 +94,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
         restarts++;
         await removePart(paths);
         ctx.log.warn({ uri: file.uri, restart: restarts, err: e.message }, 'source changed during download; discarding the partial and starting over');
-        file = await resolveAgain(job, source, both);
+        file = forJournal(await resolveAgain(job, source, both));
         continue;
       }
       throw e;
@@ -111,28 +111,60 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       if (attempt >= MISMATCH_ATTEMPTS) throw err;
       continue;
     }
-    if (job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
-      const bad = await checkSafetensors(paths.part);
-      if (bad !== undefined) {
-        await removePart(paths);
-        throw new ModelsyncError('E_CORRUPT', `${job.file.uri}: not a valid safetensors file (${bad})`, { url: job.file.uri });
-      }
-    }
-    await w.beforeCommit(paths);
-    const final = blobPath(ctx.store, key);
-    try {
-      await commitBlob(paths.part, final, { dirs: batch, how: w.how });
-    } catch (e) {
-      if (isDiskFull(e)) throw diskFullError(e, `while committing ${job.file.uri}`, { url: job.file.uri });
-      // Our partial is gone from under its name: a peer that took over adopted it (or cleared it).
-      if (errnoCode(e) === 'ENOENT') throw new ModelsyncError('E_LEASE_LOST', `${job.file.uri}: a peer took over this download`, { cause: e });
-      throw e;
-    }
-    await w.afterCommit(paths);
-    const stamp = await stampOf(final);
-    if (stamp) batch.record(() => ctx.db.putVerified(final, stamp, key));
-    return { fetched, stamp, key };
+    const stamp = await commitVerified(ctx, job, paths, key, batch, w);
+    return { fetched, mirrored, via: 'origin', stamp, key };
   }
+}
+
+/** What downloadToPart needs for one attempt at `file` from `source`. */
+export function downloadParams(ctx: SyncContext, job: BlobJob, file: RemoteFile, source: Source, paths: PartPaths, signal: AbortSignal, events: SyncEvents, w: Writer, budget: TransferBudget, onBytes?: (n: number) => void): DownloadParams {
+  return {
+    file,
+    source,
+    partPath: paths.part,
+    journalPath: paths.journal,
+    maxChunkSize: ctx.config.tunables.maxChunkSize,
+    connections: ctx.connections,
+    policy: ctx.policy,
+    budget,
+    signal,
+    log: ctx.log,
+    fence: w.fence,
+    wholeStream: job.learn,
+    onBytes: (n) => {
+      onBytes?.(n);
+      events.bytes?.(n, job.key);
+    },
+    onRetry: (e, wait) => {
+      ctx.log.warn({ uri: file.uri, waitMs: wait, err: e.message }, 'retrying');
+      events.retry?.(file.uri, e.message, wait);
+    },
+  };
+}
+
+/** Commit a partial whose bytes hashed to `key`: the safetensors check, the writer's fences, the state DB row. */
+export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: PartPaths, key: ContentKey, batch: SyncBatch, w: Writer): Promise<FileStamp | undefined> {
+  if (job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
+    const bad = await checkSafetensors(paths.part);
+    if (bad !== undefined) {
+      await removePart(paths);
+      throw new ModelsyncError('E_CORRUPT', `${job.file.uri}: not a valid safetensors file (${bad})`, { url: job.file.uri });
+    }
+  }
+  await w.beforeCommit(paths);
+  const final = blobPath(ctx.store, key);
+  try {
+    await commitBlob(paths.part, final, { dirs: batch, how: w.how });
+  } catch (e) {
+    if (isDiskFull(e)) throw diskFullError(e, `while committing ${job.file.uri}`, { url: job.file.uri });
+    // Our partial is gone from under its name: a peer that took over adopted it (or cleared it).
+    if (errnoCode(e) === 'ENOENT') throw new ModelsyncError('E_LEASE_LOST', `${job.file.uri}: a peer took over this download`, { cause: e });
+    throw e;
+  }
+  await w.afterCommit(paths);
+  const stamp = await stampOf(final);
+  if (stamp) batch.record(() => ctx.db.putVerified(final, stamp, key));
+  return stamp;
 }
 
 /** The job's source resolved once more; it must still promise the same content. */

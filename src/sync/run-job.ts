@@ -11,7 +11,7 @@ import { blobPath } from '../store/layout.js';
 import { publish, type PublishMode } from '../store/publish.js';
 import type { SyncContext } from './context.js';
 import type { SyncBatch } from './sync-batch.js';
-import type { BlobJob, EntryResult, SyncEvents } from './types.js';
+import { NO_BYTES, type BlobJob, type BytesBySource, type EntryResult, type SyncEvents } from './types.js';
 
 /** A small blob a peer is fetching right now, on a first pass: the caller comes back to it. */
 export const BUSY = 'busy';
@@ -35,6 +35,8 @@ export interface JobScope {
 export interface JobDone {
   /** Bytes that came over the network. */
   readonly fetched: number;
+  /** Bytes by where they came from (see SyncReport.bytesBySource). */
+  readonly bySource: BytesBySource;
   /** The blob's key: the job's, or the one learnt from its bytes (BlobJob.learn). */
   readonly key: ContentKey | undefined;
 }
@@ -49,13 +51,15 @@ export async function runJob(ctx: SyncContext, manifest: Manifest, job: BlobJob,
     const source = await ctx.sourceFor(job.entries[0]?.source.kind ?? 'hf', manifest);
     // Loaded on first use: a warm start (nothing to fetch) skips the whole transfer stack.
     const { fetchBlob } = await import('./fetch-blob.js');
-    const got = await fetchBlob(ctx, job, source, signal, events, scope);
+    const mirrors = await ctx.mirrors.for(manifest);
+    const got = await fetchBlob(ctx, job, source, signal, events, { ...scope, mirrors });
     if (got === BUSY) {
       job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer'));
       return BUSY;
     }
     await publishJob(ctx, job, got.key, got.stamp, events, scope);
-    return { fetched: got.fetched, key: got.key };
+    const volume = got.via === 'volume' ? (got.stamp?.size ?? job.file.size ?? 0) : 0;
+    return { fetched: got.fetched, bySource: { origin: got.fetched - got.mirrored, mirror: got.mirrored, volume }, key: got.key };
   } catch (err) {
     const known = machineError(err, syscallText(err));
     const me = known ?? new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });
@@ -65,7 +69,7 @@ export async function runJob(ctx: SyncContext, manifest: Manifest, job: BlobJob,
       scope.settle(e, result(e, 'failed', { error: ee }));
       events.entryState?.(e, 'failed', { error: ee.message });
     }
-    return { fetched: 0, key: undefined };
+    return { fetched: 0, bySource: NO_BYTES, key: undefined };
   }
 }
 

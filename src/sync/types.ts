@@ -16,11 +16,30 @@ export interface EntryResult {
   readonly error?: { readonly code: string; readonly message: string } | undefined;
 }
 
+/**
+ * Bytes of blobs by where they came from: `origin` (the entry's own source) and `mirror` came
+ * over the network (resumed bytes not counted); `volume` is blobs this sync needed and found
+ * committed in the store (already there, or committed by a peer on the shared volume meanwhile).
+ */
+export interface BytesBySource {
+  readonly origin: number;
+  readonly mirror: number;
+  readonly volume: number;
+}
+
+export const NO_BYTES: BytesBySource = Object.freeze({ origin: 0, mirror: 0, volume: 0 });
+
+export function addBytes(a: BytesBySource, b: BytesBySource): BytesBySource {
+  return { origin: a.origin + b.origin, mirror: a.mirror + b.mirror, volume: a.volume + b.volume };
+}
+
 export interface SyncReport {
   readonly ok: boolean;
   readonly entries: readonly EntryResult[];
   /** Bytes that came over the network in this sync. */
   readonly bytesFetched: number;
+  /** Absent from a warm start's report: nothing was needed. */
+  readonly bytesBySource?: BytesBySource | undefined;
   readonly durationMs: number;
 }
 
@@ -33,6 +52,10 @@ export interface SyncEvents {
   /** A civitai entry written without dest got its derived one (from the state DB or Civitai). */
   placed?(entry: Entry): void;
   verifyFailure?(uri: string): void;
+  /** A mirror has no copy of a blob. */
+  mirrorMiss?(mirror: string): void;
+  /** A mirror failed for a blob (error code); the next source is tried. */
+  mirrorFailure?(mirror: string, code: string): void;
 }
 
 /** One unit of work: distinct content, fetched once, published to every dest that wants it. */

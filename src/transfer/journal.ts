@@ -52,3 +52,17 @@ export async function readJournal(file: string): Promise<Journal | undefined> {
 export function writeJournal(file: string, j: Journal): Promise<void> {
   return writeJsonAtomic(file, j);
 }
+
+/**
+ * The journal version of a blob that may come from more than one source (mirrors, then its
+ * origin). A journal's version decides which partial may be resumed: RemoteFile.version names
+ * one source's exact version (a Hub commit, an S3 ETag), so only that source resumes it. Where a
+ * blob's sha256 is known before the download and mirrors are configured, every source of it
+ * promises the same bytes, so the partial is named by its content instead and any of them may
+ * resume it: a partial begun at the origin is finished from a mirror, or back. That is safe
+ * because nothing is trusted until the whole file hashes to the key; a source that lied costs
+ * the partial (discarded on the mismatch), never a wrong blob.
+ */
+export function contentVersion(key: { readonly algo: string; readonly hex: string }): string {
+  return `content:${key.algo}-${key.hex}`;
+}
