@@ -10,6 +10,13 @@ export interface BenchOptions {
   readonly flatFiles: number;
   readonly flatSize: number;
   readonly flatConnections: number;
+  /** The paced file of cases 8 and 9 (200 MB). */
+  readonly midSize: number;
+  /** Time to first byte of every Hub and CDN answer in cases 9 and 10, ms. */
+  readonly ttfbMs: number;
+  /** Case 11, the LoRA pack: this many files of `packSize`. */
+  readonly packFiles: number;
+  readonly packSize: number;
   readonly only: ReadonlySet<number>;
   readonly repeat: number;
   /** Keep the work dirs (under .bench-tmp/) for a look afterwards. */
@@ -24,7 +31,7 @@ export interface BenchOptions {
   readonly bin: string | undefined;
 }
 
-export const ALL_CASES = [1, 2, 3, 4, 5, 7] as const;
+export const ALL_CASES = [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12] as const;
 
 const USAGE = `usage: tsx bench/run.ts [options]
   --size SIZE            single LFS file of cases 1,2,4,5 (default 1G)
@@ -35,8 +42,12 @@ const USAGE = `usage: tsx bench/run.ts [options]
   --flat-size SIZE       case 7 file size (default 2GB = 2e9 bytes; the stand-in hashes each file in one
                          crypto call, which caps a file at 2 GiB - 1)
   --flat-connections N   case 7 connections (default 32)
-  --only LIST            cases to run, e.g. 1,3 (default all: 1,2,3,4,5,7; 6 = the RSS column)
-  --repeat N             runs per measurement; medians are reported (default 1)
+  --mid-size SIZE        the paced file of cases 8 and 9 (default 200MB)
+  --ttfb MS              time to first byte of every answer in cases 9 and 10 (default 30)
+  --pack-files N         case 11, the LoRA pack: file count (default 10)
+  --pack-size SIZE       case 11 file size (default 300MB)
+  --only LIST            cases to run, e.g. 1,3 (default all: 1,2,3,4,5,7,8,9,10,11,12; 6 = the RSS column)
+  --repeat N             runs per measurement; medians with min and max are reported (default 3)
   --modelsync-flag F     extra flag for modelsync (repeatable), e.g. --modelsync-flag=--chunk-size=16M
   --modelsync-env K=V    extra environment variable for modelsync (repeatable), e.g. MODELSYNC_CONNECTIONS=32
   --bin PATH             modelsync entry to run (default bin/modelsync.js), e.g. another build
@@ -88,7 +99,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
       modelsyncEnv[value.slice(0, eq)] = value.slice(eq + 1);
     } else v[m[1]] = value;
   }
-  const known = ['size', 'small-files', 'small-size', 'pace', 'flat-files', 'flat-size', 'flat-connections', 'only', 'repeat', 'bin'];
+  const known = ['size', 'small-files', 'small-size', 'pace', 'flat-files', 'flat-size', 'flat-connections', 'mid-size', 'ttfb', 'pack-files', 'pack-size', 'only', 'repeat', 'bin'];
   for (const k of Object.keys(v)) if (!known.includes(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const int = (k: string, d: number): number => {
     const n = v[k] === undefined ? d : Number(v[k]);
@@ -105,8 +116,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     flatFiles: int('flat-files', 4),
     flatSize: parseSize(v['flat-size'] ?? '2GB'),
     flatConnections: int('flat-connections', 32),
+    midSize: parseSize(v['mid-size'] ?? '200MB'),
+    ttfbMs: int('ttfb', 30),
+    packFiles: int('pack-files', 10),
+    packSize: parseSize(v['pack-size'] ?? '300MB'),
     only,
-    repeat: int('repeat', 1),
+    repeat: int('repeat', 3),
     keep,
     modelsyncFlags,
     modelsyncEnv,

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { BIG_FILE, BIG_REPO, checkOutput, summarise, type BenchContext } from './context.js';
 import type { AddedFile } from './hub-server.js';
 import { aria2Split, curl, curlVerified, hfClient, resolveUrl } from './peers.js';
-import { ratioGoal, type Row } from './report.js';
+import { median, type Goal, type Row } from './report.js';
 import type { Measured } from './rss.js';
 import { workDir } from './setup.js';
 
@@ -19,31 +19,28 @@ const LABEL: Record<Tool, string> = {
 };
 
 /**
- * Cases 1 and 2: one LFS file to disk, modelsync against each peer, each on a fresh dir. The
- * order of tools rotates between repeats so that none always runs on a cooler machine.
+ * Case 1: one LFS file to disk over loopback, modelsync against each peer, each on a fresh dir.
+ * The order of tools rotates between repeats so that none always runs on a cooler machine. On
+ * two cores the tool, the stand-in and the kernel's loopback share the CPUs, so the goal is CPU
+ * per verified GiB, not wall time (issue 15).
  */
-export async function oneFileCase(ctx: BenchContext, caseId: 1 | 2): Promise<void> {
-  const paced = caseId === 2;
-  const tools: Tool[] = paced ? ['modelsync', 'aria2c', 'curl'] : ['modelsync', 'curl', 'aria2c', 'hf', 'curl-verified'];
-  const name = paced ? `1 file, CDN paced ${(ctx.opts.pace / 1e6).toFixed(0)} MB/s per connection` : '1 file to disk';
+export async function oneFileCase(ctx: BenchContext): Promise<void> {
+  const caseId = 1;
+  const tools: Tool[] = ['modelsync', 'curl', 'aria2c', 'hf', 'curl-verified'];
+  const name = '1 file to disk';
   const hub = await ctx.hub();
   const big = await ctx.big();
   const url = resolveUrl(hub.endpoint, BIG_REPO, BIG_FILE);
   const runs = new Map<Tool, Run[]>(tools.map((t) => [t, []]));
-  if (paced) await hub.setFaults(big.sha256, { bytesPerSecond: ctx.opts.pace });
-  try {
-    for (let rep = 0; rep < ctx.opts.repeat; rep++) {
-      const order = tools.map((_, i) => tools[(i + rep) % tools.length] as Tool);
-      for (const tool of order) {
-        if (tool === 'aria2c' && !ctx.aria2) continue;
-        ctx.log(`case ${caseId}: ${LABEL[tool]} (run ${rep + 1}/${ctx.opts.repeat})`);
-        const serverBefore = hub.cpuSeconds();
-        const m = await runTool(ctx, tool, url, big, caseId === 1 && rep === ctx.opts.repeat - 1);
-        runs.get(tool)?.push({ ...m, serverCpuSeconds: hub.cpuSeconds() - serverBefore });
-      }
+  for (let rep = 0; rep < ctx.opts.repeat; rep++) {
+    const order = tools.map((_, i) => tools[(i + rep) % tools.length] as Tool);
+    for (const tool of order) {
+      if (tool === 'aria2c' && !ctx.aria2) continue;
+      ctx.log(`case ${caseId}: ${LABEL[tool]} (run ${rep + 1}/${ctx.opts.repeat})`);
+      const serverBefore = hub.cpuSeconds();
+      const m = await runTool(ctx, tool, url, big, rep === ctx.opts.repeat - 1);
+      runs.get(tool)?.push({ ...m, serverCpuSeconds: hub.cpuSeconds() - serverBefore });
     }
-  } finally {
-    if (paced) await hub.clearFaults();
   }
   const rows = new Map<Tool, Row>();
   for (const tool of tools) {
@@ -60,17 +57,43 @@ export async function oneFileCase(ctx: BenchContext, caseId: 1 | 2): Promise<voi
   }
   const ms = rows.get('modelsync');
   // Case 4 compares against the cold time: the median, like every other number here.
-  if (caseId === 1 && ctx.cold && ms?.seconds !== undefined) ctx.cold.seconds = ms.seconds;
-  const ratio = (t: Tool): number | undefined => {
-    const p = rows.get(t);
-    return ms?.seconds === undefined || p?.seconds === undefined ? undefined : p.seconds / ms.seconds;
+  if (ctx.cold && ms?.seconds !== undefined) ctx.cold.seconds = ms.seconds;
+  ctx.goals.push(cpuPerGiBGoal(ctx, ms, rows.get('curl'), runs.get('modelsync') ?? [], runs.get('curl') ?? [], big.size));
+  // Context, not goals since issue 15: on two cores these measure the machine (see docs/performance.md).
+  const floor = cpuFloor(ms, rows.get('curl'));
+  if (floor) ctx.notes.push(`Case 1 wall time: ${floor.note}`);
+}
+
+const GiB = 2 ** 30;
+/** CPU per verified GiB, at most this times (curl's CPU + SHA-256 of the bytes in memory): issue 15. */
+const CPU_GOAL = 1.15;
+
+/**
+ * CPU-seconds per verified GiB (all threads of the tool, not the stand-in) against the least a
+ * verifying tool could spend: curl's receive and write of the same bytes plus a SHA-256 of them
+ * in memory, hashed here in the bench process. Each side is the median of its runs; the spread
+ * is each side's min and max.
+ */
+function cpuPerGiBGoal(ctx: BenchContext, ms: Row | undefined, curlRow: Row | undefined, msRuns: readonly Run[], curlRuns: readonly Run[], size: number): Goal {
+  const sha = median(Array.from({ length: 3 }, () => sha256CpuSeconds(size)));
+  const what = 'CPU-s per verified GiB on loopback: modelsync / (curl + SHA-256 in memory)';
+  if (ms?.cpuSeconds === undefined || curlRow?.cpuSeconds === undefined) return { caseId: 1, what, measured: 'n/a', target: `<= ${CPU_GOAL}x`, pass: undefined };
+  const per = (cpu: number): number => cpu / (size / GiB);
+  const mine = per(ms.cpuSeconds);
+  const floor = per(curlRow.cpuSeconds + sha);
+  const ratio = mine / floor;
+  const spread = (rs: readonly Run[]): string => {
+    const good = rs.filter((r) => r.failed === undefined).map((r) => per(r.cpuSeconds));
+    return good.length > 1 ? ` (${Math.min(...good).toFixed(2)}-${Math.max(...good).toFixed(2)})` : '';
   };
-  if (paced) {
-    ctx.goals.push(ratioGoal(2, 'paced: modelsync speed / aria2c -x16', ratio('aria2c'), 0.9));
-  } else {
-    ctx.goals.push({ ...ratioGoal(1, 'modelsync speed / curl', ratio('curl'), 1.0), ...cpuFloor(ms, rows.get('curl')) });
-    ctx.goals.push({ ...ratioGoal(1, 'modelsync speed / @huggingface/hub', ratio('hf'), 2.0), ...verifiedFloor(rows.get('curl'), rows.get('hf'), big.size) });
-  }
+  ctx.log(`case 1: ${mine.toFixed(2)} CPU-s per verified GiB; curl ${per(curlRow.cpuSeconds).toFixed(2)} + SHA-256 ${per(sha).toFixed(2)} = ${floor.toFixed(2)}; ${ratio.toFixed(2)}x`);
+  return {
+    caseId: 1,
+    what,
+    measured: `${ratio.toFixed(2)}x: ${mine.toFixed(2)}${spread(msRuns)} vs ${per(curlRow.cpuSeconds).toFixed(2)}${spread(curlRuns)} + ${per(sha).toFixed(2)} = ${floor.toFixed(2)}`,
+    target: `<= ${CPU_GOAL}x`,
+    pass: ratio <= CPU_GOAL,
+  };
 }
 
 type Run = Measured & { failed?: string; serverCpuSeconds?: number };
@@ -91,26 +114,6 @@ function cpuFloor(ms: Row | undefined, peer: Row | undefined): { note: string } 
       `on ${cores} CPUs no schedule of that work ends before ${floor.toFixed(2)} s, ` +
       `${floor <= peer.seconds ? 'within' : 'beyond'} curl's ${peer.seconds.toFixed(2)} s (curl used ${peer.cpuSeconds?.toFixed(2) ?? 'n/a'} CPU-s). ` +
       `modelsync's own time is ${(ms.seconds ?? 0).toFixed(2)} s.`,
-  };
-}
-
-/**
- * The least CPU any verifying downloader needs here: curl's (receiving and writing the bytes),
- * the stand-in's serving curl, and SHA-256 over the bytes (measured now, in this process). Spread
- * perfectly over the cores, that is the shortest time a verified download can take on this
- * machine, whatever its code: when it is longer than the goal allows, the goal is the machine's.
- */
-function verifiedFloor(curlRow: Row | undefined, peer: Row | undefined, size: number): { note: string } | undefined {
-  if (curlRow?.cpuSeconds === undefined || curlRow.serverCpuSeconds === undefined || peer?.seconds === undefined) return undefined;
-  const sha = sha256CpuSeconds(size);
-  const cores = availableParallelism();
-  const floor = (curlRow.cpuSeconds + curlRow.serverCpuSeconds + sha) / cores;
-  const goal = peer.seconds / 2;
-  return {
-    note:
-      `2x needs ${goal.toFixed(2)} s. Verified floor on this machine: curl's ${curlRow.cpuSeconds.toFixed(2)} CPU-s + the stand-in's ${curlRow.serverCpuSeconds.toFixed(2)} ` +
-      `+ SHA-256 of the file ${sha.toFixed(2)} (hashed in memory here), over ${cores} CPUs = ${floor.toFixed(2)} s: ` +
-      `${floor <= goal ? "reachable only by a tool that spends nothing beyond curl's work and the hash (no start-up, no Hub lookup, no fsync), spread perfectly over the cores" : 'no verifying tool can meet the goal on this machine'}.`,
   };
 }
 

@@ -14,6 +14,9 @@ export const BIG_REPO = 'bench-org/big-model';
 export const BIG_FILE = 'model.safetensors';
 export const SMALL_REPO = 'bench-org/many-small';
 export const SMALL_DIR = 'parts';
+export const MID_REPO = 'bench-org/mid-model';
+export const PACK_REPO = 'bench-org/lora-pack';
+export const PACK_DIR = 'loras';
 
 /** What the cases share: options, the Hub child and its content, and the results so far. */
 export class BenchContext {
@@ -25,6 +28,8 @@ export class BenchContext {
   private hubP: Promise<HubChild> | undefined;
   private bigP: Promise<AddedFile> | undefined;
   private smallP: Promise<AddedFile[]> | undefined;
+  private midP: Promise<AddedFile> | undefined;
+  private packP: Promise<AddedFile[]> | undefined;
 
   constructor(
     readonly opts: BenchOptions,
@@ -46,6 +51,24 @@ export class BenchContext {
     return this.bigP;
   }
 
+  /** The paced file of cases 8, 9 and 12 (--mid-size, 200 MB). */
+  mid(): Promise<AddedFile> {
+    this.midP ??= this.hub().then((h) => {
+      this.log(`generating the ${(this.opts.midSize / 1e6).toFixed(0)} MB model on the Hub stand-in...`);
+      return h.addModel(MID_REPO, BIG_FILE, Math.max(0, this.opts.midSize - 400), 2);
+    });
+    return this.midP;
+  }
+
+  /** Case 11's LoRA pack: --pack-files files of --pack-size. */
+  pack(): Promise<AddedFile[]> {
+    this.packP ??= this.hub().then((h) => {
+      this.log(`generating ${this.opts.packFiles} x ${(this.opts.packSize / 1e6).toFixed(0)} MB files on the Hub stand-in...`);
+      return h.addMany(PACK_REPO, PACK_DIR, this.opts.packFiles, Math.max(0, this.opts.packSize - 200), 5000);
+    });
+    return this.packP;
+  }
+
   small(): Promise<AddedFile[]> {
     this.smallP ??= this.hub().then((h) => {
       this.log(`generating ${this.opts.smallFiles} x ${(this.opts.smallSize / 1024).toFixed(0)} KiB files on the Hub stand-in...`);
@@ -57,7 +80,7 @@ export class BenchContext {
   /** Close the shared Hub (case 7 starts its own, so the 8 GB of case 7 never share memory with it). */
   async closeHub(): Promise<void> {
     const h = this.hubP;
-    this.hubP = this.bigP = this.smallP = undefined;
+    this.hubP = this.bigP = this.smallP = this.midP = this.packP = undefined;
     if (h) await (await h).close();
   }
 
@@ -99,6 +122,8 @@ export function summarise(
     tool,
     bytes,
     seconds: good.length === 0 ? undefined : median(good.map((r) => r.wallMs / 1000)),
+    minSeconds: good.length === 0 ? undefined : Math.min(...good.map((r) => r.wallMs / 1000)),
+    maxSeconds: good.length === 0 ? undefined : Math.max(...good.map((r) => r.wallMs / 1000)),
     cpuSeconds: good.length === 0 ? undefined : median(good.map((r) => r.cpuSeconds)),
     serverCpuSeconds: good.some((r) => r.serverCpuSeconds === undefined) || good.length === 0 ? undefined : median(good.map((r) => r.serverCpuSeconds ?? 0)),
     peakRssBytes: runs.length === 0 ? undefined : Math.max(...runs.map((r) => r.peakRssBytes)),

@@ -13,7 +13,9 @@ export type HubOp =
   | { op: 'served'; key: string }
   | { op: 'stats' }
   | { op: 'requestLog'; from: number }
-  | { op: 'resetStats' };
+  | { op: 'resetStats' }
+  | { op: 'setTtfb'; ms: number }
+  | { op: 'firstCdnAt' };
 
 export interface HubStatsSnapshot {
   readonly requests: number;
@@ -63,6 +65,15 @@ async function handle(msg: HubOp): Promise<unknown> {
     case 'resetStats':
       hub.resetStats();
       return null;
+    case 'setTtfb':
+      hub.ttfbMs = msg.ms;
+      return null;
+    case 'firstCdnAt': {
+      // Date.now() of the first CDN answer since the last reset: the bench compares it with its own clock.
+      let first: number | null = null;
+      for (const r of hub.stats.requests) if (r.host === 'cdn' && r.method === 'GET' && (first === null || r.at < first)) first = r.at;
+      return first;
+    }
   }
 }
 

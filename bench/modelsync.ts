@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { spawnNode, type Measured, type SpawnOptions } from './rss.js';
+import { spawnMeasured, spawnNode, type Measured, type SpawnOptions } from './rss.js';
 import { REPO_ROOT, workDir } from './setup.js';
 
 /** One modelsync installation: its own models, store (inside models) and state dirs. */
@@ -36,7 +36,7 @@ export interface SyncRun extends Measured {
 export async function modelsync(
   d: SyncDirs,
   endpoint: string,
-  opts: { bin?: string | undefined; flags?: readonly string[]; env?: Readonly<Record<string, string>>; onPoll?: SpawnOptions['onPoll'] } = {},
+  opts: { bin?: string | undefined; flags?: readonly string[]; env?: Readonly<Record<string, string>>; onPoll?: SpawnOptions['onPoll']; bare?: boolean } = {},
 ): Promise<SyncRun> {
   const args = ['sync', '--json', '--manifest', d.manifest, '--models-dir', d.models, '--state-dir', d.state, ...(opts.flags ?? [])];
   const env = {
@@ -46,7 +46,10 @@ export async function modelsync(
     MODELSYNC_LOG_LEVEL: 'warn',
     ...opts.env,
   };
-  const m = await spawnNode(path.resolve(REPO_ROOT, opts.bin ?? path.join('bin', 'modelsync.js')), args, { env, ...(opts.onPoll ? { onPoll: opts.onPoll } : {}) });
+  const bin = path.resolve(REPO_ROOT, opts.bin ?? path.join('bin', 'modelsync.js'));
+  const spawnOpts = { env, ...(opts.onPoll ? { onPoll: opts.onPoll } : {}) };
+  // Bare: as a user runs it, without the exit reporter's module loader (no RSS or rchar then).
+  const m = opts.bare ? await spawnMeasured(process.execPath, [bin, ...args], spawnOpts) : await spawnNode(bin, args, spawnOpts);
   let bytesFetched: number | undefined;
   let ok = false;
   try {

@@ -32,17 +32,23 @@ export function curlVerified(url: string, out: string, home: string, sha256: str
 
 const ARIA_QUIET = ['--console-log-level=warn', '--summary-interval=0', '--download-result=hide', '--allow-overwrite=true', '--auto-file-renaming=false'];
 
-/** `aria2c -x16 -s16`: 16 connections on one file. Everything else is aria2's default. */
-export function aria2Split(url: string, out: string, home: string, connections = 16): Promise<Measured> {
-  const args = [`-x${connections}`, `-s${connections}`, ...ARIA_QUIET, '-d', path.dirname(out), '-o', path.basename(out), url];
+/**
+ * `aria2c -x16 -s16` (plus `extra`, e.g. `-k1M`): 16 connections on one file. Everything else is
+ * aria2's default.
+ */
+export function aria2Split(url: string, out: string, home: string, extra: readonly string[] = []): Promise<Measured> {
+  const args = ['-x16', '-s16', ...extra, ...ARIA_QUIET, '-d', path.dirname(out), '-o', path.basename(out), url];
   return spawnMeasured('aria2c', args, { env: peerEnv(home) });
 }
 
-/** `aria2c -j16 -i list`: 16 files at once, one connection each. */
-export async function aria2List(urls: readonly { url: string; out: string }[], dir: string, home: string): Promise<Measured> {
+/**
+ * `aria2c -jN -i list` (default `-j16`: 16 files at once, one connection each), plus `extra`
+ * (`-x16 -s16` for the LoRA pack).
+ */
+export async function aria2List(urls: readonly { url: string; out: string }[], dir: string, home: string, jobs = 16, extra: readonly string[] = []): Promise<Measured> {
   const list = path.join(home, 'aria2-list.txt');
   await writeFile(list, urls.map((u) => `${u.url}\n  out=${u.out}\n`).join(''));
-  return spawnMeasured('aria2c', ['-j16', ...ARIA_QUIET, '-d', dir, '-i', list], { env: peerEnv(home) });
+  return spawnMeasured('aria2c', [`-j${jobs}`, ...extra, ...ARIA_QUIET, '-d', dir, '-i', list], { env: peerEnv(home) });
 }
 
 /** `downloadFile({repo, path, hubUrl})` from @huggingface/hub, its Blob streamed to disk. */

@@ -5,6 +5,9 @@ export interface Row {
   readonly tool: string;
   /** undefined: the tool was skipped or failed (see note). */
   readonly seconds: number | undefined;
+  /** Fastest and slowest of the successful runs. */
+  readonly minSeconds?: number | undefined;
+  readonly maxSeconds?: number | undefined;
   /** Payload bytes moved, for MB/s. */
   readonly bytes: number;
   readonly peakRssBytes: number | undefined;
@@ -56,8 +59,8 @@ export function fmtRatio(r: number | undefined): string {
 
 export function renderRows(rows: readonly Row[]): string {
   const out = [
-    '| case | tool | time (s) | MB/s | modelsync speed vs this | CPU s (tool + stand-in) | peak RSS (MiB) | notes |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| case | tool | time (s) | min-max (s) | MB/s | modelsync speed vs this | CPU s (tool + stand-in) | peak RSS (MiB) | notes |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const r of rows) {
     const ms = rows.find((x) => x.caseId === r.caseId && x.isModelsync);
@@ -65,7 +68,8 @@ export function renderRows(rows: readonly Row[]): string {
     const time = r.seconds === undefined ? 'n/a' : r.seconds.toFixed(2);
     const rate = r.seconds === undefined || r.bytes === 0 ? '' : mbps(r.bytes, r.seconds);
     const rss = r.peakRssBytes === undefined ? 'n/a' : mib(r.peakRssBytes);
-    out.push(`| ${r.caseId}. ${r.caseName} | ${r.tool} | ${time} | ${rate} | ${ratio} | ${cpuCell(r)} | ${rss} | ${r.note ?? ''} |`);
+    const spread = r.minSeconds === undefined || r.maxSeconds === undefined ? '' : `${r.minSeconds.toFixed(2)}-${r.maxSeconds.toFixed(2)}`;
+    out.push(`| ${r.caseId}. ${r.caseName} | ${r.tool} | ${time} | ${spread} | ${rate} | ${ratio} | ${cpuCell(r)} | ${rss} | ${r.note ?? ''} |`);
   }
   return out.join('\n');
 }
@@ -91,4 +95,13 @@ export function ratioGoal(caseId: number, what: string, r: number | undefined, m
   // Two decimals would show 0.897 as "0.90x" next to FAIL for ">= 0.9x".
   const measured = r !== undefined && Math.abs(r - min) < 0.005 ? `${r.toFixed(3)}x` : fmtRatio(r);
   return { caseId, what, measured, target: `>= ${min.toFixed(1)}x`, pass: r === undefined ? undefined : r >= min };
+}
+
+/** A goal on a ratio of medians, with the ratio's spread over the runs (min/max of each side). */
+export function pacedGoal(caseId: number, what: string, ms: Row | undefined, peer: Row | undefined, min: number): Goal {
+  const g = ratioGoal(caseId, what, speedRatio(ms, peer), min);
+  if (ms?.minSeconds === undefined || ms.maxSeconds === undefined || peer?.minSeconds === undefined || peer.maxSeconds === undefined || g.measured === 'n/a') return g;
+  const worst = peer.minSeconds / ms.maxSeconds;
+  const best = peer.maxSeconds / ms.minSeconds;
+  return { ...g, measured: `${g.measured} (${worst.toFixed(2)}-${best.toFixed(2)}x)` };
 }

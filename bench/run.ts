@@ -7,7 +7,9 @@ import { access } from 'node:fs/promises';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from './args.js';
+import { firstByteCase } from './case-first-byte.js';
 import { oneFileCase } from './case-one-file.js';
+import { pacedCase } from './case-paced.js';
 import { flatCase } from './case-flat.js';
 import { resumeCase } from './case-resume.js';
 import { smallFilesCase } from './case-small.js';
@@ -29,7 +31,7 @@ async function main(): Promise<number> {
     log('dist/ is missing: run `npm run build` first (or `npm run bench`, which builds)');
     return 2;
   }
-  const needsAria = [1, 2, 3].some((c) => opts.only.has(c));
+  const needsAria = [1, 2, 3, 8, 9, 10, 11].some((c) => opts.only.has(c));
   const aria2 = needsAria ? await ensureAria2(log, !opts.noInstall) : false;
   const ctx = new BenchContext(opts, aria2, log);
   const started = Date.now();
@@ -47,13 +49,18 @@ async function main(): Promise<number> {
   };
   try {
     // Case 4 re-syncs case 1's install, so it runs right after it.
-    await attempt(1, () => oneFileCase(ctx, 1));
+    await attempt(1, () => oneFileCase(ctx));
     await attempt(4, () => warmCase(ctx));
     if (ctx.cold) await ctx.cleanup(ctx.cold.dirs.dir);
     ctx.cold = undefined;
     await attempt(5, () => resumeCase(ctx));
-    await attempt(2, () => oneFileCase(ctx, 2));
+    await attempt(2, () => pacedCase(ctx, 2));
+    await attempt(10, () => pacedCase(ctx, 10));
+    await attempt(8, () => pacedCase(ctx, 8));
+    await attempt(9, () => pacedCase(ctx, 9));
+    await attempt(12, () => firstByteCase(ctx));
     await attempt(3, () => smallFilesCase(ctx));
+    await attempt(11, () => pacedCase(ctx, 11));
     await ctx.closeHub();
     await attempt(7, () => flatCase(ctx));
   } finally {
@@ -76,6 +83,7 @@ async function main(): Promise<number> {
     '',
     renderGoals([...ctx.goals].sort((a, b) => a.caseId - b.caseId)),
     '',
+    ...ctx.notes.map((n) => `${n}\n`),
   ];
   process.stdout.write(out.join('\n'));
   return ctx.goals.some((g) => g.pass === false) ? 1 : 0;

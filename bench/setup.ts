@@ -27,6 +27,10 @@ export interface HubChild {
   /** "host METHOD path status" of every request since index `from`, for diagnosing a case. */
   requestLog(from: number): Promise<string[]>;
   resetStats(): Promise<void>;
+  /** Milliseconds every Hub and CDN answer waits before its first byte (a real server's TTFB). */
+  setTtfb(ms: number): Promise<void>;
+  /** Date.now() of the first CDN answer since the last resetStats, or null. */
+  firstCdnAt(): Promise<number | null>;
   close(): Promise<void>;
 }
 
@@ -75,6 +79,8 @@ export async function startHubChild(): Promise<HubChild> {
     stats: () => call({ op: 'stats' }),
     requestLog: (from) => call({ op: 'requestLog', from }),
     resetStats: () => call({ op: 'resetStats' }),
+    setTtfb: (ms) => call({ op: 'setTtfb', ms }),
+    firstCdnAt: () => call({ op: 'firstCdnAt' }),
     close: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const gone = new Promise<void>((r) => child.once('exit', () => r()));

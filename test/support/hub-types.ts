@@ -73,6 +73,8 @@ export interface HubRequestRecord {
   range: string | undefined;
   /** Requests in flight on this host (hub or cdn) when this one arrived, itself included. */
   inFlight: number;
+  /** Date.now() when the answer began (after the time to first byte): the bench's first-byte clock. */
+  at: number;
 }
 
 export interface HubStats {

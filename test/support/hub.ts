@@ -140,6 +140,7 @@ export async function startHub(): Promise<Hub> {
       authorization: req.headers.authorization,
       range: req.headers.range,
       inFlight: inFlight[host],
+      at: Date.now(),
     };
     stats.requests.push(record);
     if (host === 'hub' && url.pathname.startsWith('/api/') && !url.pathname.startsWith('/api/resolve-cache/')) stats.apiCalls++;
