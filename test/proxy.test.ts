@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FAKE_HF_TOKEN, FAKE_SOURCE_TOKEN, leakedSecrets, runCli, sandbox, type CliResult, type Sandbox } from './support/cli.js';
 import { startByteServer, type ByteServer } from './support/byte-server.js';
+import { waitFor } from './support/cli-nodes.js';
 import { startProxy, type TestProxy } from './support/connect-proxy.js';
 import { makeSafetensors, startHub, type Hub } from './support/hub.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
@@ -138,6 +139,43 @@ describe.skipIf(!cert)('through a CONNECT proxy (https targets)', () => {
     const cdnGets = hub.stats.requests.filter((q) => q.host === 'cdn' && q.method === 'GET');
     expect(cdnGets.length).toBeGreaterThanOrEqual(3);
     expect(proxy.requests.filter((q) => q.target.startsWith('cdn.proxied.test:')).length).toBe(1);
+  });
+
+  it('connections opened while the lookups run go through the proxy too, and carry every chunk (issue 15)', async () => {
+    const p = await startProxy({ hosts: HOSTS });
+    proxy = p;
+    const endpoint = useHttpsHub(true);
+    sb = await sandbox(endpoint);
+    const a = addModel(hub, 8 * MiB);
+    await sb.writeManifest([{ source: a.uri, dest: 'checkpoints/a.safetensors' }]);
+    expect((await runCli(['sync'], env({ HTTPS_PROXY: p.url }))).code).toBe(0);
+    const b = addModel(hub, 8 * MiB);
+    await sb.writeManifest([
+      { source: a.uri, dest: 'checkpoints/a.safetensors' },
+      { source: b.uri, dest: 'checkpoints/b.safetensors' },
+    ]);
+    // The CDN's name resolves only inside the proxy: a connection that went around it could not open.
+    const tunnels = (): number => p.requests.filter((q) => q.method === 'CONNECT' && q.target.startsWith('cdn.proxied.test:')).length;
+    const before = tunnels();
+    hub.resetStats();
+    let release: () => void = () => undefined;
+    hub.holdApi = new Promise<void>((r) => (release = r));
+    const running = runCli(['sync'], env({ HTTPS_PROXY: p.url }));
+    let atRelease: number;
+    try {
+      await waitFor('tunnels to the CDN while the API call is held', () => tunnels() - before >= 16 || undefined);
+      expect(hub.stats.requests.filter((q) => q.host === 'cdn')).toEqual([]);
+    } finally {
+      atRelease = tunnels();
+      hub.holdApi = undefined;
+      release();
+    }
+    const r = await running;
+    expect(r.code).toBe(0);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/b.safetensors'))).toBe(b.sha256);
+    expect(hub.stats.requests.filter((q) => q.host === 'cdn').length).toBeGreaterThanOrEqual(2);
+    // No tunnel opened after the lookups answered: every chunk came over one opened ahead.
+    expect(tunnels()).toBe(atRelease);
   });
 
   it('an https:// proxy (TLS to the proxy, TLS to the target inside it) carries metadata and bytes alike', async () => {

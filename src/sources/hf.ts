@@ -11,6 +11,7 @@ import type { ConnectionBudget } from '../transfer/budget.js';
 import { fetchFollowing } from '../transfer/fetch-following.js';
 import type { RateRule } from '../transfer/rate-floor.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
+import { preconnect } from '../transfer/preconnect.js';
 import { isCommit } from '../content-key.js';
 import { readPathsInfo } from './hf-paths-info.js';
 import { readResolveHeaders, type ResolveHeaders } from './hf-resolve-headers.js';
@@ -44,6 +45,14 @@ interface HfLocator {
 export class HfSource implements Source {
   /** The CDN URL a resolve redirected to, per file; reused for every chunk until it expires. */
   private readonly cdnUrls = new Map<string, string>();
+  /**
+   * A resolve on its way to the Hub, per file: the file's other requests wait for where it is
+   * redirected (or undefined, when it was not) instead of each asking the Hub again. The first
+   * wave of a file's chunks would otherwise cost one Hub request, and connection, per chunk.
+   */
+  private readonly asked = new Map<string, Promise<string | undefined>>();
+  /** The CDN origin this endpoint redirected to last (state DB), for preconnect. */
+  private cdnOrigin: string | undefined;
 
   /** The global fetch, or one through HTTPS_PROXY / HTTP_PROXY. */
   private readonly fetcher: typeof fetch;
@@ -53,6 +62,8 @@ export class HfSource implements Source {
   }
 
   async resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
+    // The lookups take a round trip or more: the connections the bytes will need open meanwhile.
+    if (!this.opts.offline && entries.length > 0) this.preconnect(entries.length);
     const groups = new Map<string, Entry[]>();
     const out = new Map<Entry, RemoteFile>();
     for (const e of entries) {
@@ -213,63 +224,134 @@ export class HfSource implements Source {
     return safeHost(this.opts.endpoint);
   }
 
+  /**
+   * Connections to the Hub (every file's first request is a resolve there: one each, up to the
+   * host's count) and to the CDN it redirected to last time (as many as the host may use), opened
+   * while the lookups run. Through the proxy settings the requests will use; nothing is sent on
+   * them until a request takes one.
+   */
+  private preconnect(files: number): void {
+    const budget = this.opts.connections;
+    const limit = budget.hostLimit(this.host());
+    const opts = { proxies: this.opts.proxies, idleTimeoutMs: this.opts.idleTimeoutMs };
+    const origin = (u: string | undefined): URL | undefined => {
+      try {
+        const url = u === undefined ? undefined : new URL(u);
+        return url && (url.protocol === 'https:' || url.protocol === 'http:') ? url : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const hub = origin(this.opts.endpoint);
+    if (hub) preconnect(budget, hub, Math.min(files, limit), opts);
+    this.cdnOrigin ??= this.opts.db.meta(cdnMetaKey(this.opts.endpoint));
+    const cdn = origin(this.cdnOrigin);
+    if (cdn && cdn.host !== hub?.host) preconnect(budget, cdn, limit, opts);
+  }
+
+  /** Where the Hub now redirects a file, once one request asked; remembered for the next sync's preconnect. */
+  private redirectedTo(hex: string): (to: string | undefined) => void {
+    let done: (to: string | undefined) => void = () => undefined;
+    const answer = new Promise<string | undefined>((r) => (done = r));
+    this.asked.set(hex, answer);
+    let settled = false;
+    return (to) => {
+      if (settled) return;
+      settled = true;
+      if (this.asked.get(hex) === answer) this.asked.delete(hex);
+      done(to);
+      if (to === undefined) return;
+      const o = new URL(to).origin;
+      if (o === this.cdnOrigin) return;
+      this.cdnOrigin = o;
+      try {
+        this.opts.db.putMeta(cdnMetaKey(this.opts.endpoint), o);
+      } catch {
+        // Only a hint for the next sync's preconnect: a busy or read-only state DB costs nothing here.
+      }
+    };
+  }
+
   async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {
     const loc = file.locator as HfLocator;
     const auth = this.opts.token === undefined ? undefined : `Bearer ${this.opts.token}`;
+    const hubHost = safeHost(this.opts.endpoint);
     for (let fresh = 0; ; fresh++) {
-      const cdn = loc.lfs ? this.cdnUrls.get(file.key.hex) : undefined;
-      const url = cdn ?? resolveUrl(this.opts.endpoint, loc);
-      // Only the Hub's own first answer counts: later hops (a CDN, a storage bridge) may send
-      // headers of the same names that mean something else. Checked before its redirect is
-      // followed, so that a lying answer costs no request elsewhere.
-      const check = (headers: IncomingHttpHeaders, redirected: boolean): void => {
-        const wrong = resolveDisagrees(readResolveHeaders(headers), file, loc, redirected);
-        if (wrong) throw wrong;
-      };
-      const res = await httpRequest({
-        url,
-        beforeRedirect: cdn === undefined ? (hop, i) => (i === 0 ? check(hop.headers, true) : undefined) : undefined,
-        // Never send the token to the CDN: a cached CDN URL is another host.
-        authorization: cdn === undefined ? auth : undefined,
-        range: req.range,
-        idleTimeoutMs: this.opts.idleTimeoutMs,
-        signal: req.signal,
-        proxies: this.opts.proxies,
-        connections: this.opts.connections,
-      });
-      const viaCdn = cdn !== undefined || res.hops.length > 0;
-      // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.
-      if ((res.status === 403 || res.status === 401) && loc.lfs && viaCdn && fresh < 2) {
-        res.body.discard();
-        this.cdnUrls.delete(file.key.hex);
-        continue;
+      let cdn = loc.lfs ? this.cdnUrls.get(file.key.hex) : undefined;
+      const asked = loc.lfs && cdn === undefined && fresh === 0 ? this.asked.get(file.key.hex) : undefined;
+      if (asked) cdn = await untilAborted(asked, req.signal);
+      const settle = loc.lfs && cdn === undefined ? this.redirectedTo(file.key.hex) : undefined;
+      try {
+        const got = await this.ask(file, req, loc, cdn, auth, settle && ((to, i) => (i === 0 && to.host !== hubHost ? settle(to.toString()) : undefined)), fresh);
+        if (got !== undefined) return got;
+      } finally {
+        settle?.(undefined);
       }
-      if (cdn === undefined && res.hops.length === 0) {
-        try {
-          check(res.headers, false);
-        } catch (e) {
-          res.body.discard();
-          throw e;
-        }
-      }
-      if (cdn === undefined && loc.lfs && res.hops.length > 0 && (res.status === 200 || res.status === 206)) this.cdnUrls.set(file.key.hex, res.url);
-      if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
-      if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);
-      if (res.status === 401 || res.status === 403) {
-        res.body.discard();
-        const repo = loc.ref.repo;
-        if (headerValue(res.headers, 'x-error-code') === 'GatedRepo') {
-          throw new ModelsyncError('E_GATED', `${repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { url: file.uri, status: res.status });
-        }
-        const hint = this.opts.token ? 'check that HF_TOKEN is valid and can read this repo' : 'set HF_TOKEN';
-        throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status} from ${redactUrl(res.url)}; ${hint}`, { url: file.uri, status: res.status });
-      }
-      if (res.status === 404) {
-        res.body.discard();
-        throw new ModelsyncError('E_NOT_FOUND', `${file.uri}: not found (HTTP 404)`, { url: file.uri, status: 404 });
-      }
-      throw statusError(res, `download of ${file.uri}`);
     }
+  }
+
+  /** One request for a file's bytes: its body, or undefined when a signed CDN URL expired and the Hub must be asked again. */
+  private async ask(
+    file: RemoteFile,
+    req: OpenRequest,
+    loc: HfLocator,
+    cdn: string | undefined,
+    auth: string | undefined,
+    redirected: ((to: URL, index: number) => void) | undefined,
+    fresh: number,
+  ): Promise<OpenBody | undefined> {
+    const url = cdn ?? resolveUrl(this.opts.endpoint, loc);
+    // Only the Hub's own first answer counts: later hops (a CDN, a storage bridge) may send
+    // headers of the same names that mean something else. Checked before its redirect is
+    // followed, so that a lying answer costs no request elsewhere.
+    const check = (headers: IncomingHttpHeaders, redirected: boolean): void => {
+      const wrong = resolveDisagrees(readResolveHeaders(headers), file, loc, redirected);
+      if (wrong) throw wrong;
+    };
+    const res = await httpRequest({
+      url,
+      beforeRedirect: cdn === undefined ? (hop, i) => (i === 0 ? check(hop.headers, true) : undefined) : undefined,
+      redirected,
+      // Never send the token to the CDN: a cached CDN URL is another host.
+      authorization: cdn === undefined ? auth : undefined,
+      range: req.range,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
+      signal: req.signal,
+      proxies: this.opts.proxies,
+      connections: this.opts.connections,
+    });
+    const viaCdn = cdn !== undefined || res.hops.length > 0;
+    // A signed CDN URL expired: resolve again through the Hub, at most twice in a row.
+    if ((res.status === 403 || res.status === 401) && loc.lfs && viaCdn && fresh < 2) {
+      res.body.discard();
+      this.cdnUrls.delete(file.key.hex);
+      return undefined;
+    }
+    if (cdn === undefined && res.hops.length === 0) {
+      try {
+        check(res.headers, false);
+      } catch (e) {
+        res.body.discard();
+        throw e;
+      }
+    }
+    if (cdn === undefined && loc.lfs && res.hops.length > 0 && (res.status === 200 || res.status === 206)) this.cdnUrls.set(file.key.hex, res.url);
+    if (res.status === 200 || res.status === 206) return bodyFromResponse(res);
+    if (res.status === 416 && req.range !== undefined) throw statusError(res, `range ${req.range.start}-${req.range.end} of ${file.uri}`);
+    if (res.status === 401 || res.status === 403) {
+      res.body.discard();
+      const repo = loc.ref.repo;
+      if (headerValue(res.headers, 'x-error-code') === 'GatedRepo') {
+        throw new ModelsyncError('E_GATED', `${repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { url: file.uri, status: res.status });
+      }
+      const hint = this.opts.token ? 'check that HF_TOKEN is valid and can read this repo' : 'set HF_TOKEN';
+      throw new ModelsyncError('E_AUTH', `${file.uri}: HTTP ${res.status} from ${redactUrl(res.url)}; ${hint}`, { url: file.uri, status: res.status });
+    }
+    if (res.status === 404) {
+      res.body.discard();
+      throw new ModelsyncError('E_NOT_FOUND', `${file.uri}: not found (HTTP 404)`, { url: file.uri, status: 404 });
+    }
+    throw statusError(res, `download of ${file.uri}`);
   }
 }
 
@@ -311,6 +393,31 @@ function isMalformedAnswer(e: unknown): boolean {
   if (e instanceof SyntaxError) return true;
   if (!(e instanceof Error)) return false;
   return /^malformed response/.test(e.message) || (e instanceof TypeError && /^Cannot read properties of/.test(e.message));
+}
+
+/** The state DB's `meta` key for the CDN origin an endpoint redirected to last. */
+function cdnMetaKey(endpoint: string): string {
+  return `hf-cdn-origin ${endpoint}`;
+}
+
+/** `p`, or the signal's reason as soon as it aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
 }
 
 function safeHost(u: string): string {

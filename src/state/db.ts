@@ -213,6 +213,15 @@ export class StateDb {
     this.stmt('INSERT OR REPLACE INTO hf_revisions VALUES (?, ?, ?, ?, ?)').run(repoType, repo, revision, commit, Date.now());
   }
 
+  /** A value kept for this node (`meta`), or undefined. */
+  meta(key: string): string | undefined {
+    return (this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+  }
+
+  putMeta(key: string, value: string): void {
+    this.stmt('INSERT OR REPLACE INTO meta VALUES (?, ?)').run(key, value);
+  }
+
   hfFile(repoType: string, repo: string, commit: string, p: string): HfFileRow | undefined {
     const r = this.stmt('SELECT size, algo, hex FROM hf_files WHERE repo_type = ? AND repo = ? AND commit_sha = ? AND path = ?').get(repoType, repo, commit, p) as
       | { size: number; algo: ContentKey['algo']; hex: string }

@@ -88,6 +88,11 @@ export class ConnectionBudget {
     this.open = Math.max(0, this.open - 1);
   }
 
+  /** Connections of this budget open now, idle ones included. */
+  get openConnections(): number {
+    return this.open;
+  }
+
   /** How many requests `host` may run at once now. */
   hostLimit(host: string): number {
     return this.host(host).limit.limit;

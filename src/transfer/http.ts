@@ -23,6 +23,8 @@ export interface HttpRequest {
   readonly followRedirects?: boolean;
   /** Called with each redirect before it is followed; what it throws ends the request there. */
   readonly beforeRedirect?: ((hop: Hop, index: number) => void) | undefined;
+  /** Called with each redirect's target once redirectTarget has allowed it, before it is asked. */
+  readonly redirected?: ((to: URL, index: number) => void) | undefined;
   /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY, applied to every hop; undefined: always direct. */
   readonly proxies?: ProxySettings | undefined;
   /** Whose kept-alive connections (and receive memory) the request uses. */
@@ -73,6 +75,7 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
       throw new ModelsyncError('E_REDIRECT', `more than ${max} redirects from ${redactUrl(req.url)}`, { url: redactUrl(req.url) });
     }
     url = redirectTarget(url, location);
+    req.redirected?.(url, hops.length - 1);
   }
 }
 

@@ -41,6 +41,11 @@ export class IdlePool {
     list.push({ conn, timer });
   }
 
+  /** Idle connections waiting on `route`. */
+  count(route: string): number {
+    return this.routes.get(route)?.length ?? 0;
+  }
+
   /** A connection that died (while idle or not): forgotten. */
   drop(route: string, conn: WireConn): void {
     const list = this.routes.get(route);

@@ -42,6 +42,8 @@ type Phase = 'idle' | 'head' | 'body' | 'done' | 'dead';
 export class WireConn {
   private readonly socket: net.Socket;
   private phase: Phase = 'idle';
+  /** Opened by preconnect, before any request wanted it. */
+  private ahead = false;
   private url: URL;
   private head: ResponseHead | undefined;
   private remaining = 0;
@@ -327,9 +329,19 @@ export class WireConn {
     this.fail(e);
   }
 
+  /**
+   * Opened ahead of its first request (preconnect.ts) and left idle: it must not hold the
+   * process open, and its first exchange counts as a reuse (a server may close an unused
+   * connection just as it closes a kept-alive one).
+   */
+  parkFresh(): void {
+    this.ahead = true;
+    this.socket.unref();
+  }
+
   /** A reused connection that fails before its first byte only tells us the server closed it. */
   private stale(cause: unknown): StaleConnection | undefined {
-    return this.phase === 'head' && !this.gotBytes && this.exchanges > 1 ? new StaleConnection('kept-alive connection was closed', { cause }) : undefined;
+    return this.phase === 'head' && !this.gotBytes && this.exchanges > (this.ahead ? 0 : 1) ? new StaleConnection('kept-alive connection was closed', { cause }) : undefined;
   }
 
   private err(code: 'E_NETWORK' | 'E_TIMEOUT' | 'E_ABORTED', message: string): ModelsyncError {

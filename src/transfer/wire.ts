@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { ModelsyncError } from '../errors.js';
 import type { BodyReader } from './body-reader.js';
+import type { ProxyEndpoint } from '../proxy/proxy-settings.js';
 import type { ConnectionBudget } from './budget.js';
 import { StaleConnection, WireConn, type WireRequest } from './wire-conn.js';
 
@@ -19,8 +20,7 @@ export async function wireRequest(req: WireRequest, budget: ConnectionBudget): P
   for (const [k, v] of Object.entries(req.headers)) {
     if (/[\r\n]/.test(v) || !/^[a-z0-9-]+$/.test(k)) throw new ModelsyncError('E_CONFIG', `header ${k} has a line break or a bad name`);
   }
-  // By route too: a tunnel is reused only for the target it was opened to, and never for a direct request.
-  const key = `${req.proxy?.name ?? 'direct'} ${req.url.protocol}//${req.url.host}`;
+  const key = routeOf(req.url, req.proxy);
   for (;;) {
     const pooled = budget.idle.take(key);
     const conn = pooled ?? (await openConn(req, key, budget));
@@ -48,4 +48,9 @@ export async function openConn(req: Pick<WireRequest, 'url' | 'proxy' | 'idleTim
   );
   budget.opened();
   return conn;
+}
+
+/** The idle pool's key: by route too, so a tunnel is reused only for the target it was opened to, and never for a direct request. */
+export function routeOf(url: URL, proxy: ProxyEndpoint | undefined): string {
+  return `${proxy?.name ?? 'direct'} ${url.protocol}//${url.host}`;
 }

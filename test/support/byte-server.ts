@@ -76,7 +76,7 @@ export async function startByteServer(opts: ByteServerOptions): Promise<ByteServ
     }
     const headers = { 'content-type': 'application/octet-stream', 'accept-ranges': 'bytes', ...opts.headers };
     if (faults.has(p)) {
-      const record: HubRequestRecord = { host: 'cdn', method: req.method ?? 'GET', url: req.url ?? '/', status: 0, authorization: rec.authorization, range: rec.range, inFlight: 0, at: Date.now() };
+      const record: HubRequestRecord = { host: 'cdn', method: req.method ?? 'GET', url: req.url ?? '/', status: 0, authorization: rec.authorization, range: rec.range, inFlight: 0, at: Date.now(), conn: 0 };
       serveBlob({ req, res, url: new URL(req.url ?? '/', 'http://x'), record }, { key: p, content: body, headers, host: 'cdn' }, { faults, countBytes: (_k, n) => void (server.bytesServed += n) });
       rec.status = record.status;
       return;

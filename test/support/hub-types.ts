@@ -75,6 +75,8 @@ export interface HubRequestRecord {
   inFlight: number;
   /** Date.now() when the answer began (after the time to first byte): the bench's first-byte clock. */
   at: number;
+  /** The connection it came on: its number on this host's server, in order of acceptance (0: not counted). */
+  conn: number;
 }
 
 export interface HubStats {
@@ -82,6 +84,8 @@ export interface HubStats {
   bytesServed: Map<string, number>;
   apiCalls: number;
   cdnRequestsWithAuth: number;
+  /** TCP connections each server has accepted since it started (never reset). */
+  connections: { hub: number; cdn: number };
 }
 
 export interface Hub {
@@ -102,6 +106,8 @@ export interface Hub {
   apiBytesPerSecond: number | undefined;
   /** Milliseconds every request on every host waits before it is answered: a real server's time to first byte. */
   ttfbMs: number;
+  /** While set, every Hub API call waits for it before it is answered (lookups that take their time). */
+  holdApi: Promise<void> | undefined;
   signedUrlTtlSeconds: number;
   addRepo(repo: HubRepo): { commit: string };
   pushFiles(repoId: string, files: HubFile[], type?: RepoType): { commit: string };

@@ -40,8 +40,10 @@ export async function startHub(): Promise<Hub> {
   const store = new RepoStore();
   const faults = new Map<string, BlobFaults>();
   const lies = new MetadataLies();
-  const stats: HubStats = { requests: [], bytesServed: new Map(), apiCalls: 0, cdnRequestsWithAuth: 0 };
+  const stats: HubStats = { requests: [], bytesServed: new Map(), apiCalls: 0, cdnRequestsWithAuth: 0, connections: { hub: 0, cdn: 0 } };
   const sockets = new Set<Socket>();
+  /** Each accepted socket's number on its server, in order of acceptance (1, 2, ...). */
+  const socketIds = new WeakMap<Socket, number>();
   const hubServer = createServer();
   const cdnServer = createServer();
   const bridgeServer = createServer();
@@ -49,6 +51,8 @@ export async function startHub(): Promise<Hub> {
     server.on('connection', (socket: Socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
+      const host = server === hubServer ? 'hub' : server === cdnServer ? 'cdn' : undefined;
+      if (host) socketIds.set(socket, ++stats.connections[host]);
     });
   }
   const hubPort = await listen(hubServer, '127.0.0.1');
@@ -72,6 +76,7 @@ export async function startHub(): Promise<Hub> {
     apiRedirect: undefined,
     apiBytesPerSecond: undefined,
     ttfbMs: 0,
+    holdApi: undefined,
     signedUrlTtlSeconds: 3600,
     tokens: { valid: new Set(), gatedApproved: new Set() },
     stats,
@@ -141,6 +146,7 @@ export async function startHub(): Promise<Hub> {
       range: req.headers.range,
       inFlight: inFlight[host],
       at: Date.now(),
+      conn: socketIds.get(req.socket) ?? 0,
     };
     stats.requests.push(record);
     if (host === 'hub' && url.pathname.startsWith('/api/') && !url.pathname.startsWith('/api/resolve-cache/')) stats.apiCalls++;
@@ -164,6 +170,7 @@ export async function startHub(): Promise<Hub> {
       if (segs[0] === 'api' && hub.apiRedirect !== undefined) return redirectTo(ex, `${hub.apiRedirect}${req.url ?? '/'}`);
       if (segs[0] === 'api' && hub.apiBytesPerSecond !== undefined) paceBody(res, hub.apiBytesPerSecond);
       if (segs[0] === 'api') {
+        if (hub.holdApi) await hub.holdApi;
         await interleaver.around(`${segs[2] ?? ''}/${segs[3] ?? ''}`, hub.interleaveApi, res);
         return handleApi(ex, { store, lies, settings: hub }, segs.slice(1));
       }
