@@ -25,7 +25,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Handler> }
 export function usage(): string {
   const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(16)} ${c.summary}`);
   return [
-    'usage: modelsync <command> [flags] [-- CMD ARGS...]',
+    'usage: modelsync <command> [flags] [-- CMD ARGS...]      (modelsync COMMAND --help: that command\'s flags)',
     '',
     'commands:',
     ...cmds,
@@ -83,11 +83,24 @@ function commandAfterFlags(args: readonly string[]): string[] {
   return [...args];
 }
 
+/** A command's own help page; loaded only when asked for. */
+async function helpFor(name: string): Promise<string | undefined> {
+  if (COMMANDS[name] === undefined) throw new ModelsyncError('E_USAGE', `unknown command "${name}" (see modelsync --help)`);
+  return (await import('./cli-help.js')).commandHelp(name);
+}
+
+/** The registered commands (a test holds every one to a help page). */
+export function commandNames(): string[] {
+  return Object.keys(COMMANDS);
+}
+
 /** argv -> command; nothing else. Returns the exit code. */
 export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' | 'positionals'>): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    io.stdout.write(`${usage()}\n`);
+    // `modelsync help sync` is `modelsync sync --help`.
+    const page = name === 'help' && rest[0] !== undefined ? await helpFor(rest[0]) : undefined;
+    io.stdout.write(`${page ?? usage()}\n`);
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
@@ -103,7 +116,7 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
     throw new ModelsyncError('E_USAGE', (e as Error).message, { cause: e });
   }
   if (parsed.values.help) {
-    io.stdout.write(`${usage()}\n`);
+    io.stdout.write(`${(await helpFor(name)) ?? usage()}\n`);
     return 0;
   }
   // Before loading the command: under too low a limit the loading itself is what fails.

@@ -45,6 +45,8 @@ export interface Tunables {
 export interface Config {
   readonly manifestPath: string | undefined;
   readonly modelsDir: string;
+  /** False when it does not exist yet: sync and run create it (prepareModelsDir), the rest refuse. */
+  readonly modelsDirExists: boolean;
   readonly storeDir: string;
   readonly stateDir: string;
   readonly json: boolean;
@@ -177,6 +179,29 @@ export function processEnvironment(): NodeJS.ProcessEnv {
   return process.env;
 }
 
+/** What it takes to reach a running daemon: no models dir, no manifest (resync, status). */
+export interface ControlConfig {
+  readonly control: Config['control'];
+  readonly json: boolean;
+}
+
+export function loadControlConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnvironment()): ControlConfig {
+  const token = tokenSetting('MODELSYNC_CONTROL_TOKEN', env.MODELSYNC_CONTROL_TOKEN);
+  return Object.freeze({ control: Object.freeze({ ...parseHostPort(flags.control ?? env.MODELSYNC_CONTROL ?? '127.0.0.1:8189'), token }), json: flags.json ?? false });
+}
+
+/** A directory: true; nothing there: false; anything else (a file, no permission) is refused. */
+function directoryExists(dir: string): boolean {
+  try {
+    if (statSync(dir).isDirectory()) return true;
+    throw new ModelsyncError('E_USAGE', `models dir ${dir} is not a directory`);
+  } catch (e) {
+    if (e instanceof ModelsyncError) throw e;
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw new ModelsyncError('E_USAGE', `models dir ${dir} cannot be used: ${errnoCode(e) ?? String(e)}`, { cause: e });
+  }
+}
+
 /**
  * The only module that reads the environment. Flags win over env vars, env vars over defaults;
  * the result is frozen and handed to everything else.
@@ -189,12 +214,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     throw new ModelsyncError('E_USAGE', 'no models dir: pass --models-dir DIR or set MODELSYNC_MODELS_DIR (ComfyUI\'s models/ folder)');
   }
   const modelsDir = path.resolve(modelsRaw);
-  try {
-    if (!statSync(modelsDir).isDirectory()) throw new Error('not a directory');
-  } catch (e) {
-    const why = errnoCode(e) === 'ENOENT' || !(e instanceof Error && 'code' in e) ? 'is not a directory (create it first)' : `cannot be used: ${e.message}`;
-    throw new ModelsyncError('E_USAGE', `models dir ${modelsDir} ${why}`, { cause: e });
-  }
+  const modelsDirExists = directoryExists(modelsDir);
   const storeDir = path.resolve(flags['store-dir'] ?? env.MODELSYNC_STORE_DIR ?? path.join(modelsDir, '.modelsync-store'));
   const stateDir = path.resolve(flags['state-dir'] ?? env.MODELSYNC_STATE_DIR ?? defaultStateDir(env, home));
   const hfToken = readHfToken(env, home);
@@ -236,6 +256,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
   const config: Config = {
     manifestPath: manifest === undefined ? undefined : path.resolve(manifest),
     modelsDir,
+    modelsDirExists,
     storeDir,
     stateDir,
     json: flags.json ?? false,

@@ -3,6 +3,7 @@ import type { Flags } from '../cli-options.js';
 import { loadConfig, type Config } from '../config.js';
 import type { ManifestLookup } from '../manifest/cache.js';
 import { ModelsyncError } from '../errors.js';
+import { prepareModelsDir } from '../models-dir.js';
 import type { Logger } from '../log.js';
 import type { Manifest } from '../manifest/types.js';
 import type { SyncContext } from '../sync/context.js';
@@ -45,6 +46,8 @@ export interface Preloaded {
   readonly config?: Config;
   readonly lookup?: ManifestLookup | undefined;
   readonly dbRecreated?: string | undefined;
+  /** A models dir that does not exist yet is created (sync), not refused (see prepareModelsDir). */
+  readonly createModelsDir?: boolean;
 }
 
 /**
@@ -57,7 +60,12 @@ export async function loadAll(io: CommandIo, pre: Preloaded = {}): Promise<Loade
   const manifestPath = requireManifestPath(config);
   const [{ createLogger }, { openWithManifest }] = await Promise.all([import('../log.js'), import('../sync/open-with-manifest.js')]);
   const log = createLogger(config.logLevel, { format: config.logFormat, color: config.color });
-  const { manifest, ctx } = await openWithManifest(config, log, manifestPath, { updateLock: io.flags['update-lock'] === true, lookup: pre.lookup, dbRecreated: pre.dbRecreated });
+  const { manifest, ctx } = await openWithManifest(config, log, manifestPath, {
+    updateLock: io.flags['update-lock'] === true,
+    lookup: pre.lookup,
+    dbRecreated: pre.dbRecreated,
+    beforeOpen: () => prepareModelsDir(config, (what) => io.stderr.write(`modelsync: ${what}\n`), pre.createModelsDir === true),
+  });
   return { config, log, manifest, ctx };
 }
 

@@ -1,4 +1,4 @@
-import { loadConfig } from '../config.js';
+import { loadControlConfig } from '../config.js';
 import { controlRequest, daemonJson } from '../daemon/client.js';
 import { fmt } from '../sync/plan.js';
 import { print, printJson, type CommandIo } from './common.js';
@@ -20,7 +20,8 @@ interface RemoteStatus {
  * shows the local view instead.
  */
 export async function daemonStatus(io: CommandIo): Promise<number | undefined> {
-  const config = loadConfig(io.flags, io.env);
+  // Only what reaches the daemon: it knows its own models dir and manifest.
+  const config = loadControlConfig(io.flags, io.env);
   const answer = await controlRequest(config, 'GET', '/status', { connectTimeoutMs: 500, answerTimeoutMs: 5000 });
   if (answer === undefined) return undefined;
   const s = daemonJson<RemoteStatus>(answer);

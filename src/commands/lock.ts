@@ -4,6 +4,7 @@ import { createLogger } from '../log.js';
 import { readManifestFiles } from '../manifest/files.js';
 import { parseManifest } from '../manifest/load.js';
 import { parseLock, writeLock, type LockEntry, type LockFile } from '../manifest/lock.js';
+import { prepareModelsDir } from '../models-dir.js';
 import { openContext } from '../sync/context.js';
 import { pinManifest, type PinOutcome } from '../sync/pin.js';
 import { fmt } from '../sync/plan.js';
@@ -28,6 +29,7 @@ export async function lockCommand(io: CommandIo): Promise<number> {
     if (!(e instanceof ModelsyncError) || e.code !== 'E_LOCK_DRIFT') throw e;
     log.warn({ lockFile }, 'the existing lock file is unusable; writing a new one');
   }
+  await prepareModelsDir(config, (what) => io.stderr.write(`modelsync: ${what}\n`), true);
   const ctx = await openContext(config, log);
   const stop = abortOnSignals();
   try {

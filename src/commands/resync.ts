@@ -1,4 +1,4 @@
-import { loadConfig } from '../config.js';
+import { loadControlConfig } from '../config.js';
 import { controlRequest, daemonJson } from '../daemon/client.js';
 import type { SyncOutcome } from '../daemon/sync-runner.js';
 import { ModelsyncError } from '../errors.js';
@@ -8,10 +8,12 @@ import { printReport, syncCommand } from './sync.js';
 /**
  * `modelsync resync`: ask the running daemon (found through --control / MODELSYNC_CONTROL) to
  * re-read the manifest and sync now, with branch revisions asked again, and print the outcome.
- * With no daemon answering, the same sync runs in this process.
+ * With no daemon answering, the same sync runs in this process (which then needs the models dir
+ * and the manifest).
  */
 export async function resyncCommand(io: CommandIo): Promise<number> {
-  const config = loadConfig(io.flags, io.env);
+  // The daemon knows its models dir and manifest: --control (or MODELSYNC_CONTROL) is enough.
+  const config = loadControlConfig(io.flags, io.env);
   const answer = await controlRequest(config, 'POST', '/resync');
   if (answer === undefined) {
     io.stderr.write(`modelsync: no daemon answers on ${config.control.host}:${config.control.port}; syncing in-process\n`);

@@ -24,7 +24,7 @@ export async function syncCommand(io: CommandIo): Promise<number> {
     if (warm.report) return reportSync(io, config.json, warm.report);
     dbRecreated = warm.dbRecreated;
   }
-  const { manifest, ctx } = await loadAll(io, { config, lookup, dbRecreated });
+  const { manifest, ctx } = await loadAll(io, { config, lookup, dbRecreated, createModelsDir: true });
   const stop = abortOnSignals();
   const [{ runSync }, { progressBar }] = await Promise.all([import('../sync/engine.js'), import('../progress.js')]);
   const bar = config.tty && !config.json ? progressBar(process.stderr) : undefined;

@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import type { Config } from '../config.js';
+import type { ControlConfig } from '../config.js';
 import { ModelsyncError } from '../errors.js';
 
 export interface ControlAnswer {
@@ -9,7 +9,7 @@ export interface ControlAnswer {
 }
 
 /** The address to reach a daemon listening on `host` (a wildcard is reached on loopback). */
-export function controlBaseUrl(config: Config): string {
+export function controlBaseUrl(config: Pick<ControlConfig, 'control'>): string {
   let host = config.control.host;
   if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
   if (host === '::') host = '::1';
@@ -25,7 +25,7 @@ const NO_DAEMON = new Set(['ECONNREFUSED', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREAC
  * (nothing listens, or no connection within `connectTimeoutMs`); once connected it waits for the
  * answer for up to `answerTimeoutMs` (0: as long as it takes: a resync may download for hours).
  */
-export function controlRequest(config: Config, method: 'GET' | 'POST', path: string, opts: { connectTimeoutMs?: number; answerTimeoutMs?: number } = {}): Promise<ControlAnswer | undefined> {
+export function controlRequest(config: Pick<ControlConfig, 'control'>, method: 'GET' | 'POST', path: string, opts: { connectTimeoutMs?: number; answerTimeoutMs?: number } = {}): Promise<ControlAnswer | undefined> {
   const url = controlBaseUrl(config) + path;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
   const answerTimeoutMs = opts.answerTimeoutMs ?? 0;

@@ -10,6 +10,7 @@ import type { Gate } from '../gate/gate.js';
 import type { Logger } from '../log.js';
 import type { SyncContext } from '../sync/context.js';
 import { runSync } from '../sync/engine.js';
+import { prepareModelsDir } from '../models-dir.js';
 import { openWithManifest } from '../sync/open-with-manifest.js';
 import type { SyncReport } from '../sync/types.js';
 import { comfySupervisor } from './child.js';
@@ -183,7 +184,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 /** The manifest (a bad one exits 2 before anything is opened) and the sync context. */
 async function loadManifest(o: DaemonOptions, state: DaemonState, clock: Clock, signal: AbortSignal): Promise<{ manifest: ManifestHolder; ctx: SyncContext }> {
   const { config, log } = o;
-  const { manifest, files, ctx } = await openWithManifest(config, log, o.manifestPath, { updateLock: o.updateLock, clock, signal });
+  const { manifest, files, ctx } = await openWithManifest(config, log, o.manifestPath, { updateLock: o.updateLock, clock, signal, beforeOpen: () => prepareModelsDir(config, (what) => log.info({ dir: config.modelsDir }, what), true) });
   return { manifest: new ManifestHolder(manifest, files, config.stateDir, state, log), ctx };
 }
 

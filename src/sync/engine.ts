@@ -28,7 +28,17 @@ export interface SyncOptions {
 export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOptions = {}): Promise<SyncReport> {
   const started = ctx.clock.now();
   const signal = opts.signal ?? new AbortController().signal;
-  const events = opts.events ?? {};
+  const given = opts.events ?? {};
+  // Every byte that came in counts, a failed or discarded download's too: a sync that failed
+  // after 286 MB says so rather than "fetched 0 B".
+  let fetched = 0;
+  const events: SyncEvents = {
+    ...given,
+    bytes: (n, key) => {
+      fetched += n;
+      given.bytes?.(n, key);
+    },
+  };
   const filter = opts.filter ?? (() => true);
   // Civitai entries written without dest get theirs first: the rest of the sync is the same for all.
   const placement = await placeForSync(ctx, written, signal, filter);
@@ -54,7 +64,6 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
     results.set(f.entry, result(f.entry, 'failed', { error: f.error }));
     events.entryState?.(f.entry, 'failed', { error: f.error.message });
   }
-  let fetched = 0;
   let bySource = NO_BYTES;
   // Folder fsyncs and state DB rows of every commit and publish, done in a few passes; the last
   // one before this sync reports anything (see SyncBatch for why that is as durable as before).
@@ -69,10 +78,7 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
         files.add(async () => {
           const got = await runJob(ctx, manifest, job, { batch, claims, firstPass: first, settle: (e, r) => results.set(e, r) }, signal, events);
           if (got === BUSY) busy.push(job);
-          else {
-            fetched += got.fetched;
-            bySource = addBytes(bySource, got.bySource);
-          }
+          else bySource = addBytes(bySource, got.bySource);
         }),
       ),
     );

@@ -10,6 +10,7 @@ import { blobPath } from '../store/layout.js';
 import { downloadToPart, type DownloadParams } from '../transfer/download.js';
 import { contentVersion } from '../transfer/journal.js';
 import type { TransferBudget } from '../transfer/transfer-budget.js';
+import { safetensorsPrefix } from '../transfer/prefix-check.js';
 import { checkSafetensors, hashMismatch } from '../transfer/verify.js';
 import type { SyncContext } from './context.js';
 import { removePart, type PartPaths } from './partials.js';
@@ -89,6 +90,8 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       // A full disk is permanent for this run, and so is a stream past its room: drop the partial
       // rather than keep a space hog.
       if (e instanceof ModelsyncError && (e.code === 'E_DISK_FULL' || e.code === 'E_TOO_LARGE' || e.code === 'E_NO_SPACE')) await removePart(paths);
+      // Bytes proven not to be what the entry names: nothing to resume.
+      if (e instanceof ModelsyncError && e.code === 'E_CORRUPT') await removePart(paths);
       // Bytes of two versions must never be spliced: drop them all, resolve again, start over.
       if (e instanceof ModelsyncError && e.code === 'E_SOURCE_CHANGED' && restarts < SOURCE_CHANGE_RESTARTS && !both.aborted) {
         restarts++;
@@ -131,6 +134,8 @@ export function downloadParams(ctx: SyncContext, job: BlobJob, file: RemoteFile,
     log: ctx.log,
     fence: w.fence,
     wholeStream: job.learn,
+    // A file that cannot be a safetensors file fails once its header is in, not at its end.
+    prefixCheck: job.entries.some((e) => e.dest.endsWith('.safetensors')) ? safetensorsPrefix(file.size) : undefined,
     onBytes: (n) => {
       onBytes?.(n);
       events.bytes?.(n, job.key);

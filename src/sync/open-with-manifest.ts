@@ -16,6 +16,8 @@ export interface OpenWithManifestOptions {
   readonly dbRecreated?: string | undefined;
   readonly clock?: Clock | undefined;
   readonly signal?: AbortSignal | undefined;
+  /** Once the manifest is known good, before the context (the store, the state DB) is opened. */
+  readonly beforeOpen?: (() => Promise<void>) | undefined;
 }
 
 export interface ManifestAndContext {
@@ -34,6 +36,7 @@ export async function openWithManifest(config: Config, log: Logger, manifestPath
   if (!o.updateLock) {
     const lookup = o.lookup ?? lookUpManifest(config.stateDir, manifestPath);
     const valid = await validatedManifest(lookup);
+    await o.beforeOpen?.();
     const ctx = await openContext(config, log, o.clock, o.dbRecreated);
     await valid.remember(config.stateDir);
     return { manifest: valid.manifest, files: lookup.files, ctx };
@@ -41,6 +44,7 @@ export async function openWithManifest(config: Config, log: Logger, manifestPath
   const files = await readManifestFiles(manifestPath);
   const [{ readForLockUpdate }, { settleLock }] = await Promise.all([import('../manifest/validate.js'), import('./settle-lock.js')]);
   const read = readForLockUpdate(files);
+  await o.beforeOpen?.();
   const ctx = await openContext(config, log, o.clock, o.dbRecreated);
   try {
     const settled = await settleLock(ctx, read, log, o.signal);

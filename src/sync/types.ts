@@ -36,7 +36,7 @@ export function addBytes(a: BytesBySource, b: BytesBySource): BytesBySource {
 export interface SyncReport {
   readonly ok: boolean;
   readonly entries: readonly EntryResult[];
-  /** Bytes that came over the network in this sync. */
+  /** Bytes that came over the network in this sync (of model content, failed downloads included). */
   readonly bytesFetched: number;
   /** Absent from a warm start's report: nothing was needed. */
   readonly bytesBySource?: BytesBySource | undefined;

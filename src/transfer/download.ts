@@ -12,6 +12,7 @@ import { networkError } from './network-error.js';
 import { bootId } from './boot-id.js';
 import { readJournal } from './journal.js';
 import { journalFlusher, resumePoint } from './journal-flusher.js';
+import { PrefixWatch, type PrefixCheck } from './prefix-check.js';
 import { PrefixHasher } from './prefix-hasher.js';
 import { ThreadHasher, hashThreadFits } from './thread-hasher.js';
 import { RateFloor, isTooSlow } from './rate-floor.js';
@@ -49,6 +50,8 @@ export interface DownloadParams {
    * told apart from one version.
    */
   readonly wholeStream?: boolean | undefined;
+  /** A check of the file's first bytes, made as soon as they are in (a safetensors header). */
+  readonly prefixCheck?: PrefixCheck | undefined;
 }
 
 export interface Downloaded {
@@ -129,6 +132,9 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const offer = hasher instanceof PrefixHasher ? (b: Buffer, at: number): void => hasher.offer(b, at) : undefined;
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
+  const watch = p.prefixCheck && new PrefixWatch(p.prefixCheck, fh, () => map.contiguousEnd(), p.file.uri);
+  // A resumed partial may hold the whole header already.
+  watch?.notify();
   try {
     // Extending the file can fail already: EFBIG under a file-size limit (RLIMIT_FSIZE, quotas).
     if (!resumable) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFullError(e, `while writing ${p.file.uri}`, { url: p.file.uri }) : e));
@@ -166,6 +172,9 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
                       fetched += n;
                       slot.bytes(n);
                       hasher.notify();
+                      watch?.notify();
+                      // Not retryable: every lane stops with it.
+                      if (watch?.failed) throw watch.failed;
                     });
                   } catch (e) {
                     if (!isTooSlow(e) && isProgress(got.pos - before, got.end - before)) ctx.madeProgress();
@@ -191,6 +200,8 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
       const real = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !isAbortLike(r.reason));
       throw (real ?? failed).reason;
     }
+    await watch?.idle();
+    if (watch?.failed) throw watch.failed;
     hasher.notify();
     const hex = await hashing;
     if (hex === undefined) throw new ModelsyncError('E_ABORTED', 'hashing stopped');
@@ -331,6 +342,8 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
       }));
       opened = undefined;
       let fh: FileHandle | undefined;
+      let written = 0;
+      let watch: PrefixWatch | undefined;
       try {
         const declared = res.length;
         if (room && declared !== undefined && declared > room.bytes) throw tooLarge(p.file.uri, room, declared);
@@ -338,6 +351,7 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
         const limit = p.file.size ?? declared ?? (room ? room.bytes + 1 : Number.MAX_SAFE_INTEGER);
         await p.fence?.();
         fh = await open(p.partPath, 'w+');
+        watch = p.prefixCheck && new PrefixWatch(p.prefixCheck, fh, () => written, p.file.uri);
         const hash = keyHasher(p.file.key.algo, p.file.size ?? declared);
         const from = res.origin ?? p.file.uri;
         floor.start(from);
@@ -351,7 +365,10 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
             p.budget.charge(n, from);
             floor.count(n);
             fetched += n;
+            written += n;
             p.onBytes?.(n);
+            watch?.notify();
+            if (watch?.failed) throw watch.failed;
           },
           (b) => hash.update(b),
           p.fence,
@@ -363,6 +380,8 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
         if (p.file.size !== undefined && total < p.file.size) {
           throw new ModelsyncError('E_NETWORK', `${p.file.uri}: body ended at byte ${total} of ${p.file.size}`, { url: p.file.uri, retryable: true });
         }
+        await watch?.idle();
+        if (watch?.failed) throw watch.failed;
         await fh.sync();
         return { hex: hash.digest('hex'), size: total, fetched, resumedFrom: 0 };
       } catch (e) {

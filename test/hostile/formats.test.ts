@@ -84,6 +84,32 @@ describe('format safety (hostile-world.md, bad input)', () => {
     await expectNothingKept();
   });
 
+  it('a .safetensors entry that is not one fails as soon as its header is in, not after the whole file; the summary counts what came', async () => {
+    sb = await sandbox(hub.endpoint);
+    const size = 6 * 1024 * 1024;
+    const html = Buffer.concat([Buffer.from('<!doctype html><html><body>Sign in to download</body></html>\n'), Buffer.alloc(size, 0x20)]).subarray(0, size);
+    // A sane length, then a header that is not JSON: decided at byte 8 + 4000.
+    const notJson = Buffer.concat([withHeader(`{"t": ${'x'.repeat(3990)}`, 0), Buffer.alloc(size, 1)]).subarray(0, size);
+    const files = { html, notJson };
+    for (const [name, content] of Object.entries(files)) {
+      hub.addRepo({ id: `test-org/not-safetensors-${name}`, files: [{ path: 'model.safetensors', content }] });
+      // Slow enough that the whole file would take 20 s.
+      hub.setFaults(sha256(content), { bytesPerSecond: 300_000 });
+    }
+    await sb.writeManifest(Object.keys(files).map((name) => ({ source: `hf://test-org/not-safetensors-${name}/model.safetensors`, dest: `checkpoints/${name}.safetensors` })));
+    const r = await runCli(['sync', '--json'], sb.env());
+    hub.clearFaults();
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as JsonReport & { bytesFetched: number };
+    expect(report.entries.map((e) => e.error?.code)).toEqual(['E_CORRUPT', 'E_CORRUPT']);
+    expect(report.entries[0]?.error?.message).toMatch(/header length \d+ is not sane/);
+    expect(report.entries[1]?.error?.message).toMatch(/header is not JSON/);
+    for (const content of Object.values(files)) expect(hub.stats.bytesServed.get(sha256(content)) ?? 0).toBeLessThan(size / 4);
+    // What did come is counted: a failed sync does not say "fetched 0 B".
+    expect(report.bytesFetched).toBeGreaterThan(0);
+    await expectNothingKept();
+  });
+
   it('.ckpt, .pt and .bin without allow_pickle: exit 2 with the warning that pickle runs code, nothing fetched', async () => {
     sb = await sandbox();
     const bytes = Buffer.from('not really a pickle');

@@ -1,0 +1,134 @@
+import type { OPTIONS } from './cli-options.js';
+
+type FlagName = keyof typeof OPTIONS;
+
+/** One line per flag: its value's name and what it does. Every flag in OPTIONS must have one. */
+const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> = {
+  manifest: { arg: 'FILE', text: 'the manifest (YAML or JSON); env MODELSYNC_MANIFEST' },
+  'models-dir': { arg: 'DIR', text: "ComfyUI's models/ folder, where dests are published (created by sync and run if missing); env MODELSYNC_MODELS_DIR" },
+  'store-dir': { arg: 'DIR', text: 'content-addressed store, same filesystem as the models dir (default DIR/.modelsync-store); env MODELSYNC_STORE_DIR' },
+  'state-dir': { arg: 'DIR', text: 'local SQLite state, never on NFS (default $XDG_STATE_HOME/modelsync); env MODELSYNC_STATE_DIR' },
+  json: { text: 'machine-readable output on stdout' },
+  'log-level': { arg: 'LEVEL', text: 'fatal, error, warn, info (default), debug, trace or silent; env MODELSYNC_LOG_LEVEL' },
+  'log-format': { arg: 'FORMAT', text: 'auto (default: pretty on a terminal, JSON lines otherwise), json or pretty; env MODELSYNC_LOG_FORMAT' },
+  'child-logs': { arg: 'MODE', text: "passthrough (default: CMD's output on stdout as it is) or json (one record per line on stderr); env MODELSYNC_CHILD_LOGS" },
+  connections: { arg: 'N', text: 'connections open at once, over all files (default 16); env MODELSYNC_CONNECTIONS' },
+  'host-connections': { arg: 'N', text: 'most connections to one host: starts at 16, grows while throughput grows (default 64); env MODELSYNC_HOST_CONNECTIONS' },
+  'chunk-size': { arg: 'SIZE', text: 'largest ranged request (default 32M); env MODELSYNC_CHUNK_SIZE' },
+  'min-rate': { arg: 'RATE', text: 'bytes/s below which a download is cut (default 4K; 0: none); env MODELSYNC_MIN_RATE' },
+  control: { arg: 'HOST:PORT', text: "the daemon's control API (default 127.0.0.1:8189); env MODELSYNC_CONTROL" },
+  refresh: { text: 'ask the Hub again whether branch revisions (@main) moved' },
+  offline: { text: 'no network: only what the store and state DB hold (same as HF_HUB_OFFLINE=1)' },
+  full: { text: 're-hash every file and rebuild the state DB from what is on disk' },
+  'dry-run': { text: 'say what would be removed, remove nothing' },
+  'update-lock': { text: 're-pin entries that drifted from the lock file instead of refusing' },
+  's3-endpoint': { arg: 'URL', text: 'S3-compatible endpoint; env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL' },
+  's3-path-style': { text: 'path-style S3 addressing (MinIO and most S3-compatible stores)' },
+  'comfy-url': { arg: 'URL', text: "where CMD answers HTTP (default: from its --listen/--port, 127.0.0.1:8188); env MODELSYNC_COMFY_URL" },
+  'startup-timeout': { arg: 'S', text: 'seconds CMD may take to answer GET /system_stats (default 600; 0: do not probe); env MODELSYNC_STARTUP_TIMEOUT' },
+  restart: { arg: 'POLICY', text: 'on-failure (default), always or never; env MODELSYNC_RESTART' },
+  'stop-timeout': { arg: 'S', text: "seconds from SIGTERM to SIGKILL for CMD's process group (default 10); env MODELSYNC_STOP_TIMEOUT" },
+  'probe-interval': { arg: 'S', text: 'a health probe every S seconds once CMD answers (default 5); env MODELSYNC_PROBE_INTERVAL_MS' },
+  'probe-timeout': { arg: 'S', text: 'each probe waits S seconds for its answer (default 5); env MODELSYNC_PROBE_TIMEOUT_MS' },
+  'probe-misses': { arg: 'N', text: 'N unanswered probes in a row: CMD is hung and is restarted (default 3); env MODELSYNC_PROBE_FAILURES' },
+  'max-restarts': { arg: 'N', text: 'give up (exit 3) after N starts in a row that never became healthy (default 10; 0: never); env MODELSYNC_MAX_RESTARTS' },
+  'grace-period': { arg: 'S', text: 'only remove what has been unreferenced this long (default 86400); env MODELSYNC_GC_GRACE_PERIOD' },
+  output: { arg: 'FILE', text: 'write the result here instead of stdout' },
+  help: { text: "this command's usage" },
+  version: { text: "modelsync's version" },
+};
+
+const WHERE: readonly FlagName[] = ['manifest', 'models-dir', 'store-dir', 'state-dir'];
+const LOGS: readonly FlagName[] = ['log-level', 'log-format', 'json'];
+const NETWORK: readonly FlagName[] = ['connections', 'host-connections', 'chunk-size', 'min-rate', 'refresh', 'offline', 's3-endpoint', 's3-path-style'];
+
+interface CommandHelp {
+  readonly usage: string;
+  readonly about: readonly string[];
+  readonly flags: readonly FlagName[];
+  readonly examples: readonly string[];
+}
+
+const HELP: Record<string, CommandHelp> = {
+  sync: {
+    usage: 'modelsync sync [flags]',
+    about: ['Bring the models dir in line with the manifest: fetch what is missing, verify every byte, publish.', 'Exit 0 only if every entry is present and verified; 1 if any failed; 2 for a bad manifest.'],
+    flags: [...WHERE, ...NETWORK, 'update-lock', ...LOGS],
+    examples: ['modelsync sync --manifest models.yaml --models-dir /workspace/ComfyUI/models', 'HF_TOKEN=hf_... modelsync sync --refresh --json'],
+  },
+  run: {
+    usage: 'modelsync run [flags] [--] CMD ARGS...',
+    about: [
+      'The daemon: sync the required entries, then start CMD (ComfyUI) and supervise it; keep syncing the',
+      'optional ones, watch the manifest, serve the control API. Without CMD: sync, watch and serve only.',
+      'CMD starts at the first word that is not one of these flags. Exit: 1 required models missing, 2 bad',
+      "usage or manifest, 3 gave up on CMD, otherwise CMD's own code (128+N for signal N).",
+    ],
+    flags: [...WHERE, 'control', 'restart', 'max-restarts', 'startup-timeout', 'stop-timeout', 'probe-interval', 'probe-timeout', 'probe-misses', 'comfy-url', 'child-logs', 'update-lock', ...NETWORK.filter((f) => f !== 'refresh'), 'log-level', 'log-format'],
+    examples: ['modelsync run --manifest models.yaml --models-dir /models -- python3 main.py --listen 0.0.0.0', 'modelsync run --manifest /etc/modelsync/manifest.yaml --models-dir /srv/comfyui/models   # node service, no child'],
+  },
+  resync: {
+    usage: 'modelsync resync [flags]',
+    about: ['Ask the running daemon to re-read its manifest and sync now (branch revisions asked again), wait, print', 'the outcome. Only --control is needed; with no daemon answering it syncs in-process, which needs the', 'models dir and the manifest. Exit 0 all verified, 1 failures, 2 the manifest on disk was rejected.'],
+    flags: ['control', ...WHERE, ...LOGS],
+    examples: ['modelsync resync --control 127.0.0.1:8189', 'MODELSYNC_CONTROL=127.0.0.1:8190 modelsync resync --json'],
+  },
+  plan: {
+    usage: 'modelsync plan [flags]',
+    about: ['Dry run: which entries are present, which would be fetched or only published, which would be', 'unpublished, the bytes to fetch and the free space. Nothing is downloaded or changed.'],
+    flags: [...WHERE, 'refresh', 'offline', 's3-endpoint', 's3-path-style', ...LOGS],
+    examples: ['modelsync plan --manifest models.yaml --models-dir ./models', 'modelsync plan --json | jq .bytesToFetch'],
+  },
+  status: {
+    usage: 'modelsync status [flags]',
+    about: ["Per entry, what the models dir holds. A daemon answering on --control gives its live view (downloads", 'in progress, ComfyUI); otherwise stat and the state DB tell, with no network request.'],
+    flags: ['control', ...WHERE, ...LOGS],
+    examples: ['modelsync status --manifest models.yaml --models-dir ./models', 'modelsync status --control 127.0.0.1:8189 --json'],
+  },
+  verify: {
+    usage: 'modelsync verify [flags]',
+    about: ['Re-check every entry: by stat against what was verified (default), or by re-hashing every byte', '(--full, which also rebuilds the state DB and repairs a corrupt file). Exit 0 only if all match.'],
+    flags: [...WHERE, 'full', ...LOGS],
+    examples: ['modelsync verify --full --manifest models.yaml --models-dir ./models'],
+  },
+  gc: {
+    usage: 'modelsync gc [flags]',
+    about: ['Remove store content that no node sharing the store references any more, once it has been', 'unreferenced for the grace period. Needs no manifest.'],
+    flags: ['models-dir', 'store-dir', 'dry-run', 'grace-period', ...LOGS],
+    examples: ['modelsync gc --dry-run --models-dir /models', 'modelsync gc --grace-period 3600 --models-dir /models'],
+  },
+  lock: {
+    usage: 'modelsync lock [flags]',
+    about: ['Pin every entry (Hub commit, size, sha256) into NAME.lock.json beside the manifest. Entries the lock', 'already pins are kept; --refresh resolves them all again. Written only if every entry could be pinned.'],
+    flags: [...WHERE, 'refresh', 'offline', 's3-endpoint', 's3-path-style', ...LOGS],
+    examples: ['modelsync lock --manifest models.yaml --models-dir ./models', 'modelsync lock --refresh --manifest models.yaml --models-dir ./models'],
+  },
+  'import-workflow': {
+    usage: 'modelsync import-workflow WORKFLOW.json [flags]',
+    about: ['Turn the models list a ComfyUI workflow embeds (node properties.models) into manifest entries.'],
+    flags: ['output'],
+    examples: ['modelsync import-workflow flux_schnell.json -o models.yaml'],
+  },
+  'comfy-paths': {
+    usage: 'modelsync comfy-paths [flags]',
+    about: ["Print an extra_model_paths.yaml that points ComfyUI's model folders at the models dir."],
+    flags: ['models-dir'],
+    examples: ['modelsync comfy-paths --models-dir /srv/comfyui/models > /opt/ComfyUI/extra_model_paths.yaml'],
+  },
+};
+
+/** `modelsync COMMAND --help`; undefined for a command without its own page. */
+export function commandHelp(name: string): string | undefined {
+  const h = HELP[name];
+  if (!h) return undefined;
+  const flags = [...new Set([...h.flags, 'help' as const])].map((f) => {
+    const d = FLAGS[f];
+    return `  ${`--${f}${d.arg ? ` ${d.arg}` : ''}`.padEnd(22)} ${d.text}`;
+  });
+  return [`usage: ${h.usage}`, '', ...h.about, '', 'flags:', ...flags, '', 'examples:', ...h.examples.map((e) => `  ${e}`)].join('\n');
+}
+
+/** The commands that have a help page (a test holds it to the command list). */
+export function helpTopics(): string[] {
+  return Object.keys(HELP);
+}

@@ -1,0 +1,84 @@
+import type { FileHandle } from 'node:fs/promises';
+import { ModelsyncError } from '../errors.js';
+import { safetensorsHeaderProblem, safetensorsLengthProblem } from './verify.js';
+
+/**
+ * A check of a file's first bytes, made as soon as the download's contiguous prefix covers them,
+ * so that a file that cannot be what its name says fails at once instead of after gigabytes.
+ */
+export interface PrefixCheck {
+  /** What the file fails to be, for the error: "not a valid safetensors file". */
+  readonly what: string;
+  /** Bytes of the file's start it needs next; 0 once it has decided. */
+  readonly need: number;
+  /** Look at the first `need` bytes: a reason when they are wrong; else it needs more, or is done. */
+  look(prefix: Buffer): string | undefined;
+}
+
+/** safetensors: the first 8 bytes give the header's length, then the header must be a sane JSON object. */
+export function safetensorsPrefix(size: number | undefined): PrefixCheck {
+  let need = 8;
+  return {
+    what: 'not a valid safetensors file',
+    get need() {
+      return need;
+    },
+    look(prefix) {
+      if (need === 8) {
+        const bad = safetensorsLengthProblem(prefix, size);
+        if (bad !== undefined) return bad;
+        need = 8 + Number(prefix.readBigUInt64LE(0));
+        return undefined;
+      }
+      const len = need - 8;
+      need = 0;
+      return safetensorsHeaderProblem(prefix.subarray(8), len, size);
+    },
+  };
+}
+
+/**
+ * Runs a PrefixCheck against the partial as its contiguous prefix grows: `notify` after each
+ * write; `failed` holds the verdict once one is in (the download then stops with it). Reads what
+ * is already on disk with positional reads, never the bytes in flight.
+ */
+export class PrefixWatch {
+  failed: ModelsyncError | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly check: PrefixCheck,
+    private readonly fh: FileHandle,
+    private readonly contiguous: () => number,
+    private readonly uri: string,
+  ) {}
+
+  notify(): void {
+    if (this.running || this.failed || this.check.need === 0 || this.contiguous() < this.check.need) return;
+    // A read that fails decides nothing: the whole-file check after the download still runs.
+    this.running = this.step()
+      .catch(() => undefined)
+      .finally(() => {
+        this.running = undefined;
+        this.notify();
+      });
+  }
+
+  /** Resolves once no look is under way (call before relying on `failed` at the end). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async step(): Promise<void> {
+    const need = this.check.need;
+    const buf = Buffer.alloc(need);
+    let got = 0;
+    while (got < need) {
+      const { bytesRead } = await this.fh.read(buf, got, need - got, got);
+      if (bytesRead === 0) return;
+      got += bytesRead;
+    }
+    const bad = this.check.look(buf);
+    if (bad !== undefined) this.failed = new ModelsyncError('E_CORRUPT', `${this.uri}: ${this.check.what} (${bad})`, { url: this.uri });
+  }
+}
