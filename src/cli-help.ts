@@ -32,6 +32,8 @@ const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> 
   'probe-timeout': { arg: 'S', text: 'each probe waits S seconds for its answer (default 5); env MODELSYNC_PROBE_TIMEOUT_MS' },
   'probe-misses': { arg: 'N', text: 'N unanswered probes in a row: CMD is hung and is restarted (default 3); env MODELSYNC_PROBE_FAILURES' },
   'max-restarts': { arg: 'N', text: 'give up (exit 3) after N starts in a row that never became healthy (default 10; 0: never); env MODELSYNC_MAX_RESTARTS' },
+  gate: { arg: 'HOST:PORT', text: "a front door in front of ComfyUI: 503 with Retry-After until it answers, then every request relayed; env MODELSYNC_GATE" },
+  'gate-frontend-downloads': { text: "through the gate, serve ComfyUI frontend's server-side download API (experimental); env MODELSYNC_GATE_FRONTEND_DOWNLOADS" },
   'grace-period': { arg: 'S', text: 'only remove what has been unreferenced this long (default 86400); env MODELSYNC_GC_GRACE_PERIOD' },
   output: { arg: 'FILE', text: 'write the result here instead of stdout' },
   help: { text: "this command's usage" },
@@ -64,7 +66,7 @@ const HELP: Record<string, CommandHelp> = {
       'CMD starts at the first word that is not one of these flags. Exit: 1 required models missing, 2 bad',
       "usage or manifest, 3 gave up on CMD, otherwise CMD's own code (128+N for signal N).",
     ],
-    flags: [...WHERE, 'control', 'restart', 'max-restarts', 'startup-timeout', 'stop-timeout', 'probe-interval', 'probe-timeout', 'probe-misses', 'comfy-url', 'child-logs', 'update-lock', ...NETWORK.filter((f) => f !== 'refresh'), 'log-level', 'log-format'],
+    flags: [...WHERE, 'control', 'gate', 'gate-frontend-downloads', 'restart', 'max-restarts', 'startup-timeout', 'stop-timeout', 'probe-interval', 'probe-timeout', 'probe-misses', 'comfy-url', 'child-logs', 'update-lock', ...NETWORK.filter((f) => f !== 'refresh'), 'log-level', 'log-format'],
     examples: ['modelsync run --manifest models.yaml --models-dir /models -- python3 main.py --listen 0.0.0.0', 'modelsync run --manifest /etc/modelsync/manifest.yaml --models-dir /srv/comfyui/models   # node service, no child'],
   },
   resync: {
