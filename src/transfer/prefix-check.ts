@@ -45,6 +45,8 @@ export function safetensorsPrefix(size: number | undefined): PrefixCheck {
 export class PrefixWatch {
   failed: ModelsyncError | undefined;
   private running: Promise<void> | undefined;
+  /** A read failed (the partial was closed under it, or shrank): the watch stops deciding. */
+  private stopped = false;
 
   constructor(
     private readonly check: PrefixCheck,
@@ -54,10 +56,19 @@ export class PrefixWatch {
   ) {}
 
   notify(): void {
-    if (this.running || this.failed || this.check.need === 0 || this.contiguous() < this.check.need) return;
-    // A read that fails decides nothing: the whole-file check after the download still runs.
+    if (this.running || this.stopped || this.failed || this.check.need === 0 || this.contiguous() < this.check.need) return;
+    // A read that fails (or finds fewer bytes than the prefix claimed) decides nothing, and the
+    // watch stops: the whole-file check after the download still runs. Retrying at once would
+    // spin: a read of a closed handle fails without any I/O, so the retries would never yield.
     this.running = this.step()
-      .catch(() => undefined)
+      .then(
+        (decided) => {
+          if (!decided) this.stopped = true;
+        },
+        () => {
+          this.stopped = true;
+        },
+      )
       .finally(() => {
         this.running = undefined;
         this.notify();
@@ -69,16 +80,18 @@ export class PrefixWatch {
     while (this.running) await this.running;
   }
 
-  private async step(): Promise<void> {
+  /** One look at the prefix; false when the bytes were not there to look at. */
+  private async step(): Promise<boolean> {
     const need = this.check.need;
     const buf = Buffer.alloc(need);
     let got = 0;
     while (got < need) {
       const { bytesRead } = await this.fh.read(buf, got, need - got, got);
-      if (bytesRead === 0) return;
+      if (bytesRead === 0) return false;
       got += bytesRead;
     }
     const bad = this.check.look(buf);
     if (bad !== undefined) this.failed = new ModelsyncError('E_CORRUPT', `${this.uri}: ${this.check.what} (${bad})`, { url: this.uri });
+    return true;
   }
 }
