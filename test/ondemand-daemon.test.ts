@@ -5,7 +5,9 @@ import { FAKE_HF_TOKEN, sandbox, type Sandbox } from './support/cli.js';
 import { freePort, killAll, startRun, waitFor } from './support/daemon-harness.js';
 import { rawRequest } from './support/http-get.js';
 import { startHub, type Hub } from './support/hub.js';
-import { addModel, fileSha256 } from './support/models.js';
+import { addModel, fileSha256, sha256 } from './support/models.js';
+import { startS3 } from './support/s3-fixture.js';
+import { makeSafetensors } from './support/safetensors.js';
 
 let hub: Hub;
 let sb: Sandbox | undefined;
@@ -68,5 +70,28 @@ describe('models on demand in `modelsync run`', () => {
     d.signal('SIGTERM');
     expect(await stream).toBe(true);
     expect((await d.exited).code).toBe(0);
+  });
+
+  it('an S3 request without a sha256 is trusted on first use: one whole GET, its sha256 the key, not fetched again', async () => {
+    sb = await sandbox(hub.endpoint);
+    const s3 = await startS3(['team-models']);
+    try {
+      const body = makeSafetensors(120_000, 99);
+      await s3.put('team-models', 'loras/s3-style.safetensors', body);
+      await sb.writeManifest([], { on_demand: { allow: ['s3://team-models/loras/*'], max_bytes: '10M' } });
+      const env = sb.env({ AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: path.join(sb.dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'none') });
+      const d = startRun([], env, await freePort());
+      await waitFor('the control API', async () => (await d.get('/readyz'))?.status === 200);
+      const want = { source: 's3://team-models/loras/s3-style.safetensors', dest: 'loras/s3-style.safetensors' };
+      const first = await post(`${d.controlUrl}/models?wait=60`, { models: [want] });
+      expect(first.status).toBe(200);
+      expect(await fileSha256(path.join(sb.models, want.dest))).toBe(sha256(body));
+      expect(s3.gets('loras/s3-style.safetensors').map((g) => g.range)).toEqual([undefined]);
+      const again = await post(`${d.controlUrl}/models?wait=60`, { models: [{ ...want, dest: 'loras/s3-again.safetensors' }] });
+      expect(again.status).toBe(200);
+      expect(s3.gets('loras/s3-style.safetensors')).toHaveLength(1);
+    } finally {
+      await s3.close();
+    }
   });
 });

@@ -296,3 +296,4 @@ describe('on-demand Civitai requests', () => {
     expect((await rig.ensure([{ source: `https://civitai.com/api/download/models/${v.id}`, dest: 'checkpoints/base.safetensors' }])).ok).toBe(true);
   });
 });
+
