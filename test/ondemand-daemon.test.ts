@@ -1,29 +1,17 @@
 import { request } from 'node:http';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_HF_TOKEN, sandbox, type Sandbox } from './support/cli.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, killAll, startRun, waitFor } from './support/daemon-harness.js';
 import { rawRequest } from './support/http-get.js';
-import { startHub, type Hub } from './support/hub.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
 import { startS3 } from './support/s3-fixture.js';
 import { makeSafetensors } from './support/safetensors.js';
 
-let hub: Hub;
-let sb: Sandbox | undefined;
+const { hub, sandbox } = await useHubSandbox();
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 afterEach(async () => {
   await killAll();
-  await sb?.cleanup();
-  sb = undefined;
-  hub.clearFaults();
 });
 
 function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -36,7 +24,7 @@ function post(url: string, body: unknown): Promise<{ status: number; json: Recor
 
 describe('models on demand in `modelsync run`', () => {
   it('a request is served beside a long manifest sync, not behind it; /events ends when the daemon stops', async () => {
-    sb = await sandbox(hub.endpoint);
+    const sb = await sandbox(hub.endpoint);
     const slow = addModel(hub, 3_000_000);
     const wanted = addModel(hub, 50_000);
     hub.setFaults(slow.sha256, { bytesPerSecond: 200_000 });
@@ -73,7 +61,7 @@ describe('models on demand in `modelsync run`', () => {
   });
 
   it('an S3 request without a sha256 is trusted on first use: one whole GET, its sha256 the key, not fetched again', async () => {
-    sb = await sandbox(hub.endpoint);
+    const sb = await sandbox(hub.endpoint);
     const s3 = await startS3(['team-models']);
     try {
       const body = makeSafetensors(120_000, 99);

@@ -6,26 +6,17 @@ import { runSync } from '../src/sync/engine.js';
 import { warmSync } from '../src/sync/warm.js';
 import { startByteServer, type ByteServer } from './support/byte-server.js';
 import { startCivitai, type CivitaiStandIn } from './support/civitai.js';
-import { FAKE_HF_TOKEN } from './support/cli.js';
-import { startHub, type Hub } from './support/hub.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, exists, fileSha256, sha256, type TestModel } from './support/models.js';
 import { onDemandRig, type Rig } from './support/on-demand-rig.js';
 import { makeSafetensors } from './support/safetensors.js';
 
-let hub: Hub;
+const { hub } = await useHubSandbox();
 let rig: Rig | undefined;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 afterEach(async () => {
   await rig?.close();
   rig = undefined;
-  hub.clearFaults();
 });
 
 const policy = (maxBytes: number | string, allow = '"hf://*"', extra = ''): string => `on_demand:\n  allow: [${allow}]\n  max_bytes: ${maxBytes}\n${extra}`;

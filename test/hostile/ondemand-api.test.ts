@@ -1,33 +1,24 @@
 import { request, type IncomingMessage } from 'node:http';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { startControl, type ControlServer } from '../../src/daemon/control.js';
 import { DaemonState } from '../../src/daemon/state.js';
 import type { ModelEvent, OnDemandService } from '../../src/ondemand/service.js';
-import { FAKE_HF_TOKEN } from '../support/cli.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
 import { rawRequest } from '../support/http-get.js';
-import { startHub, type Hub } from '../support/hub.js';
 import { addModel, exists, fileSha256 } from '../support/models.js';
 import { onDemandRig, type Rig } from '../support/on-demand-rig.js';
 
-let hub: Hub;
+const { hub } = await useHubSandbox();
 let rig: Rig | undefined;
 let server: ControlServer | undefined;
 
-beforeAll(async () => {
-  hub = await startHub();
-  hub.tokens.valid.add(FAKE_HF_TOKEN);
-});
-afterAll(async () => {
-  await hub.close();
-});
 afterEach(async () => {
   await server?.close();
   server = undefined;
   await rig?.close();
   rig = undefined;
-  hub.clearFaults();
 });
 
 const TOKEN = 'on-demand-test-token-0123456789';
