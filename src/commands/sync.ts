@@ -31,7 +31,10 @@ export async function syncCommand(io: CommandIo): Promise<number> {
   try {
     const report = await runSync(ctx, manifest, { signal: stop.signal, ...(bar ? { events: bar.events } : {}) });
     bar?.done();
-    return reportSync(io, config.json, report);
+    // Write-back runs behind the sync; a one-shot sync waits for it before it exits.
+    if (manifest.mirrorWrite === undefined) return reportSync(io, config.json, report);
+    await ctx.writeBack.drain();
+    return reportSync(io, config.json, report, { to: manifest.mirrorWrite.uri, ...ctx.writeBack.stats });
   } finally {
     bar?.done();
     stop.dispose();

@@ -54,6 +54,19 @@ export function renderMetrics(state: DaemonState): string {
       { labels: { required: 'true' }, value: [...state.entries.values()].filter((e) => e.required && e.verified).length },
       { labels: { required: 'false' }, value: [...state.entries.values()].filter((e) => !e.required && e.verified).length },
     ])
+    .family('modelsync_bytes_by_source_total', 'counter', 'Bytes of blobs by where they came from: origin and mirror over the network; volume, found in the store (already there, or committed by a peer on the shared volume).', [
+      { labels: { source: 'origin' }, value: state.bytesBySource.origin },
+      { labels: { source: 'mirror' }, value: state.bytesBySource.mirror },
+      { labels: { source: 'volume' }, value: state.bytesBySource.volume },
+    ])
+    .family('modelsync_mirror_misses_total', 'counter', 'Blobs a mirror did not have (404, or 403 to a reader without s3:ListBucket).', [{ value: c.mirrorMisses }])
+    .family('modelsync_mirror_failures_total', 'counter', 'Mirror reads that failed and fell through to the next source, by error code.', [...state.mirrorFailures].map(([code, n]) => ({ labels: { code }, value: n })))
+    .family('modelsync_mirror_writes_total', 'counter', 'Write-backs to mirror_write by outcome (present: HeadObject found it, nothing sent).', [
+      { labels: { outcome: 'uploaded' }, value: state.mirrorWrite.uploaded },
+      { labels: { outcome: 'present' }, value: state.mirrorWrite.present },
+      { labels: { outcome: 'failed' }, value: state.mirrorWrite.failed },
+    ])
+    .family('modelsync_mirror_write_bytes_total', 'counter', 'Bytes uploaded to mirror_write.', [{ value: state.mirrorWrite.bytes }])
     .family('modelsync_verify_failures_total', 'counter', 'Downloads discarded because their bytes did not match the expected hash or size.', [{ value: c.verifyFailures }])
     .family('modelsync_cache_hits_total', 'counter', 'Entries found present and verified without any network request.', [{ value: c.cacheHits }])
     .family('modelsync_download_retries_total', 'counter', 'Retried requests to origins.', [{ value: c.retries }])

@@ -65,7 +65,13 @@ const THROUGHPUT_WINDOW_MS = 10_000;
  */
 export class DaemonState {
   readonly entries = new Map<string, EntryStatus>();
-  readonly counters = { bytesDownloaded: 0, verifyFailures: 0, cacheHits: 0, retries: 0, syncsOk: 0, syncsFailed: 0, syncSeconds: 0 };
+  readonly counters = { bytesDownloaded: 0, verifyFailures: 0, cacheHits: 0, retries: 0, syncsOk: 0, syncsFailed: 0, syncSeconds: 0, mirrorMisses: 0 };
+  /** Bytes of blobs by where they came from (see BytesBySource), over every sync and on-demand job. */
+  readonly bytesBySource = { origin: 0, mirror: 0, volume: 0 };
+  /** Mirror reads that fell through to the next source, by error code. */
+  readonly mirrorFailures = new Map<string, number>();
+  /** Write-backs to mirror_write by outcome, and the bytes uploaded. */
+  readonly mirrorWrite = { uploaded: 0, present: 0, failed: 0, bytes: 0 };
   readonly timeline: Timeline = {};
   readonly comfy: {
     phase: ComfyPhase;
@@ -257,6 +263,21 @@ export class DaemonState {
     verifyFailure: () => {
       this.counters.verifyFailures++;
     },
+    sourced: (b) => {
+      this.bytesBySource.origin += b.origin;
+      this.bytesBySource.mirror += b.mirror;
+      this.bytesBySource.volume += b.volume;
+    },
+    mirrorMiss: () => {
+      this.counters.mirrorMisses++;
+    },
+    mirrorFailure: (_mirror, code) => {
+      this.mirrorFailures.set(code, (this.mirrorFailures.get(code) ?? 0) + 1);
+    },
+    mirrorWrite: (outcome, bytes) => {
+      this.mirrorWrite[outcome]++;
+      this.mirrorWrite.bytes += bytes;
+    },
   };
 
   childSpawned(pid: number): void {
@@ -299,7 +320,8 @@ export class DaemonState {
       manifest: this.manifest,
       comfyui: this.mode === 'service' ? undefined : { ...this.comfy, modelsGone: this.gone },
       gate: this.gate === undefined ? undefined : { ...this.gate, prompts: this.gate.prompts === undefined ? undefined : { ...this.gate.prompts } },
-      sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, throughputBytesPerSecond: this.throughput() },
+      sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, bytesBySource: { ...this.bytesBySource }, throughputBytesPerSecond: this.throughput() },
+      mirrors: { misses: this.counters.mirrorMisses, failures: Object.fromEntries(this.mirrorFailures), write: { ...this.mirrorWrite } },
       timeline: this.timeline,
       counts: byState,
       onDemand: this.onDemand?.(),

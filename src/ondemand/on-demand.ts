@@ -319,6 +319,10 @@ export class OnDemand implements OnDemandService {
       },
       retry: (uri, reason, waitMs) => daemon?.retry?.(uri, reason, waitMs),
       verifyFailure: (uri) => daemon?.verifyFailure?.(uri),
+      sourced: (b) => daemon?.sourced?.(b),
+      mirrorMiss: (m) => daemon?.mirrorMiss?.(m),
+      mirrorFailure: (m, code) => daemon?.mirrorFailure?.(m, code),
+      mirrorWrite: (outcome, bytes) => daemon?.mirrorWrite?.(outcome, bytes),
     };
   }
 }

@@ -11,6 +11,8 @@ import type { ConnectionBudget } from '../transfer/budget.js';
 import { parseContentRange } from '../transfer/content-range.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
 import { createS3Client, s3Settings, type S3Settings } from './s3-client.js';
+import { blobOnMirror, uploadBlobIfAbsent } from './s3-upload.js';
+import type { S3MirrorRef } from '../manifest/mirror-uri.js';
 import { isVagueHeadFailure, s3Error, sdkErrorShape, sourceChanged, type S3Failure } from './s3-errors.js';
 import type { ContentKey } from '../content-key.js';
 import type { OpenBody, OpenRequest, RemoteFile, Source } from './source.js';
@@ -142,6 +144,16 @@ export class S3Source implements Source {
       throw new ModelsyncError('E_RANGE', `${file.uri}: 206 without a usable Content-Range (${shown(out.ContentRange)}, Content-Length ${length ?? 'none'})`, { url: file.uri });
     }
     return { status: 206, range, length, body: readableBody(guardBody(body, req.signal, f)) };
+  }
+
+  /** True when the mirror holds the blob under its name (HeadObject; a 404 or 403 is false). */
+  mirrorHas(mirror: S3MirrorRef, key: ContentKey, size: number | undefined, signal: AbortSignal): Promise<boolean> {
+    return blobOnMirror({ client: this.client, mirror, key, size, policy: this.policy, signal, failure: (uri) => this.failure(mirror.bucket, uri) });
+  }
+
+  /** Put a store blob on the mirror unless it is there (see uploadBlobIfAbsent). */
+  uploadBlob(u: { mirror: S3MirrorRef; key: ContentKey; file: string; size: number; signal: AbortSignal }): Promise<'present' | 'uploaded'> {
+    return uploadBlobIfAbsent({ ...u, client: this.client, queueSize: 1, policy: this.policy, failure: (uri) => this.failure(u.mirror.bucket, uri) });
   }
 
   private failure(bucket: string, uri: string): S3Failure {

@@ -10,6 +10,7 @@ import { systemClock, type Clock } from '../clock.js';
 import { ConnectionBudget } from '../transfer/budget.js';
 import type { RetryPolicy } from '../transfer/retry.js';
 import { Mirrors } from './mirrors.js';
+import { WriteBack } from './write-back.js';
 
 /** Everything a sync needs, opened once per process and shared by every sync it runs. */
 export interface SyncContext {
@@ -29,6 +30,8 @@ export interface SyncContext {
   readonly inflight: Map<string, Promise<void>>;
   /** The manifest's mirrors (tried before the origin) and which are benched after a failure. */
   readonly mirrors: Mirrors;
+  /** Uploads to the manifest's mirror_write, in the background (see WriteBack). */
+  readonly writeBack: WriteBack;
   sourceFor(kind: SourceRef['kind'], manifest: Manifest): Promise<Source>;
   close(): void;
 }
@@ -74,6 +77,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs, connections });
   };
   const policy = { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs };
+  const writeBack = new WriteBack({ config, log, store, connections });
   return {
     config,
     log,
@@ -86,6 +90,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     dbRecreated: recreated,
     inflight: new Map(),
     mirrors: new Mirrors({ config, connections, policy, clock }),
+    writeBack,
     sourceFor(kind, manifest) {
       const k = kind === 's3' ? `s3:${manifest.path}` : kind;
       let s = sources.get(k);
@@ -96,6 +101,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
       return s;
     },
     close() {
+      writeBack.close();
       db.close();
     },
   };

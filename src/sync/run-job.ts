@@ -58,8 +58,12 @@ export async function runJob(ctx: SyncContext, manifest: Manifest, job: BlobJob,
       return BUSY;
     }
     await publishJob(ctx, job, got.key, got.stamp, events, scope);
+    // Only what came from the origin: a mirror's blob is on the mirror, a peer's is its to write.
+    if (got.via === 'origin') ctx.writeBack.schedule(manifest, got.key, events);
     const volume = got.via === 'volume' ? (got.stamp?.size ?? job.file.size ?? 0) : 0;
-    return { fetched: got.fetched, bySource: { origin: got.fetched - got.mirrored, mirror: got.mirrored, volume }, key: got.key };
+    const bySource = { origin: got.fetched - got.mirrored, mirror: got.mirrored, volume };
+    events.sourced?.(bySource);
+    return { fetched: got.fetched, bySource, key: got.key };
   } catch (err) {
     const known = machineError(err, syscallText(err));
     const me = known ?? new ModelsyncError('E_SYNC_FAILED', String(err), { cause: err });

@@ -52,10 +52,14 @@ export interface SyncEvents {
   /** A civitai entry written without dest got its derived one (from the state DB or Civitai). */
   placed?(entry: Entry): void;
   verifyFailure?(uri: string): void;
+  /** A blob job finished: its bytes by where they came from (see BytesBySource). */
+  sourced?(bytes: BytesBySource): void;
   /** A mirror has no copy of a blob. */
   mirrorMiss?(mirror: string): void;
   /** A mirror failed for a blob (error code); the next source is tried. */
   mirrorFailure?(mirror: string, code: string): void;
+  /** A write-back to `mirror_write` finished: uploaded (bytes), already there, or failed. */
+  mirrorWrite?(outcome: 'uploaded' | 'present' | 'failed', bytes: number): void;
 }
 
 /** One unit of work: distinct content, fetched once, published to every dest that wants it. */

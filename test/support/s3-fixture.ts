@@ -45,6 +45,8 @@ export interface S3Fixture {
   beforeGet: ((key: string, n: number) => Promise<void>) | undefined;
   readonly headHeaders: Map<string, Record<string, string>>;
   readonly failBucket: Map<string, CannedError>;
+  /** A canned error for chosen requests (a method, a key), or undefined to serve them; awaited, so it can hold a request too. */
+  fail: ((q: S3Seen) => CannedError | undefined | Promise<CannedError | undefined>) | undefined;
   /** Store an object directly in s3rver; with `partSize`, as a multipart upload. Returns its ETag. */
   put(bucket: string, key: string, body: Buffer, opts?: { partSize?: number }): Promise<string>;
   gets(key: string): S3Seen[];
@@ -81,6 +83,7 @@ export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
     beforeGet: undefined,
     headHeaders: new Map(),
     failBucket: new Map(),
+    fail: undefined,
     put: (bucket, key, body, opts = {}) => putObject(direct, bucket, key, body, opts.partSize),
     gets: (key) => fx.requests.filter((r) => r.method === 'GET' && r.key === key),
     close: async () => {
@@ -102,7 +105,7 @@ export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
     const header = (n: string): string | undefined => (typeof req.headers[n] === 'string' ? (req.headers[n] as string) : undefined);
     const seen: S3Seen = { method, bucket, key, range: header('range'), ifMatch: header('if-match'), headerText: JSON.stringify(req.headers), status: 0 };
     fx.requests.push(seen);
-    const canned = fx.failBucket.get(bucket);
+    const canned = fx.failBucket.get(bucket) ?? (await fx.fail?.(seen));
     if (canned) {
       seen.status = canned.status;
       sendError(res, method, canned);
