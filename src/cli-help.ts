@@ -21,6 +21,7 @@ const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> 
   offline: { text: 'no network: only what the store and state DB hold (same as HF_HUB_OFFLINE=1)' },
   full: { text: 're-hash every file and rebuild the state DB from what is on disk' },
   'dry-run': { text: 'say what would be removed, remove nothing' },
+  'keep-removed': { text: 'leave published what the manifest no longer names (default: unpublish what modelsync placed); env MODELSYNC_KEEP_REMOVED' },
   'update-lock': { text: 're-pin entries that drifted from the lock file instead of refusing' },
   's3-endpoint': { arg: 'URL', text: 'S3-compatible endpoint; env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL' },
   's3-path-style': { text: 'path-style S3 addressing (MinIO and most S3-compatible stores)' },
@@ -54,8 +55,12 @@ interface CommandHelp {
 const HELP: Record<string, CommandHelp> = {
   sync: {
     usage: 'modelsync sync [flags]',
-    about: ['Bring the models dir in line with the manifest: fetch what is missing, verify every byte, publish.', 'Exit 0 only if every entry is present and verified; 1 if any failed; 2 for a bad manifest.'],
-    flags: [...WHERE, ...NETWORK, 'update-lock', ...LOGS],
+    about: [
+      'Bring the models dir in line with the manifest: fetch what is missing, verify every byte, publish, and',
+      'unpublish what modelsync placed for entries the manifest no longer names (a file of your own stays).',
+      'Exit 0 only if every entry is present and verified; 1 if any failed; 2 for a bad manifest.',
+    ],
+    flags: [...WHERE, ...NETWORK, 'update-lock', 'keep-removed', ...LOGS],
     examples: ['modelsync sync --manifest models.yaml --models-dir /workspace/ComfyUI/models', 'HF_TOKEN=hf_... modelsync sync --refresh --json'],
   },
   run: {
@@ -66,25 +71,25 @@ const HELP: Record<string, CommandHelp> = {
       'CMD starts at the first word that is not one of these flags. Exit: 1 required models missing, 2 bad',
       "usage or manifest, 3 gave up on CMD, otherwise CMD's own code (128+N for signal N).",
     ],
-    flags: [...WHERE, 'control', 'gate', 'gate-frontend-downloads', 'restart', 'max-restarts', 'startup-timeout', 'stop-timeout', 'probe-interval', 'probe-timeout', 'probe-misses', 'comfy-url', 'child-logs', 'update-lock', ...NETWORK.filter((f) => f !== 'refresh'), 'log-level', 'log-format'],
+    flags: [...WHERE, 'control', 'gate', 'gate-frontend-downloads', 'restart', 'max-restarts', 'startup-timeout', 'stop-timeout', 'probe-interval', 'probe-timeout', 'probe-misses', 'comfy-url', 'child-logs', 'update-lock', 'keep-removed', ...NETWORK.filter((f) => f !== 'refresh'), 'log-level', 'log-format'],
     examples: ['modelsync run --manifest models.yaml --models-dir /models -- python3 main.py --listen 0.0.0.0', 'modelsync run --manifest /etc/modelsync/manifest.yaml --models-dir /srv/comfyui/models   # node service, no child'],
   },
   resync: {
     usage: 'modelsync resync [flags]',
     about: ['Ask the running daemon to re-read its manifest and sync now (branch revisions asked again), wait, print', 'the outcome. Only --control is needed; with no daemon answering it syncs in-process, which needs the', 'models dir and the manifest. Exit 0 all verified, 1 failures, 2 the manifest on disk was rejected.'],
-    flags: ['control', ...WHERE, ...LOGS],
+    flags: ['control', ...WHERE, 'keep-removed', ...LOGS],
     examples: ['modelsync resync --control 127.0.0.1:8189', 'MODELSYNC_CONTROL=127.0.0.1:8190 modelsync resync --json'],
   },
   plan: {
     usage: 'modelsync plan [flags]',
     about: ['Dry run: which entries are present, which would be fetched or only published, which would be', 'unpublished, the bytes to fetch and the free space. Nothing is downloaded or changed.'],
-    flags: [...WHERE, 'refresh', 'offline', 's3-endpoint', 's3-path-style', ...LOGS],
+    flags: [...WHERE, 'refresh', 'offline', 'keep-removed', 's3-endpoint', 's3-path-style', ...LOGS],
     examples: ['modelsync plan --manifest models.yaml --models-dir ./models', 'modelsync plan --json | jq .bytesToFetch'],
   },
   status: {
     usage: 'modelsync status [flags]',
     about: ["Per entry, what the models dir holds. A daemon answering on --control gives its live view (downloads", 'in progress, ComfyUI); otherwise stat and the state DB tell, with no network request.'],
-    flags: ['control', ...WHERE, ...LOGS],
+    flags: ['control', ...WHERE, 'keep-removed', ...LOGS],
     examples: ['modelsync status --manifest models.yaml --models-dir ./models', 'modelsync status --control 127.0.0.1:8189 --json'],
   },
   verify: {

@@ -21,6 +21,7 @@ export const OPTIONS = {
   full: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   'update-lock': { type: 'boolean' },
+  'keep-removed': { type: 'boolean' },
   's3-endpoint': { type: 'string' },
   's3-path-style': { type: 'boolean' },
   'comfy-url': { type: 'string' },

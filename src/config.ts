@@ -56,6 +56,8 @@ export interface Config {
   /** Colours in human-readable output: on a terminal, unless NO_COLOR is set. */
   readonly color: boolean;
   readonly refresh: boolean;
+  /** --keep-removed / MODELSYNC_KEEP_REMOVED: what the manifest no longer names stays published. */
+  readonly keepRemoved: boolean;
   readonly tunables: Readonly<Tunables>;
   readonly hf: { readonly endpoint: string; readonly token: string | undefined; readonly offline: boolean };
   /** CIVITAI_ENDPOINT (default https://civitai.com) and CIVITAI_TOKEN, sent to that host only. */
@@ -265,6 +267,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnviron
     // https://no-color.org: set and not empty.
     color: isTty && (env.NO_COLOR ?? '') === '',
     refresh: flags.refresh ?? false,
+    keepRemoved: (flags['keep-removed'] ?? false) || truthy(env.MODELSYNC_KEEP_REMOVED),
     tunables: Object.freeze(tunables),
     hf: Object.freeze({
       endpoint: (env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),

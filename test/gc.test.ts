@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -229,7 +229,12 @@ describe('modelsync gc (CLI) after real syncs of two manifests', () => {
     expect(keep.stdout).toMatch(/removed 0 blob\(s\)/);
     expect(keep.stdout).toMatch(/3 referenced by 2 live record\(s\)/);
 
+    // A hard link of the user's to a's m2: a's sync below unpublishes its own dest (the manifest
+    // dropped it), and the blob is still hard-linked, by the user's name.
+    const usersLink = path.join(root, 'kept-by-user.safetensors');
+    await link(path.join(a.modelsDir, 'loras/m2.safetensors'), usersLink);
     await syncNode(a, [1]);
+    expect(await exists(path.join(a.modelsDir, 'loras/m2.safetensors'))).toBe(false);
     const graced = await cli(a, ['--grace-period', '3600']);
     expect(graced.stdout).toContain(`keep         sha256-${sha[1]}`);
     expect(graced.stdout).toMatch(/in its grace period for (59m|60m)/);
@@ -246,8 +251,8 @@ describe('modelsync gc (CLI) after real syncs of two manifests', () => {
     const report = JSON.parse(real.stdout) as { removed: { key: string }[] };
     expect(report.removed.map((r) => r.key)).toEqual([`sha256-${sha[1]}`]);
     expect(await exists(blob2)).toBe(false);
-    // Published hard links are the nodes' own business: they still hold the right bytes.
-    expect(await fileSha256(path.join(a.modelsDir, 'loras/m2.safetensors'))).toBe(sha[1]);
+    // Other hard links are their owners' business: they still hold the right bytes.
+    expect(await fileSha256(usersLink)).toBe(sha[1]);
     for (const i of [0, 2]) expect(await exists(path.join(store.blobs, 'sha256', (sha[i] ?? '').slice(0, 2), sha[i] ?? ''))).toBe(true);
   });
 

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
 import { StateDb } from '../src/state/db.js';
+import { PublishedTable } from '../src/state/published-table.js';
 import { publish } from '../src/store/publish.js';
 import { SyncBatch } from '../src/sync/sync-batch.js';
 
@@ -48,12 +49,13 @@ describe('SyncBatch', () => {
     const { batch, db: d } = await setup();
     batch.deferDirSync(os.tmpdir());
     batch.record(() => d.putVerified('/x/a', STAMP, KEY));
-    batch.record(() => d.putEntry('loras/a', 'hf://o/r/a', KEY, 3, 'published'));
+    const published = new PublishedTable(d, '/x');
+    batch.record(() => published.put('/m.yaml', 'loras/a', 'hf://o/r/a', KEY, 3));
     expect(d.verifiedStamp('/x/a')).toBeUndefined();
-    expect(d.entry('loras/a')).toBeUndefined();
+    expect(published.row('loras/a', '/m.yaml')).toBeUndefined();
     await batch.finish();
     expect(d.verifiedStamp('/x/a')).toMatchObject({ ino: '2', hex: KEY.hex });
-    expect(d.entry('loras/a')).toMatchObject({ source: 'hf://o/r/a', size: 3 });
+    expect(published.row('loras/a', '/m.yaml')).toMatchObject({ source: 'hf://o/r/a', size: 3 });
   });
 
   it('flushes by itself once enough rows wait', async () => {
@@ -71,11 +73,11 @@ describe('SyncBatch', () => {
     const { batch, db: d } = await setup();
     const failed: string[] = [];
     batch.record(
-      () => d.putEntry('loras/a', 's', KEY, 1, 'published'),
+      () => new PublishedTable(d, '/x').put('/m.yaml', 'loras/a', 's', KEY, 1),
       () => failed.push('a'),
     );
     batch.record(
-      () => d.putEntry('loras/b', 's', KEY, 1, 'published'),
+      () => new PublishedTable(d, '/x').put('/m.yaml', 'loras/b', 's', KEY, 1),
       () => failed.push('b'),
     );
     d.close();

@@ -10,7 +10,7 @@ interface RemoteStatus {
   healthy?: boolean;
   manifest?: { path?: string; error?: string };
   comfyui?: { phase?: string; pid?: number; restarts?: number; degraded?: boolean };
-  sync?: { running?: { reason?: string }; last?: { ok?: boolean; finishedAt?: string; reason?: string } };
+  sync?: { running?: { reason?: string }; last?: { ok?: boolean; finishedAt?: string; reason?: string; removed?: { dest?: string; state?: string; reason?: string }[] } };
   entries?: { dest: string; state: string; verified: boolean; required: boolean; size?: number; bytes?: number; progress?: number; error?: string }[];
 }
 
@@ -36,6 +36,8 @@ export async function daemonStatus(io: CommandIo): Promise<number | undefined> {
       const size = e.size === undefined ? '' : ` (${fmt(e.size)})`;
       print(io, `${e.state.padEnd(12)} ${e.dest}${size}${progress}${e.required ? '' : ' [optional]'}${e.error ? `: ${e.error}` : ''}`);
     }
+    // What the last sync did with dests the manifest no longer names.
+    for (const r of s.sync?.last?.removed ?? []) print(io, `${(r.state === 'user-file' ? 'left' : (r.state ?? '?')).padEnd(12)} ${r.dest ?? '?'}: no longer in the manifest${r.reason === undefined ? '' : ` (${r.reason})`}`);
     const sync = s.sync?.running ? `syncing (${s.sync.running.reason ?? ''})` : s.sync?.last ? `last sync ${s.sync.last.ok ? 'ok' : 'had failures'} at ${s.sync.last.finishedAt ?? '?'}` : 'no sync yet';
     print(io, `${entries.filter((e) => e.verified).length}/${entries.length} present and verified; ${sync}`);
   }

@@ -1,6 +1,8 @@
 import { keyName } from '../content-key.js';
 import { placeForSync, unplacedLabel } from '../sync/place.js';
 import { buildPlan, fmt } from '../sync/plan.js';
+import { settleRemoved } from '../sync/removed.js';
+import { removalLine } from './removal-line.js';
 import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './common.js';
 
 /** `modelsync plan`: what is present, missing, in the store; bytes to fetch; free space. No byte moves. */
@@ -22,13 +24,15 @@ export async function planCommand(io: CommandIo): Promise<number> {
       ...plan.failed.map((f) => ({ index: f.entry.index, dest: f.entry.dest, action: 'error', error: f.error.message })),
       ...placement.failed.map((f) => ({ index: f.entry.index, dest: unplacedLabel(f.entry), action: 'error', error: f.error.message })),
     ].sort((a, b) => a.index - b.index);
+    const removed = await settleRemoved(ctx, manifest, { dryRun: true, unplacedSources: new Set(placement.failed.map((f) => f.entry.source.uri)) });
     if (config.json) {
-      printJson(io, { entries: rows, bytesToFetch: plan.bytesToFetch, freeBytes: plan.freeBytes, othersPendingBytes: plan.othersPendingBytes, fits });
+      printJson(io, { entries: rows, removed, bytesToFetch: plan.bytesToFetch, freeBytes: plan.freeBytes, othersPendingBytes: plan.othersPendingBytes, fits });
     } else {
       for (const r of rows) {
         const extra = 'error' in r ? `: ${r.error}` : r.size === undefined ? '' : ` (${fmt(r.size)})`;
         print(io, `${r.action.padEnd(8)} ${r.dest}${extra}`);
       }
+      for (const r of removed) print(io, removalLine(r, 'sync'));
       print(io, `to fetch: ${fmt(plan.bytesToFetch)} in ${plan.jobs.length - plan.inStore.size} blob(s); free: ${fmt(free)}${fits ? '' : ' -- DOES NOT FIT'}`);
     }
     return fits && plan.failed.length === 0 && placement.failed.length === 0 ? 0 : 1;

@@ -14,6 +14,11 @@ import { printReport, syncCommand } from './sync.js';
 export async function resyncCommand(io: CommandIo): Promise<number> {
   // The daemon knows its models dir and manifest: --control (or MODELSYNC_CONTROL) is enough.
   const config = loadControlConfig(io.flags, io.env);
+  // The daemon's sync follows its own `run --keep-removed`: a flag it would not see must not
+  // look as if it had been obeyed.
+  if (io.flags['keep-removed'] === true && (await controlRequest(config, 'GET', '/healthz')) !== undefined) {
+    throw new ModelsyncError('E_USAGE', `--keep-removed applies to an in-process resync only; the daemon on ${config.control.host}:${config.control.port} follows its own setting (modelsync run --keep-removed, MODELSYNC_KEEP_REMOVED)`);
+  }
   const answer = await controlRequest(config, 'POST', '/resync');
   if (answer === undefined) {
     io.stderr.write(`modelsync: no daemon answers on ${config.control.host}:${config.control.port}; syncing in-process\n`);

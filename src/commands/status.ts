@@ -1,6 +1,9 @@
 import path from 'node:path';
 import { sameStamp, stampOf } from '../store/blobs.js';
 import { placeFromCache, unplacedLabel } from '../sync/place.js';
+import { settleRemoved } from '../sync/removed.js';
+import { PublishedTable } from '../state/published-table.js';
+import { removalLine } from './removal-line.js';
 import { fmt } from '../sync/plan.js';
 import { loadAll, print, printJson, type CommandIo } from './common.js';
 import { daemonStatus } from './daemon-status.js';
@@ -22,8 +25,9 @@ export async function statusCommand(io: CommandIo): Promise<number> {
     for (const e of [...manifest.unplaced, ...placement.failed.map((f) => f.entry)]) {
       rows.push({ index: e.index, dest: unplacedLabel(e), source: e.source.uri, required: e.required, state: 'never-synced' as LocalState, size: undefined, hash: undefined, syncedAt: undefined });
     }
+    const published = new PublishedTable(ctx.db, config.modelsDir);
     for (const e of manifest.entries) {
-      const rec = ctx.db.entry(e.dest);
+      const rec = published.row(e.dest, manifest.path);
       const final = path.join(config.modelsDir, e.dest);
       const st = await stampOf(final);
       const v = ctx.db.verifiedStamp(final);
@@ -34,11 +38,14 @@ export async function statusCommand(io: CommandIo): Promise<number> {
       rows.push({ index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state, size: st?.size, hash: rec ? `${rec.key.algo}:${rec.key.hex}` : undefined, syncedAt: rec ? new Date(rec.updatedAt).toISOString() : undefined });
     }
     rows.sort((a, b) => a.index - b.index);
-    if (config.json) printJson(io, { modelsDir: config.modelsDir, storeDir: config.storeDir, entries: rows });
+    // What the next sync does with dests this manifest published and no longer names.
+    const removed = await settleRemoved(ctx, manifest, { dryRun: true, unplacedSources: new Set(placement.failed.map((f) => f.entry.source.uri)) });
+    if (config.json) printJson(io, { modelsDir: config.modelsDir, storeDir: config.storeDir, entries: rows, removed });
     else {
       for (const r of rows) print(io, `${r.state.padEnd(12)} ${r.dest}${r.size === undefined ? '' : ` (${fmt(r.size)})`}${r.required ? '' : ' [optional]'}`);
+      for (const r of removed) print(io, removalLine(r, 'next sync'));
       const ok = rows.filter((r) => r.state === 'present').length;
-      print(io, `${ok}/${rows.length} present and verified`);
+      print(io, `${ok}/${rows.length} present and verified${removed.length === 0 ? '' : `; ${removed.length} no longer in the manifest`}`);
     }
     return rows.every((r) => r.state === 'present') ? 0 : 1;
   } finally {

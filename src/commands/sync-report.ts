@@ -2,6 +2,7 @@ import { fmt } from '../fmt.js';
 import type { SyncReport } from '../sync/types.js';
 import type { WriteBackStats } from '../sync/write-back.js';
 import { print, printJson, type Out } from './common.js';
+import { removalLine } from './removal-line.js';
 
 /** What a sync's write-back to `mirror_write` did (a write-back failure never fails the sync). */
 export interface MirrorWriteReport extends WriteBackStats {
@@ -26,10 +27,13 @@ export function printReport(io: Out, report: SyncReport): void {
     if (r.state === 'failed') print(io, `FAILED     ${r.dest}: ${r.error?.message ?? 'unknown error'}`);
     else print(io, `${r.state.padEnd(10)} ${r.dest}${r.size === undefined ? '' : ` (${fmt(r.size)})`}`);
   }
+  const removed = report.removed ?? [];
+  for (const r of removed) print(io, removalLine(r));
   const count = (s: string): number => report.entries.filter((r) => r.state === s).length;
+  const unpublished = removed.filter((r) => r.state === 'unpublished').length;
   print(
     io,
-    `${report.entries.length} entries: ${count('present')} present, ${count('published')} published, ${count('failed')} failed; fetched ${fmt(report.bytesFetched)}${sources(report)} in ${(report.durationMs / 1000).toFixed(1)} s`,
+    `${report.entries.length} entries: ${count('present')} present, ${count('published')} published, ${count('failed')} failed${unpublished === 0 ? '' : `; ${unpublished} unpublished`}; fetched ${fmt(report.bytesFetched)}${sources(report)} in ${(report.durationMs / 1000).toFixed(1)} s`,
   );
 }
 

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Entry } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
+import { PublishedTable } from '../state/published-table.js';
 import { sameStamp, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { quarantineBlob } from '../store/quarantine.js';
@@ -28,6 +29,7 @@ export async function verifyCommand(io: CommandIo): Promise<number> {
     const rows: { index: number; dest: string; state: VerifyState; detail?: string }[] = [];
     const placement = placeFromCache(ctx.db, written);
     const manifest = placement.manifest;
+    const published = new PublishedTable(ctx.db, config.modelsDir);
     for (const e of manifest.unplaced) rows.push({ index: e.index, dest: unplacedLabel(e), state: 'missing', detail: 'its dest is derived from Civitai on the first sync' });
     for (const f of placement.failed) rows.push({ index: f.entry.index, dest: unplacedLabel(f.entry), state: 'missing', detail: f.error.message });
     for (const e of manifest.entries) {
@@ -37,7 +39,7 @@ export async function verifyCommand(io: CommandIo): Promise<number> {
         rows.push({ index: e.index, dest: e.dest, state: 'missing' });
         continue;
       }
-      const rec = ctx.db.entry(e.dest);
+      const rec = published.row(e.dest, manifest.path);
       const v = ctx.db.verifiedStamp(final);
       if (!full) {
         const ok = rec !== undefined && rec.source === e.source.uri && v !== undefined && sameStamp(st, v) && v.hex === rec.key.hex;
@@ -53,7 +55,7 @@ export async function verifyCommand(io: CommandIo): Promise<number> {
       if (h.hex === key.hex) {
         ctx.db.transaction(() => {
           ctx.db.putVerified(final, st, key);
-          ctx.db.putEntry(e.dest, e.source.uri, key, h.size, 'published');
+          published.put(manifest.path, e.dest, e.source.uri, key, h.size);
         });
         rows.push({ index: e.index, dest: e.dest, state: 'ok' });
       } else {

@@ -60,8 +60,10 @@ export function comfySupervisor(s: ChildSetup): Supervisor {
         s.state.comfy.reason = reason;
       },
       exited: (pid, exit) => {
+        // The end of a stop modelsync was asked for (SIGTERM, Ctrl-C) is how a normal run ends: no warning.
+        const asked = s.state.comfy.phase === 'stopping';
         s.state.childExited(exit);
-        s.log.warn({ childPid: pid, code: exit.code, signal: exit.signal, unresponsive: exit.unresponsive }, 'ComfyUI exited');
+        s.log[asked ? 'info' : 'warn']({ childPid: pid, code: exit.code, signal: exit.signal, unresponsive: exit.unresponsive }, 'ComfyUI exited');
       },
       backoff: (delayMs, failures) => {
         s.state.childBackoff(delayMs);

@@ -46,6 +46,8 @@ export interface LastSync {
   readonly durationMs: number;
   readonly bytesFetched: number;
   readonly failed: readonly string[];
+  /** Dests the manifest no longer names, and what the sync did with each (sync/removed.ts). */
+  readonly removed: readonly { readonly dest: string; readonly state: string; readonly reason?: string | undefined }[];
   readonly error: string | undefined;
 }
 
@@ -200,6 +202,7 @@ export class DaemonState {
       durationMs,
       bytesFetched: report?.bytesFetched ?? 0,
       failed: report?.entries.filter((r) => r.state === 'failed').map((r) => r.dest) ?? [],
+      removed: (report?.removed ?? []).map((r) => ({ dest: r.dest, state: r.state, reason: r.reason })),
       error,
     };
     for (const r of report?.entries ?? []) {

@@ -4,6 +4,7 @@ import { ModelsyncError } from '../errors.js';
 import { fmt } from '../fmt.js';
 import type { Manifest } from '../manifest/types.js';
 import { OnDemandTable, type OnDemandRow } from '../state/on-demand-table.js';
+import { PublishedTable } from '../state/published-table.js';
 import { sameContentStamp, sameStamp, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { releaseBlob } from '../store/release-blob.js';
@@ -229,11 +230,13 @@ export class OnDemandLayer {
   private manifestNeeds(): { keys: Set<string>; dests: Set<string> } {
     const keys = new Set<string>();
     const dests = new Set<string>();
-    for (const e of this.manifest().entries) {
+    const manifest = this.manifest();
+    const published = new PublishedTable(this.ctx.db, this.ctx.config.modelsDir);
+    for (const e of manifest.entries) {
       dests.add(e.dest);
       if (e.sha256 !== undefined) keys.add(`sha256-${e.sha256}`);
       if (e.pinned) keys.add(`${e.pinned.algo}-${e.pinned.hex}`);
-      const rec = this.ctx.db.entry(e.dest);
+      const rec = published.row(e.dest, manifest.path);
       if (rec && rec.source === e.source.uri) keys.add(keyName(rec.key));
     }
     return { keys, dests };

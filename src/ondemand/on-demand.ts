@@ -5,6 +5,7 @@ import { keyName, type ContentKey } from '../content-key.js';
 import { ModelsyncError, type ErrorCode } from '../errors.js';
 import { fmt } from '../fmt.js';
 import type { Entry, Manifest } from '../manifest/types.js';
+import { PublishedTable } from '../state/published-table.js';
 import { ClaimOwner } from '../store/claim.js';
 import type { SyncContext } from '../sync/context.js';
 import { presentLocally } from '../sync/local.js';
@@ -165,7 +166,7 @@ export class OnDemand implements OnDemandService {
     const todo: Item[] = [];
     for (const it of items) {
       if (it.entry !== it.n.entry) {
-        const p = await presentLocally(this.deps.ctx, it.entry);
+        const p = await presentLocally(this.deps.ctx, it.entry, this.deps.manifest().path);
         if (p) job.set(it.model, 'ready', { total: p.size });
         else todo.push(it);
         continue;
@@ -263,7 +264,7 @@ export class OnDemand implements OnDemandService {
     const record = (e: Entry, key: ContentKey, size: number): void => {
       const it = byEntry.get(e);
       if (!it || it.entry !== it.n.entry) {
-        ctx.db.putEntry(e.dest, e.source.uri, key, size, 'published');
+        new PublishedTable(ctx.db, ctx.config.modelsDir).put(manifest.path, e.dest, e.source.uri, key, size);
         return;
       }
       const before = this.layer.table.row(e.dest);

@@ -80,9 +80,9 @@ CREATE TABLE IF NOT EXISTS identities (
   PRIMARY KEY (models_dir, store_dir));
 CREATE TABLE IF NOT EXISTS civitai_versions (
   version_id INTEGER PRIMARY KEY, data TEXT NOT NULL, resolved_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-  dest TEXT PRIMARY KEY, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
-  size INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS published (
+  models_dir TEXT NOT NULL, manifest TEXT NOT NULL, dest TEXT NOT NULL, source TEXT NOT NULL, algo TEXT NOT NULL,
+  hex TEXT NOT NULL, size INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (models_dir, dest, manifest));
 CREATE TABLE IF NOT EXISTS on_demand (
   models_dir TEXT NOT NULL, dest TEXT NOT NULL, source TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL,
   size INTEGER NOT NULL, state TEXT NOT NULL, last_used INTEGER NOT NULL, created_at INTEGER NOT NULL,
@@ -242,18 +242,6 @@ export class StateDb {
 
   putHfFile(f: HfFileRow): void {
     this.stmt('INSERT OR REPLACE INTO hf_files VALUES (?, ?, ?, ?, ?, ?, ?)').run(f.repoType, f.repo, f.commit, f.path, f.size, f.algo, f.hex);
-  }
-
-  putEntry(dest: string, source: string, key: ContentKey, size: number, state: string): void {
-    this.stmt('INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)').run(dest, source, key.algo, key.hex, size, state, Date.now());
-  }
-
-  entry(dest: string): { source: string; key: ContentKey; size: number; state: string; updatedAt: number } | undefined {
-    const r = this.stmt('SELECT source, algo, hex, size, state, updated_at FROM entries WHERE dest = ?').get(dest) as
-      | { source: string; algo: ContentKey['algo']; hex: string; size: number; state: string; updated_at: number }
-      | undefined;
-    if (!r || !isContentKey(r)) return undefined;
-    return { source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, updatedAt: r.updated_at };
   }
 
   /**

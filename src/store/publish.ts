@@ -41,7 +41,7 @@ export async function publish(blob: string, modelsDir: string, dest: string, opt
   const segs = dest.split('/');
   // Checked at manifest load too; here because a dest may also come from the state dir's manifest
   // cache, and this is where it becomes a path.
-  if (segs.length < 2 || segs.some((s) => s === '' || s.startsWith('.') || s.includes('\0') || s.includes('\\'))) {
+  if (!plainDest(dest)) {
     throw new ModelsyncError('E_PATH_UNSAFE', `refusing to publish to ${JSON.stringify(dest)}: not a FOLDER/FILE path of plain names`, { dest });
   }
   let dir = modelsDir;
@@ -107,6 +107,12 @@ export async function publish(blob: string, modelsDir: string, dest: string, opt
   if (batch) batch.deferDirSync(dir);
   else await fsyncDir(dir);
   return mode;
+}
+
+/** FOLDER/FILE of plain names: nothing that could point outside the models dir or at a hidden name. */
+export function plainDest(dest: string): boolean {
+  const segs = dest.split('/');
+  return segs.length >= 2 && !segs.some((s) => s === '' || s.startsWith('.') || s.includes('\0') || s.includes('\\'));
 }
 
 /**

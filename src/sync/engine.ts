@@ -4,10 +4,12 @@ import { whyNotWritable } from '../os-errors.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import { ClaimOwner, SMALL_BLOB_BYTES } from '../store/claim.js';
+import { PublishedTable } from '../state/published-table.js';
 import { sweepDeadClaims } from '../store/sweep-dead-claims.js';
 import type { SyncContext } from './context.js';
 import { placeForSync, unplacedLabel, type Filter } from './place.js';
 import { buildPlan, checkSpace } from './plan.js';
+import { settleRemoved } from './removed.js';
 import { writeRefs } from './refs.js';
 import { BUSY, result, runJob } from './run-job.js';
 import { SyncBatch } from './sync-batch.js';
@@ -68,6 +70,12 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
   // Folder fsyncs and state DB rows of every commit and publish, done in a few passes; the last
   // one before this sync reports anything (see SyncBatch for why that is as durable as before).
   const batch = new SyncBatch(ctx.db, ctx.log, ctx.clock);
+  // An entry found in place under another manifest's row (or one an older modelsync carried
+  // over): this manifest's own row, so that dropping it later is this manifest's to judge.
+  const published = new PublishedTable(ctx.db, ctx.config.modelsDir);
+  for (const p of plan.present) {
+    if (!published.has(p.entry.dest, manifest.path)) batch.record(() => published.put(manifest.path, p.entry.dest, p.entry.source.uri, p.key, p.size));
+  }
   const files = new PQueue({ concurrency: ctx.connections.files });
   const claims = new ClaimOwner(ctx.store.tmp, ctx.token);
   // Small blobs a peer is fetching right now: a second pass, after everything else.
@@ -89,6 +97,9 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
     await claims.dispose();
     await batch.finish();
   }
+  // After every publish (a dest that moved is at its new place before the old one goes); only in a
+  // sync of the whole manifest, never one cut short.
+  const removed = opts.filter || signal.aborted ? [] : await settleRemoved(ctx, manifest, { unplacedSources: new Set(placement.failed.map((f) => f.entry.source.uri)) });
   await sweepDeadClaims(ctx.store, SMALL_BLOB_BYTES).catch((e: unknown) => ctx.log.warn({ err: String(e) }, 'could not clear what dead syncs left in the store'));
   // A filtered warm pass (run's required phase) references nothing new: no shared-volume write
   // before ComfyUI starts; the full pass that follows records everything.
@@ -102,6 +113,7 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
   return {
     ok: list.every((r) => r.state !== 'failed'),
     entries: list,
+    removed,
     bytesFetched: fetched,
     bytesBySource: bySource,
     durationMs: ctx.clock.now() - started,

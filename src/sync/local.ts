@@ -4,6 +4,7 @@ import { errnoCode } from '../errors.js';
 import type { Entry } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
+import { PublishedTable } from '../state/published-table.js';
 import { sameStamp, stampFrom, stampOf } from '../store/blobs.js';
 import type { SyncContext } from './context.js';
 
@@ -17,10 +18,11 @@ type Present = { key: ContentKey; size: number } | undefined;
 /**
  * Is this entry already in place, decided by stat and the state DB alone (no network, no model
  * byte read)? True when the dest was published and verified for this same source, and its
- * dev/inode/size/mtime/ctime have not changed since.
+ * dev/inode/size/mtime/ctime have not changed since. `manifest`: the manifest's path, whose own
+ * row for the dest is asked first (another manifest's, for the same source, does as well).
  */
-export async function presentLocally(ctx: LocalView, entry: Entry): Promise<Present> {
-  const rec = recorded(ctx, entry);
+export async function presentLocally(ctx: LocalView, entry: Entry, manifest: string): Promise<Present> {
+  const rec = recorded(ctx, entry, manifest);
   return rec && unchanged(ctx, rec, await stampOf(rec.final));
 }
 
@@ -28,8 +30,8 @@ export async function presentLocally(ctx: LocalView, entry: Entry): Promise<Pres
  * The same decision with a synchronous stat: a warm start asks it of every entry back to back,
  * and a thread-pool round trip per entry would cost more than the stat itself.
  */
-export function presentLocallySync(ctx: LocalView, entry: Entry): Present {
-  const rec = recorded(ctx, entry);
+export function presentLocallySync(ctx: LocalView, entry: Entry, manifest: string): Present {
+  const rec = recorded(ctx, entry, manifest);
   return rec && unchanged(ctx, rec, stampOfSync(rec.final));
 }
 
@@ -40,8 +42,8 @@ interface Recorded {
 }
 
 /** The state DB's half: the dest's record, when it still matches the entry. */
-function recorded(ctx: LocalView, entry: Entry): Recorded | undefined {
-  const rec = ctx.db.entry(entry.dest);
+function recorded(ctx: LocalView, entry: Entry, manifest: string): Recorded | undefined {
+  const rec = new PublishedTable(ctx.db, ctx.config.modelsDir).row(entry.dest, manifest);
   if (!rec || rec.source !== entry.source.uri) return undefined;
   if (entry.sha256 !== undefined && (rec.key.algo !== 'sha256' || rec.key.hex !== entry.sha256)) return undefined;
   if (entry.size !== undefined && rec.size !== entry.size) return undefined;

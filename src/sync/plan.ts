@@ -34,7 +34,7 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
   const present: { entry: Entry; key: ContentKey; size: number }[] = [];
   const todo: Entry[] = [];
   for (const e of entries) {
-    const p = await presentLocally(ctx, e);
+    const p = await presentLocally(ctx, e, manifest.path);
     if (p) {
       present.push({ entry: e, ...p });
       events.cacheHit?.(e);

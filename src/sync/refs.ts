@@ -5,6 +5,7 @@ import { errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs/atomic-write.js';
 import { withReopen } from '../fs/estale.js';
 import { OnDemandTable } from '../state/on-demand-table.js';
+import { PublishedTable } from '../state/published-table.js';
 import type { SyncContext } from './context.js';
 
 /**
@@ -21,7 +22,10 @@ import type { SyncContext } from './context.js';
  * The on-demand layer's keys (state DB, on_demand table) are in every record written, whatever
  * the caller passes: a full manifest sync's rewrite must not drop them. They are listed under
  * `keys` too, so a gc that knows nothing of the layer keeps them all the same; `onDemand` says
- * which they are. `drop`: keys the layer let go of (an eviction), removed from a merged record.
+ * which they are. So are the keys of every dest published into this models dir by any manifest
+ * (state DB, `published`): two manifests syncing into one models dir are one install with one
+ * record, and the files of the one not syncing now are still there; a dest the manifest dropped
+ * is in it until it is unpublished (or for good with --keep-removed). `drop`: keys the layer let go of (an eviction), removed from a merged record.
  * Writes of one record are serialised within this process (a sync and on-demand jobs write it
  * side by side), each computed from the state DB when its turn comes.
  */
@@ -43,9 +47,10 @@ const writing = new Map<string, Promise<void>>();
 async function writeRecord(ctx: Pick<SyncContext, 'db' | 'store' | 'config'>, file: string, node: string, manifestPath: string, keys: readonly string[], opts: { merge?: boolean; drop?: readonly string[] }): Promise<void> {
   const modelsDir = ctx.config.modelsDir;
   const onDemand = new OnDemandTable(ctx.db, modelsDir).keys().sort();
+  const published = new PublishedTable(ctx.db, modelsDir).keys();
   const drop = new Set(opts.drop ?? []);
   const previous = opts.merge ? (await readKeys(file)).filter((k) => !drop.has(k)) : [];
-  const record = { node, host: hostname(), manifest: manifestPath, modelsDir, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys, ...onDemand])].sort(), onDemand };
+  const record = { node, host: hostname(), manifest: manifestPath, modelsDir, updatedAt: Date.now(), keys: [...new Set([...previous, ...keys, ...published, ...onDemand])].sort(), onDemand };
   await writeJsonAtomic(file, record);
 }
 

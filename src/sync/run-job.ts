@@ -5,6 +5,7 @@ import type { Entry, Manifest } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
 import { linkMovedCtime } from '../state/linked-stamps.js';
+import { PublishedTable } from '../state/published-table.js';
 import { sameContentStamp, stampOf } from '../store/blobs.js';
 import type { ClaimOwner } from '../store/claim.js';
 import { blobPath } from '../store/layout.js';
@@ -57,7 +58,7 @@ export async function runJob(ctx: SyncContext, manifest: Manifest, job: BlobJob,
       job.entries.forEach((e) => events.entryState?.(e, 'waiting-peer'));
       return BUSY;
     }
-    await publishJob(ctx, job, got.key, got.stamp, events, scope);
+    await publishJob(ctx, manifest.path, job, got.key, got.stamp, events, scope);
     // Only what came from the origin: a mirror's blob is on the mirror, a peer's is its to write.
     if (got.via === 'origin') ctx.writeBack.schedule(manifest, got.key, events);
     const volume = got.via === 'volume' ? (got.stamp?.size ?? job.file.size ?? 0) : 0;
@@ -77,9 +78,10 @@ export async function runJob(ctx: SyncContext, manifest: Manifest, job: BlobJob,
   }
 }
 
-async function publishJob(ctx: SyncContext, job: BlobJob, key: ContentKey, stamp: FileStamp | undefined, events: SyncEvents, scope: JobScope): Promise<void> {
+async function publishJob(ctx: SyncContext, manifestPath: string, job: BlobJob, key: ContentKey, stamp: FileStamp | undefined, events: SyncEvents, scope: JobScope): Promise<void> {
   const { batch } = scope;
-  const record = scope.record ?? ((e: Entry, k: ContentKey, size: number) => ctx.db.putEntry(e.dest, e.source.uri, k, size, 'published'));
+  const table = new PublishedTable(ctx.db, ctx.config.modelsDir);
+  const record = scope.record ?? ((e: Entry, k: ContentKey, size: number) => table.put(manifestPath, e.dest, e.source.uri, k, size));
   const blob = blobPath(ctx.store, key);
   const blobSt = stamp ?? (await stampOf(blob));
   // The committed blob's own size: a source re-resolved mid-download may have named another.

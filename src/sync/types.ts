@@ -1,6 +1,7 @@
 import type { Entry } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { RemoteFile } from '../sources/source.js';
+import type { Removal } from './removed.js';
 
 export type EntryState = 'pending' | 'present' | 'resolving' | 'queued' | 'downloading' | 'waiting-peer' | 'verifying' | 'published' | 'failed';
 
@@ -36,6 +37,8 @@ export function addBytes(a: BytesBySource, b: BytesBySource): BytesBySource {
 export interface SyncReport {
   readonly ok: boolean;
   readonly entries: readonly EntryResult[];
+  /** Dests the manifest published before and names no more (sync/removed.ts); none after a partial sync. */
+  readonly removed?: readonly Removal[] | undefined;
   /** Bytes that came over the network in this sync (of model content, failed downloads included). */
   readonly bytesFetched: number;
   /** Absent from a warm start's report: nothing was needed. */

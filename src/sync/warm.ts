@@ -2,6 +2,7 @@ import type { Config } from '../config.js';
 import type { Manifest } from '../manifest/types.js';
 import { keyName } from '../content-key.js';
 import { StateDb } from '../state/db.js';
+import { PublishedTable } from '../state/published-table.js';
 import { openStore } from '../store/layout.js';
 import { presentLocallySync } from './local.js';
 import { placeFromCache } from './place.js';
@@ -37,10 +38,16 @@ export async function warmSync(config: Config, written: Manifest): Promise<WarmO
     const placement = placeFromCache(db, written);
     if (placement.failed.length > 0 || placement.manifest.unplaced.length > 0) return {};
     const manifest = placement.manifest;
+    const published = new PublishedTable(db, config.modelsDir);
+    // Entries dropped from the manifest are the full sync's to unpublish (sync/removed.ts).
+    const named = new Set(manifest.entries.map((e) => e.dest));
+    const dropped = published.rowsOf(manifest.path).filter((r) => !named.has(r.dest));
+    if (dropped.length > 0 && !config.keepRemoved) return {};
     const entries: EntryResult[] = [];
     for (const e of manifest.entries) {
-      const p = presentLocallySync(ctx, e);
-      if (!p) return {};
+      const p = presentLocallySync(ctx, e, manifest.path);
+      // Another manifest's row (or one carried over from an older state DB) is the full sync's to take over.
+      if (!p || !published.has(e.dest, manifest.path)) return {};
       // The full sync's shape for a present entry (engine.ts), field for field.
       entries.push({ index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state: 'present', key: p.key, size: p.size, commit: undefined, error: undefined });
     }
@@ -49,7 +56,8 @@ export async function warmSync(config: Config, written: Manifest): Promise<WarmO
     const keys = entries.flatMap((r) => (r.key ? [keyName(r.key)] : []));
     // A record that cannot be written is the full sync's to warn about (this path has no logger).
     if (!(await writeRefs({ db, store, config }, manifest.path, keys, { merge: false }).then(() => true, () => false))) return {};
-    return { report: { ok: true, entries, bytesFetched: 0, durationMs: performance.now() - started } };
+    const removed = dropped.map((r) => ({ dest: r.dest, source: r.source, key: r.key, size: r.size, state: 'kept' as const, reason: '--keep-removed' }));
+    return { report: { ok: true, entries, removed, bytesFetched: 0, durationMs: performance.now() - started } };
   } finally {
     db.close();
   }

@@ -31,7 +31,7 @@ describe('process faults (hostile-world.md, the disk and the process)', () => {
     const leftover = path.join(sb.models, 'checkpoints', '.k.safetensors.modelsync-0123456789ab');
     await link(blob, leftover);
     const db = new Database(path.join(sb.state, 'state.db'));
-    db.prepare('DELETE FROM entries').run();
+    db.prepare('DELETE FROM published').run();
     db.close();
 
     hub.resetStats();
