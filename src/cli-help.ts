@@ -37,6 +37,7 @@ const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> 
   'gate-frontend-downloads': { text: "through the gate, serve ComfyUI frontend's server-side download API (experimental); env MODELSYNC_GATE_FRONTEND_DOWNLOADS" },
   'grace-period': { arg: 'S', text: 'only remove what has been unreferenced this long (default 86400); env MODELSYNC_GC_GRACE_PERIOD' },
   output: { arg: 'FILE', text: 'write the result here instead of stdout' },
+  to: { arg: 'URI', text: 'the S3 mirror to seed: s3://BUCKET/PREFIX/ (blobs at PREFIX/sha256/<hex>)' },
   help: { text: "this command's usage" },
   version: { text: "modelsync's version" },
 };
@@ -115,6 +116,16 @@ const HELP: Record<string, CommandHelp> = {
     about: ['Turn the models list a ComfyUI workflow embeds (node properties.models) into manifest entries.'],
     flags: ['output'],
     examples: ['modelsync import-workflow flux_schnell.json -o models.yaml'],
+  },
+  mirror: {
+    usage: 'modelsync mirror push --to s3://BUCKET/PREFIX/ [flags]',
+    about: [
+      "Pre-seed an S3 mirror with every blob of the manifest (at PREFIX/sha256/<hex>): what the mirror has is",
+      'skipped (HeadObject); the rest is uploaded from the local store when there and verified, else fetched',
+      '(verified) first. Exit 0 when every blob is on the mirror, 1 if any failed, 2 for bad usage or manifest.',
+    ],
+    flags: ['to', ...WHERE, ...NETWORK.filter((f) => f !== 'refresh'), ...LOGS],
+    examples: ['modelsync mirror push --to s3://acme-models-us-east/modelsync/ --manifest models.yaml --models-dir ./models'],
   },
   'comfy-paths': {
     usage: 'modelsync comfy-paths [flags]',

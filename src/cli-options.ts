@@ -36,6 +36,7 @@ export const OPTIONS = {
   'max-restarts': { type: 'string' },
   'grace-period': { type: 'string' },
   output: { type: 'string', short: 'o' },
+  to: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;

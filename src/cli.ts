@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Handler> }
   gc: { summary: 'remove store content no manifest references any more (--dry-run to preview)', load: async () => (await import('./commands/gc.js')).gcCommand },
   lock: { summary: 'pin every entry (commit, size, sha256) into a lock file next to the manifest', load: async () => (await import('./commands/lock.js')).lockCommand },
   'import-workflow': { summary: 'turn the models list embedded in a ComfyUI workflow into manifest entries', load: async () => (await import('./commands/import-workflow.js')).importWorkflowCommand },
+  mirror: { summary: 'push --to s3://BUCKET/PREFIX/: pre-seed a mirror with every blob of the manifest', load: async () => (await import('./commands/mirror.js')).mirrorCommand },
   'comfy-paths': { summary: "print an extra_model_paths.yaml that points ComfyUI at the models dir", load: async () => (await import('./commands/comfy-paths.js')).comfyPathsCommand },
 };
 

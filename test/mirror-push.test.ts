@@ -1,0 +1,112 @@
+import path from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { runCli, type Sandbox } from './support/cli.js';
+import { useHubSandbox } from './support/hub-sandbox.js';
+import { addModel, fileSha256, type TestModel } from './support/models.js';
+import { startS3, type S3Fixture } from './support/s3-fixture.js';
+
+const BUCKET = 'fleet-seed';
+const DOWN = 'fleet-seed-down';
+const PREFIX = 'seed/';
+const TARGET = `s3://${BUCKET}/${PREFIX}`;
+const { hub, sandbox } = await useHubSandbox();
+let s3: S3Fixture;
+
+beforeAll(async () => {
+  s3 = await startS3([BUCKET, DOWN]);
+});
+afterAll(async () => {
+  await s3.close();
+});
+beforeEach(() => {
+  hub.resetStats();
+  s3.requests.length = 0;
+  s3.failBucket.clear();
+});
+
+function env(sb: Sandbox): Record<string, string> {
+  return sb.env({
+    AWS_ENDPOINT_URL_S3: s3.endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    MODELSYNC_RETRY_ATTEMPTS: '2',
+  });
+}
+
+function served(m: TestModel): number {
+  return hub.stats.bytesServed.get(m.sha256) ?? 0;
+}
+
+interface Pushed {
+  ok: boolean;
+  uploaded: number;
+  present: number;
+  failed: number;
+  skipped: number;
+  bytes: number;
+  blobs: { key: string; outcome: string; error?: { code: string } }[];
+}
+
+describe('modelsync mirror push --to', () => {
+  it('seeds a mirror from the local store (no origin request), skips what is there, and the next node reads from it', async () => {
+    const a = addModel(hub, 150_000, { extra: [{ path: 'config.json', content: Buffer.from('{"small": true}\n'), lfs: false }] });
+    const b = addModel(hub, 250_000);
+    const entries = [
+      { source: a.uri, dest: 'checkpoints/a.safetensors' },
+      { source: `hf://${a.repo}/config.json`, dest: 'configs/a.json' },
+      { source: b.uri, dest: 'loras/b.safetensors' },
+      { source: b.uri, dest: 'loras/b-again.safetensors' },
+    ];
+    const seeder = await sandbox(hub.endpoint);
+    await seeder.writeManifest(entries);
+    expect((await runCli(['sync'], env(seeder))).code).toBe(0);
+    hub.resetStats();
+    const r = await runCli(['mirror', 'push', '--to', TARGET, '--json'], env(seeder));
+    expect(r.code).toBe(0);
+    const rep = JSON.parse(r.stdout) as Pushed;
+    expect(rep).toMatchObject({ ok: true, uploaded: 2, present: 0, failed: 0, skipped: 1, bytes: a.content.length + b.content.length });
+    expect(served(a) + served(b)).toBe(0);
+
+    const again = await runCli(['mirror', 'push', '--to', TARGET], env(seeder));
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/3 blobs to s3:\/\/fleet-seed\/seed\/: 0 uploaded \(0 B\), 2 already there, 1 skipped \(no sha256\), 0 failed/);
+
+    const node = await sandbox(hub.endpoint);
+    await node.writeManifest(entries, { mirrors: [TARGET] });
+    const rn = await runCli(['sync', '--json'], env(node));
+    expect(rn.code).toBe(0);
+    expect((JSON.parse(rn.stdout) as { bytesBySource: Record<string, number> }).bytesBySource.mirror).toBe(a.content.length + b.content.length);
+    expect(served(a) + served(b)).toBe(0);
+    expect(await fileSha256(path.join(node.models, 'loras/b-again.safetensors'))).toBe(b.sha256);
+  });
+
+  it('fetches (verified) what the local store lacks before pushing it', async () => {
+    const m = addModel(hub, 200_000);
+    const seeder = await sandbox(hub.endpoint);
+    await seeder.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
+    const r = await runCli(['mirror', 'push', '--to', TARGET, '--json'], env(seeder));
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout) as Pushed).toMatchObject({ uploaded: 1, failed: 0 });
+    expect(served(m)).toBe(m.content.length);
+    expect(await fileSha256(path.join(seeder.models, 'checkpoints/m.safetensors'))).toBe(m.sha256);
+  });
+
+  it('exit 1 when the mirror refuses, exit 2 on bad usage', async () => {
+    const m = addModel(hub, 100_000);
+    const seeder = await sandbox(hub.endpoint);
+    await seeder.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
+    s3.failBucket.set(DOWN, { status: 503, code: 'ServiceUnavailable' });
+    const r = await runCli(['mirror', 'push', '--to', `s3://${DOWN}/x/`, '--json'], env(seeder));
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.stdout) as Pushed;
+    expect(rep.failed).toBe(1);
+    expect(rep.blobs[0]?.error?.code).toBe('E_S3');
+    for (const args of [['mirror'], ['mirror', 'pull', '--to', TARGET], ['mirror', 'push'], ['mirror', 'push', '--to', 'https://mirror.example/m/'], ['mirror', 'push', '--to', 's3://b/x?y=1'], ['mirror', 'push', 'extra', '--to', TARGET]]) {
+      const u = await runCli(args, env(seeder));
+      expect(u.code, args.join(' ')).toBe(2);
+    }
+  });
+});
