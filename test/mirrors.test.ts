@@ -3,7 +3,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseManifest } from '../src/manifest/load.js';
-import { ALL_FAKE_SECRETS, leakedSecrets, runCli, type Sandbox } from './support/cli.js';
+import { ALL_FAKE_SECRETS, FAKE_SOURCE_TOKEN, leakedSecrets, runCli, type Sandbox } from './support/cli.js';
 import { startByteServer } from './support/byte-server.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, type TestModel } from './support/models.js';
@@ -145,6 +145,8 @@ describe('mirror reads', () => {
     expect(r2.code).toBe(0);
     expect(originBytes(m2)).toBe(m2.content.length);
     expect(await fileSha256(path.join(sb.models, 'checkpoints/m2.safetensors'))).toBe(m2.sha256);
+    // A miss, not a failure: no warning, and the mirror is not benched.
+    expect(logLines(r2.stderr).some((l) => l.level === 40 && l.mirror !== undefined)).toBe(false);
   });
 
   it('a mirror that lies (wrong bytes under the name, a wrong size) never wins: the origin serves, verified', async () => {
@@ -223,10 +225,14 @@ describe('mirror reads', () => {
     const web = await startByteServer({ files: {}, redirects: { [`/m/sha256/${m.sha256}`]: `${evil.url}/x` } });
     try {
       await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }], { mirrors: [`${web.url}/m/`] });
-      const r = await runCli(['sync'], env());
+      // The mirror's token (MODELSYNC_HTTP_TOKENS) goes to the mirror's host, never where it redirects.
+      const r = await runCli(['sync'], env({ MODELSYNC_HTTP_TOKENS: `127.0.0.1=${FAKE_SOURCE_TOKEN}` }));
       expect(r.code).toBe(0);
       expect(await fileSha256(path.join(sb.models, 'checkpoints/m.safetensors'))).toBe(m.sha256);
       expect(originBytes(m)).toBe(m.content.length);
+      expect(web.requests.some((q) => q.authorization === `Bearer ${FAKE_SOURCE_TOKEN}`)).toBe(true);
+      expect(evil.requests.length).toBeGreaterThan(0);
+      expect(evil.requests.every((q) => q.authorization === undefined)).toBe(true);
       expect(logLines(r.stderr).some((l) => l.level === 40 && (l.code === 'E_SIZE_MISMATCH' || l.code === 'E_HASH_MISMATCH'))).toBe(true);
     } finally {
       await web.close();
