@@ -83,6 +83,20 @@ describe('modelsync mirror push --to', () => {
     expect(await fileSha256(path.join(node.models, 'loras/b-again.safetensors'))).toBe(b.sha256);
   });
 
+  it('a blob the mirror has already is skipped before any fetch: a fresh seeder asks the origin for nothing', async () => {
+    const m = addModel(hub, 200_000);
+    const first = await sandbox(hub.endpoint);
+    await first.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
+    expect((await runCli(['mirror', 'push', '--to', TARGET], env(first))).code).toBe(0);
+    hub.resetStats();
+    const fresh = await sandbox(hub.endpoint);
+    await fresh.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
+    const r = await runCli(['mirror', 'push', '--to', TARGET, '--json'], env(fresh));
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout) as Pushed).toMatchObject({ uploaded: 0, present: 1, failed: 0 });
+    expect(served(m)).toBe(0);
+  });
+
   it('fetches (verified) what the local store lacks before pushing it', async () => {
     const m = addModel(hub, 200_000);
     const seeder = await sandbox(hub.endpoint);
