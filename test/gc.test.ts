@@ -21,6 +21,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  await store.close();
   await rm(root, { recursive: true, force: true });
 });
 

@@ -8,7 +8,7 @@ import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/pro
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { commitBlob } from '../src/store/blobs.js';
+import { commitBlob, type BlobPlace } from '../src/store/blobs.js';
 import { SMALL_BLOB_BYTES } from '../src/store/claim.js';
 import { checkFinalPaths } from './support/final-paths.js';
 import { fileSha256, listFiles, makeNode, startSync, waitFor, writeManifest, type Finished, type RunningNode } from './support/cli-nodes.js';
@@ -144,6 +144,8 @@ describe('small blobs: claims, one commit, batched durability', () => {
 });
 
 describe('commitBlob', () => {
+  const place = (r: string, name = 'abcd'): BlobPlace => ({ base: r, shown: r, segs: ['blobs', 'sha256', 'ab'], name });
+
   it("with 'link' never replaces: of two writers of the same bytes the first commit stays, the second drops its copy", async () => {
     root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-commit-'));
     const final = path.join(root, 'blobs', 'sha256', 'ab', 'abcd');
@@ -151,8 +153,8 @@ describe('commitBlob', () => {
     await mkdir(path.join(root, 'tmp'));
     for (const p of parts) await writeFile(p, 'same bytes');
     const ino1 = (await stat(parts[0] as string)).ino;
-    expect(await commitBlob(parts[0] as string, final, { how: 'link' })).toBe('committed');
-    expect(await commitBlob(parts[1] as string, final, { how: 'link' })).toBe('already-present');
+    expect(await commitBlob(parts[0] as string, place(root), { how: 'link' })).toBe('committed');
+    expect(await commitBlob(parts[1] as string, place(root), { how: 'link' })).toBe('already-present');
     const st = await stat(final);
     expect(st.ino).toBe(ino1);
     expect(st.nlink).toBe(1);
@@ -160,18 +162,16 @@ describe('commitBlob', () => {
     expect(await readdir(path.join(root, 'tmp'))).toEqual([]);
   });
 
-  it('a partial that is gone fails with ENOENT, also when the shard folder is known to the batch', async () => {
+  it('a partial that is gone fails with ENOENT; the folders made are told to fsync, parents included', async () => {
     root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-commit-'));
-    const final = path.join(root, 'blobs', 'sha256', 'ab', 'abcd');
     const dirty: string[] = [];
-    const dirs = { knownDirs: new Set<string>(), deferDirSync: (d: string) => void dirty.push(d) };
+    const dirs = { deferDirSync: (d: string) => void dirty.push(d) };
     const part = path.join(root, 'p');
     await writeFile(part, 'x');
     await chmod(part, 0o644);
-    expect(await commitBlob(part, final, { how: 'link', dirs })).toBe('committed');
+    expect(await commitBlob(part, place(root), { how: 'link', dirs })).toBe('committed');
     // New folders are entries in their parents: those are deferred too, not just the shard.
     expect(dirty).toEqual(expect.arrayContaining([path.join(root, 'blobs', 'sha256', 'ab'), path.join(root, 'blobs', 'sha256'), root]));
-    expect(dirs.knownDirs.has(path.dirname(final))).toBe(true);
-    await expect(commitBlob(path.join(root, 'gone'), path.join(path.dirname(final), 'other'), { how: 'link', dirs })).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(commitBlob(path.join(root, 'gone'), place(root, 'other'), { how: 'link', dirs })).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });

@@ -95,10 +95,10 @@ describe('the store layout is versioned', () => {
 
   it('writes its own version into a new store, and opens it again', async () => {
     const store = path.join(root, 'store');
-    await openStore(store);
+    await (await openStore(store)).close();
     expect(JSON.parse(await readFile(path.join(store, 'layout.json'), 'utf8'))).toEqual({ layout: LAYOUT_VERSION });
     expect((await readdir(store)).sort()).toEqual(['blobs', 'layout.json', 'leases', 'refs', 'tmp']);
-    await openStore(store);
+    await (await openStore(store)).close();
   });
 
   it('sync and gc refuse a newer store with one line, and leave it as it was', async () => {

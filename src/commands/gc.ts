@@ -22,8 +22,8 @@ export async function gcCommand(io: CommandIo): Promise<number> {
     print(io, `gc: no store at ${config.storeDir}; nothing to do`);
     return 0;
   }
-  const store = await openStore(config.storeDir);
-  const report = await collectGarbage({ store, dryRun, graceMs: config.gc.graceMs, refsMaxAgeMs: config.gc.refsMaxAgeMs, tmpMaxAgeMs: config.gc.tmpMaxAgeMs, log });
+  const store = await openStore(config.storeDir, { modelsDir: config.modelsDir });
+  const report = await collectGarbage({ store, dryRun, graceMs: config.gc.graceMs, refsMaxAgeMs: config.gc.refsMaxAgeMs, tmpMaxAgeMs: config.gc.tmpMaxAgeMs, log }).finally(() => store.close());
   if (config.json) printJson(io, report);
   else printReport(io, report, config.gc.graceMs);
   return 0;

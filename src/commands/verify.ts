@@ -3,7 +3,7 @@ import type { Entry } from '../manifest/types.js';
 import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
 import { PublishedTable } from '../state/published-table.js';
-import { sameStamp, stampOf } from '../store/blobs.js';
+import { blobStampOf, sameStamp, stampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { quarantineBlob } from '../store/quarantine.js';
 import { abortOnSignals, loadAll, print, printJson, type CommandIo } from './common.js';
@@ -107,9 +107,9 @@ async function expectedKey(ctx: SyncContext, manifest: Manifest, e: Entry, known
  */
 async function quarantineShared(ctx: SyncContext, key: ContentKey, file: FileStamp): Promise<void> {
   const blob = blobPath(ctx.store, key);
-  const b = await stampOf(blob);
+  const b = await blobStampOf(blob);
   if (!b || b.dev !== file.dev || b.ino !== file.ino) return;
   ctx.db.forgetVerified(blob);
-  const aside = await quarantineBlob(ctx.store, blob, b, key);
+  const aside = await quarantineBlob(ctx.store, key, b);
   ctx.log.error({ blob, quarantine: aside }, 'store blob does not match its address; moved to quarantine');
 }

@@ -10,7 +10,8 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 export async function writeFileAtomic(file: string, data: string): Promise<void> {
   const tmp = tempPathFor(file);
   try {
-    await writeFile(tmp, data);
+    // O_EXCL: never through a symlink planted at the temp's name, never into someone else's file.
+    await writeFile(tmp, data, { flag: 'wx' });
     await rename(tmp, file);
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => undefined);

@@ -224,7 +224,7 @@ export class OnDemand implements OnDemandService {
       for (const j of admitted) for (const e of j.entries) fail(byEntry.get(e), space.forEntry(e.index, e.dest));
       return;
     }
-    const claims = new ClaimOwner(ctx.store.tmp, ctx.token);
+    const claims = new ClaimOwner(ctx.store.at.tmp, ctx.token);
     try {
       await Promise.all(admitted.map((j) => this.files.add(() => this.fetchOne(job, manifest, j, byEntry, claims, events, fail))));
     } finally {

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ModelsyncError } from '../errors.js';
@@ -143,6 +143,7 @@ export class StateDb {
       throw unwritableError(e, stateDir, 'state dir');
     }
     const file = path.join(stateDir, 'state.db');
+    refuseLinks(file);
     const busyMs = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     const opened = (): StateDb => {
       try {
@@ -284,6 +285,20 @@ export class StateDb {
   /** Run several writes as one transaction (one fsync instead of many). */
   transaction(fn: () => void): void {
     this.guard(() => this.db.transaction(fn)());
+  }
+}
+
+/**
+ * SQLite opens its files by name, following a symlink at any of them: one planted at the DB, its
+ * write-ahead log or its shared memory would have SQLite write wherever it points. Checked right
+ * before the open (better-sqlite3 has no O_NOFOLLOW); the state dir is local and the operator's,
+ * and the race left is a swap between this check and SQLite's open.
+ */
+function refuseLinks(file: string): void {
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) {
+    if (lstatSync(f, { throwIfNoEntry: false })?.isSymbolicLink()) {
+      throw new ModelsyncError('E_STATE_DIR', `${f} is a symlink; refusing to open the state DB through it (remove it: the state DB is rebuilt from the store)`);
+    }
   }
 }
 

@@ -1,5 +1,7 @@
 import type { BigIntStats } from 'node:fs';
-import { chmod, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
+import { inDir } from '../fs/held-dir.js';
+import { chmodNoFollow } from '../fs/no-follow.js';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import type { FileStamp } from '../state/db.js';
@@ -23,40 +25,33 @@ export const NO_HARD_LINKS: ReadonlySet<string> = new Set(['EXDEV', 'EPERM', 'EN
 /**
  * Where a commit's folder fsync goes. Without one, commitBlob fsyncs at once; a sync hands a
  * batch that fsyncs every touched folder in one pass before anything relies on the commits
- * (see SyncBatch), and remembers which shard folders exist so each is created once.
+ * (see SyncBatch).
  */
 export interface DirSync {
   deferDirSync(dir: string): void;
-  readonly knownDirs: Set<string>;
 }
 
 /**
- * Make sure `dir` exists. Folders it had to create are new entries in their parents: those
- * parents need an fsync too before a file in `dir` can be called durable.
+ * Where a blob is committed: `name` in the folder `base/segs...`. Each folder below `base` is
+ * held while the name is made (fs/held-dir.ts): one swapped for a symlink is refused, never
+ * followed. `shown` is `base` as configured: messages, and the folders told to fsync.
  */
-export async function ensureDir(dir: string, dirs: DirSync | undefined): Promise<void> {
-  if (dirs?.knownDirs.has(dir)) return;
-  const first = await mkdir(dir, { recursive: true });
-  if (first !== undefined) {
-    for (let d = dir; ; d = path.dirname(d)) {
-      const parent = path.dirname(d);
-      if (dirs) dirs.deferDirSync(parent);
-      else await fsyncDir(parent);
-      if (d === first || parent === d) break;
-    }
-  }
-  dirs?.knownDirs.add(dir);
+export interface BlobPlace {
+  readonly base: string;
+  readonly shown: string;
+  readonly segs: readonly string[];
+  readonly name: string;
 }
 
 export interface CommitOptions {
-  /** Defer the folder fsync to a batch (and skip the mkdir of folders it knows exist). */
+  /** Defer the folder fsyncs to a batch. */
   readonly dirs?: DirSync | undefined;
   /**
    * 'link' commits with link() then unlink of the partial: it never replaces a blob a racing
    * writer committed first. Only for partials that nobody can adopt: between the link and the
    * unlink the partial and the blob are one inode, and an adopter that made it writable again
    * and resumed into it would be writing into a committed blob. The caller removes the partial's
-   * journal first (adoption goes by journals). 'rename' (default) is a stat then a rename.
+   * journal first (adoption goes by journals). 'rename' (default) is an lstat then a rename.
    */
   readonly how?: 'link' | 'rename';
 }
@@ -67,30 +62,21 @@ export interface CommitOptions {
  * another writer got there first its blob stays, with its inode (published hard links and peers'
  * state DBs name it), and ours is dropped.
  *
- * The folder entry is made durable by an fsync of the folder, now or (with `dirs`) before the
- * sync that committed it relies on it. Until then a power cut can only lose the new name, never
- * show a partial file under it: the bytes were on disk before the name existed.
+ * The folder entry is made durable by an fsync of the folder (and of the parents of folders it
+ * had to make), now or (with `dirs`) before the sync that committed it relies on it. Until then a
+ * power cut can only lose the new name, never show a partial file under it: the bytes were on
+ * disk before the name existed.
  */
-export async function commitBlob(partPath: string, finalPath: string, opts: CommitOptions = {}): Promise<'committed' | 'already-present'> {
+export async function commitBlob(partPath: string, place: BlobPlace, opts: CommitOptions = {}): Promise<'committed' | 'already-present'> {
   const { dirs } = opts;
-  await chmod(partPath, 0o444);
-  const dir = path.dirname(finalPath);
-  await ensureDir(dir, dirs);
+  await chmodNoFollow(partPath, 0o444);
+  const made: string[] = [];
   const put = opts.how === 'link' ? linkNoReplace : renameNoReplace;
-  let outcome: 'committed' | 'already-present';
-  try {
-    outcome = await put(partPath, finalPath);
-  } catch (e) {
-    // A shard folder we made earlier was removed since (gc of an empty store, by hand). ENOENT
-    // for a partial that is gone is thrown again on the second try.
-    if (errnoCode(e) !== 'ENOENT' || !dirs?.knownDirs.has(dir)) throw e;
-    dirs.knownDirs.delete(dir);
-    await ensureDir(dir, dirs);
-    outcome = await put(partPath, finalPath);
-  }
-  if (outcome === 'committed') {
-    if (dirs) dirs.deferDirSync(dir);
-    else await fsyncDir(dir);
+  const outcome = await inDir(place.base, place.segs, (at) => put(partPath, path.join(at, place.name)), { create: true, shown: place.shown, made: (d) => made.push(d) });
+  const toSync = outcome === 'committed' ? [...made, path.join(place.shown, ...place.segs)] : made;
+  for (const d of toSync) {
+    if (dirs) dirs.deferDirSync(d);
+    else await fsyncDir(d);
   }
   return outcome;
 }
@@ -114,7 +100,7 @@ async function linkNoReplace(partPath: string, finalPath: string): Promise<'comm
 
 async function renameNoReplace(partPath: string, finalPath: string): Promise<'committed' | 'already-present'> {
   try {
-    await stat(finalPath);
+    await lstat(finalPath);
     await unlink(partPath);
     return 'already-present';
   } catch (e) {
@@ -129,6 +115,17 @@ export async function stampOf(file: string): Promise<FileStamp | undefined> {
     const s = await stat(file, { bigint: true });
     if (!s.isFile()) return undefined;
     return stampFrom(s);
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
+    throw e;
+  }
+}
+
+/** A blob's stamp: its name itself, never what a symlink planted there points to (none then). */
+export async function blobStampOf(file: string): Promise<FileStamp | undefined> {
+  try {
+    const s = await lstat(file, { bigint: true });
+    return s.isFile() ? stampFrom(s) : undefined;
   } catch (e) {
     if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
     throw e;

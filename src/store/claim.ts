@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { link, lstat, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, lstat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import { errnoCode } from '../errors.js';
@@ -85,9 +85,18 @@ export class ClaimOwner {
       this.madeAt = this.clock.now();
       const p = (async () => {
         await retired;
-        const file = path.join(this.dir, `claim-owner-${this.token}-${++this.seq}`);
-        await writeFile(file, this.record());
-        return { path: file, ino: (await stat(file, { bigint: true })).ino };
+        // O_EXCL: the name is predictable from the token (every partial shows it), so something
+        // may already be planted there; a write must never go through it. Such a name is skipped.
+        for (let tries = 0; ; tries++) {
+          const file = path.join(this.dir, `claim-owner-${this.token}-${++this.seq}`);
+          try {
+            await writeFile(file, this.record(), { flag: 'wx' });
+          } catch (e) {
+            if (errnoCode(e) === 'EEXIST' && tries < 3) continue;
+            throw e;
+          }
+          return { path: file, ino: (await lstat(file, { bigint: true })).ino };
+        }
       })();
       this.made = p;
       p.catch(() => {

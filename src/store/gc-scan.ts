@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { withReopen } from '../fs/estale.js';
@@ -76,8 +76,8 @@ export async function statOrGone(p: string): Promise<Dated | undefined> {
 export async function readRecords(store: StoreLayout): Promise<{ records: RefsRecord[]; temps: Dated[] }> {
   const records: RefsRecord[] = [];
   const temps: Dated[] = [];
-  for (const name of await list(store.refs)) {
-    const file = path.join(store.refs, name);
+  for (const name of await list(store.at.refs)) {
+    const file = path.join(store.at.refs, name);
     const st = await statOrGone(file);
     if (!st) continue;
     // Not a record: a writer's temp (writeJsonAtomic: `<node>.json.<pid>.<random>.tmp`).
@@ -134,8 +134,8 @@ export async function readLeases(store: StoreLayout): Promise<{ leases: LeaseEnt
   const leases: LeaseEntry[] = [];
   const leftovers: string[] = [];
   const other: string[] = [];
-  for (const name of await list(store.leases)) {
-    const p = path.join(store.leases, name);
+  for (const name of await list(store.at.leases)) {
+    const p = path.join(store.at.leases, name);
     if (isLeaseLeftover(name)) {
       leftovers.push(p);
       continue;
@@ -153,8 +153,8 @@ export async function readLeases(store: StoreLayout): Promise<{ leases: LeaseEnt
 /** Partials, journals and their temp files in STORE/tmp, with the key each belongs to. */
 export async function readTemps(store: StoreLayout): Promise<(Dated & { key: string })[]> {
   const out: (Dated & { key: string })[] = [];
-  for (const name of await list(store.tmp)) {
-    const st = await statOrGone(path.join(store.tmp, name));
+  for (const name of await list(store.at.tmp)) {
+    const st = await statOrGone(path.join(store.at.tmp, name));
     if (st) out.push({ ...st, key: name.split('.')[0] ?? '' });
   }
   return out;
@@ -172,12 +172,16 @@ export interface BlobEntry {
 /** Every blob under STORE/blobs/<algo>/<xx>/<hex>; anything else there is left alone. */
 export async function readBlobs(store: StoreLayout): Promise<BlobEntry[]> {
   const out: BlobEntry[] = [];
-  for (const algo of await list(store.blobs)) {
-    for (const shard of await list(path.join(store.blobs, algo))) {
-      for (const hex of await list(path.join(store.blobs, algo, shard))) {
+  // A folder on the way that is a symlink (planted) is not the store's: its names are not blobs.
+  const realDir = async (p: string): Promise<boolean> => (await lstat(p).catch(() => undefined))?.isDirectory() === true;
+  for (const algo of await list(store.at.blobs)) {
+    if (!(await realDir(path.join(store.at.blobs, algo)))) continue;
+    for (const shard of await list(path.join(store.at.blobs, algo))) {
+      if (!(await realDir(path.join(store.at.blobs, algo, shard)))) continue;
+      for (const hex of await list(path.join(store.at.blobs, algo, shard))) {
         const key = `${algo}-${hex}`;
         if (!KEY_NAME.test(key) || hex.slice(0, 2) !== shard) continue;
-        const p = path.join(store.blobs, algo, shard, hex);
+        const p = path.join(store.at.blobs, algo, shard, hex);
         try {
           const s = await withReopen(() => stat(p));
           if (s.isFile()) out.push({ key, path: p, size: s.size, ctimeMs: s.ctimeMs, nlink: s.nlink });
@@ -191,16 +195,17 @@ export async function readBlobs(store: StoreLayout): Promise<BlobEntry[]> {
 }
 
 /**
- * Blobs moved to STORE/quarantine, dated by their ctime: the move set it (on the store's clock),
- * while the mtime is still the old commit's. Evidence of a corruption, kept for gc's temp age.
+ * Blobs moved to STORE/quarantine (the folder `dir`, held), dated by their ctime: the move set it
+ * (on the store's clock), while the mtime is still the old commit's. Evidence of a corruption,
+ * kept for gc's temp age. A name still hard-linked from a dest frees nothing yet.
  */
-export async function readQuarantine(store: StoreLayout): Promise<Dated[]> {
+export async function readQuarantine(dir: string): Promise<Dated[]> {
   const out: Dated[] = [];
-  for (const name of await list(store.quarantine)) {
-    const p = path.join(store.quarantine, name);
+  for (const name of await list(dir)) {
+    const p = path.join(dir, name);
     try {
-      const s = await withReopen(() => stat(p));
-      out.push({ path: p, mtimeMs: s.ctimeMs, size: s.nlink > 1 ? 0 : s.size });
+      const s = await withReopen(() => lstat(p));
+      if (s.isFile()) out.push({ path: p, mtimeMs: s.ctimeMs, size: s.nlink > 1 ? 0 : s.size });
     } catch (e) {
       if (errnoCode(e) !== 'ENOENT') throw e;
     }

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import { isTempOf } from '../fs/atomic-write.js';
 import type { Logger } from '../log.js';
 import { KEY_NAME, list, readBlobs, readLeases, readQuarantine, readRecords, readTemps, statOrGone, storeNow, type BlobEntry, type RefsRecord } from './gc-scan.js';
-import type { StoreLayout } from './layout.js';
+import { inBlobDir, shownPath, type StoreLayout } from './layout.js';
+import { inDir } from '../fs/held-dir.js';
+import type { ContentKey } from '../content-key.js';
 
 /**
  * `modelsync gc`: remove store blobs that no node's manifest references any more, and the debris
@@ -63,9 +65,10 @@ export interface GcReport {
 
 export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   const { store } = opts;
-  const markers = path.join(store.root, 'gc', 'unreferenced');
+  // Read through its path; every write in it goes through the folder held (inMarkers).
+  const markers = path.join(store.at.root, 'gc', 'unreferenced');
   // Probed in tmp/, the one folder that is scratch space anyway (a dry run leaves no trace).
-  const now = opts.now ?? (await storeNow(store.tmp));
+  const now = opts.now ?? (await storeNow(store.at.tmp));
   const act = !opts.dryRun;
 
   const { records, temps: recordTemps } = await readRecords(store);
@@ -98,12 +101,21 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
     tempsOut.push({ path: rel(store, t.path), size: t.size, ageMs: age });
     if (act) await rm(t.path, { force: true });
   }
-  for (const t of [...recordTemps, ...(await rootTemps(store)), ...(await readQuarantine(store))]) {
+  for (const t of [...recordTemps, ...(await rootTemps(store))]) {
     const age = now - t.mtimeMs;
     if (age < opts.tmpMaxAgeMs) continue;
     tempsOut.push({ path: rel(store, t.path), size: t.size, ageMs: age });
     if (act) await rm(t.path, { force: true });
   }
+  // Listed and removed in the folder held: names read through a swapped symlink are never removed.
+  await inQuarantine(store, async (at) => {
+    for (const t of await readQuarantine(at)) {
+      const age = now - t.mtimeMs;
+      if (age < opts.tmpMaxAgeMs) continue;
+      tempsOut.push({ path: path.join('quarantine', path.basename(t.path)), size: t.size, ageMs: age });
+      if (act) await rm(t.path, { force: true });
+    }
+  });
 
   const blobs = await readBlobs(store);
   const marked = new Set(await list(markers));
@@ -114,7 +126,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   for (const b of blobs) {
     const marker = path.join(markers, b.key);
     if (referenced.has(b.key)) {
-      if (act && marked.has(b.key)) await rm(marker, { force: true });
+      if (act && marked.has(b.key)) await inMarkers(store, false, (at) => rm(path.join(at, b.key), { force: true }));
       continue;
     }
     if (leased.has(b.key) || partial.has(b.key)) {
@@ -125,7 +137,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
     let since = marked.has(b.key) ? (await statOrGone(marker))?.mtimeMs : undefined;
     if (since === undefined) {
       since = now;
-      if (act) await dropMarker(markers, b.key);
+      if (act) await dropMarker(store, b.key);
     }
     since = Math.max(since, b.ctimeMs);
     const unreferencedMs = now - since;
@@ -145,19 +157,19 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   for (const c of candidates) {
     if (act) {
       try {
-        await rm(c.path);
+        await removeBlob(store, c.key);
       } catch (e) {
         if (errnoCode(e) !== 'ENOENT') throw e;
         continue;
       }
-      await rm(path.join(markers, c.key), { force: true });
+      await inMarkers(store, false, (at) => rm(path.join(at, c.key), { force: true }));
       opts.log?.info({ blob: c.key, size: c.size }, 'gc removed blob');
     }
     const stillLinked = c.nlink > 1;
     if (!stillLinked) freed += c.size;
     removed.push({ key: c.key, size: c.size, stillLinked, unreferencedMs: c.unreferencedMs });
   }
-  if (act) await dropOrphanMarkers(markers, marked, new Set(blobs.map((b) => b.key)));
+  if (act) await dropOrphanMarkers(store, marked, new Set(blobs.map((b) => b.key)));
 
   return {
     dryRun: opts.dryRun,
@@ -193,34 +205,57 @@ async function removeLease(p: string): Promise<void> {
   await rm(away, { recursive: true, force: true });
 }
 
-async function dropMarker(dir: string, key: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
+async function dropMarker(store: StoreLayout, key: string): Promise<void> {
+  await inMarkers(store, true, async (at) => {
+    try {
+      await writeFile(path.join(at, key), '', { flag: 'wx' });
+    } catch (e) {
+      if (errnoCode(e) !== 'EEXIST') throw e;
+    }
+  });
+}
+
+async function inQuarantine(store: StoreLayout, fn: (at: string) => Promise<void>): Promise<void> {
   try {
-    await writeFile(path.join(dir, key), '', { flag: 'wx' });
+    await inDir(store.at.root, ['quarantine'], fn, { shown: store.root });
   } catch (e) {
-    if (errnoCode(e) !== 'EEXIST') throw e;
+    if (errnoCode(e) !== 'ENOENT') throw e;
   }
 }
 
-async function dropOrphanMarkers(dir: string, marked: ReadonlySet<string>, blobs: ReadonlySet<string>): Promise<void> {
-  for (const name of marked) {
-    if (KEY_NAME.test(name) && !blobs.has(name)) await rm(path.join(dir, name), { force: true });
+/** STORE/gc/unreferenced held for a write (made when asked); no folder, nothing to do, when not. */
+async function inMarkers(store: StoreLayout, create: boolean, fn: (at: string) => Promise<unknown>): Promise<void> {
+  try {
+    await inDir(store.at.root, ['gc', 'unreferenced'], fn, { create, shown: store.root });
+  } catch (e) {
+    if (create || errnoCode(e) !== 'ENOENT') throw e;
   }
+}
+
+/** A blob's name goes, in its folder held (a shard swapped for a symlink gets no unlink). */
+async function removeBlob(store: StoreLayout, name: string): Promise<void> {
+  const [algo, hex] = name.split('-') as [ContentKey['algo'], string];
+  await inBlobDir(store, { algo, hex }, (at) => rm(path.join(at, hex)));
+}
+
+async function dropOrphanMarkers(store: StoreLayout, marked: ReadonlySet<string>, blobs: ReadonlySet<string>): Promise<void> {
+  const orphans = [...marked].filter((name) => KEY_NAME.test(name) && !blobs.has(name));
+  if (orphans.length > 0) await inMarkers(store, false, (at) => Promise.all(orphans.map((name) => rm(path.join(at, name), { force: true }))));
 }
 
 /** Temp files of layout.json writers (writeJsonAtomic) killed before their rename. */
 async function rootTemps(store: StoreLayout): Promise<{ path: string; mtimeMs: number; size: number }[]> {
   const out: { path: string; mtimeMs: number; size: number }[] = [];
-  for (const name of await list(store.root)) {
+  for (const name of await list(store.at.root)) {
     if (!isTempOf(name, 'layout.json')) continue;
-    const st = await statOrGone(path.join(store.root, name));
+    const st = await statOrGone(path.join(store.at.root, name));
     if (st) out.push(st);
   }
   return out;
 }
 
 function rel(store: StoreLayout, p: string): string {
-  return path.relative(store.root, p);
+  return path.relative(store.root, shownPath(store, p));
 }
 
 export function fmtAge(ms: number): string {

@@ -1,10 +1,11 @@
 import { lstat, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { keyName, type ContentKey } from '../content-key.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { withReopen } from '../fs/estale.js';
 import { isLive } from './gc.js';
 import { readLeases, readRecords, storeNow } from './gc-scan.js';
-import { blobPath, type StoreLayout } from './layout.js';
+import { blobPath, inBlobDir, type StoreLayout } from './layout.js';
 
 export interface ReleaseOptions {
   /** A reference record older than this protects nothing (gc's MODELSYNC_GC_REFS_MAX_AGE). */
@@ -25,17 +26,21 @@ export interface ReleaseOptions {
  */
 export async function releaseBlob(store: StoreLayout, key: ContentKey, opts: ReleaseOptions): Promise<'removed' | 'kept'> {
   if (opts.busy) return 'kept';
-  const file = blobPath(store, key);
+  blobPath(store, key);
   const name = keyName(key);
   try {
-    const st = await withReopen(() => lstat(file));
-    if (!st.isFile() || st.nlink > 1) return 'kept';
-    const now = await storeNow(store.tmp);
-    const { records } = await readRecords(store);
-    if (records.some((r) => isLive(r, now, opts.refsMaxAgeMs) && r.keys.includes(name))) return 'kept';
-    if ((await readLeases(store)).leases.some((l) => l.key === name)) return 'kept';
-    await rm(file);
-    return 'removed';
+    // In its shard folder held: a shard swapped for a symlink gets no unlink (fs/held-dir.ts).
+    return await inBlobDir(store, key, async (at) => {
+      const file = path.join(at, key.hex);
+      const st = await withReopen(() => lstat(file));
+      if (!st.isFile() || st.nlink > 1) return 'kept';
+      const now = await storeNow(store.at.tmp);
+      const { records } = await readRecords(store);
+      if (records.some((r) => isLive(r, now, opts.refsMaxAgeMs) && r.keys.includes(name))) return 'kept';
+      if ((await readLeases(store)).leases.some((l) => l.key === name)) return 'kept';
+      await rm(file);
+      return 'removed';
+    });
   } catch (e) {
     // Gone already, or a record we cannot read (gc refuses to guess, and so do we).
     if (errnoCode(e) === 'ENOENT' || (e instanceof ModelsyncError && e.code === 'E_CORRUPT')) return 'kept';

@@ -48,7 +48,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
   };
   if (dbRecreated !== undefined) onRecreated(dbRecreated);
   const db = StateDb.open(config.stateDir, { onRecreated, busyTimeoutMs: config.tunables.stateBusyTimeoutMs });
-  const store = await openStore(config.storeDir);
+  const store = await openStore(config.storeDir, { modelsDir: config.modelsDir });
   const t = config.tunables;
   if (t.connections < t.connectionsWanted) log.warn({ connections: t.connections, asked: t.connectionsWanted }, 'fewer connections than asked: the open-file limit (ulimit -n) leaves room for no more');
   const connections = new ConnectionBudget(t.connections, {
@@ -103,6 +103,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
     close() {
       writeBack.close();
       db.close();
+      void store.close();
     },
   };
 }

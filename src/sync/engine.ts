@@ -77,7 +77,7 @@ export async function runSync(ctx: SyncContext, written: Manifest, opts: SyncOpt
     if (!published.has(p.entry.dest, manifest.path)) batch.record(() => published.put(manifest.path, p.entry.dest, p.entry.source.uri, p.key, p.size));
   }
   const files = new PQueue({ concurrency: ctx.connections.files });
-  const claims = new ClaimOwner(ctx.store.tmp, ctx.token);
+  const claims = new ClaimOwner(ctx.store.at.tmp, ctx.token);
   // Small blobs a peer is fetching right now: a second pass, after everything else.
   const busy: BlobJob[] = [];
   const pass = (jobs: readonly BlobJob[], first: boolean): Promise<unknown> =>

@@ -73,7 +73,7 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
   const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
   // A peer may hold the lease twice as long as its own download may take (see TransferBudget).
   const patienceMs = budget.maxMs === undefined ? undefined : 2 * budget.maxMs + t.leaseStaleMs;
-  const opts = { dir: ctx.store.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined, patienceMs };
+  const opts = { dir: ctx.store.at.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined, patienceMs };
   // Nodes that start one manifest together would otherwise queue up behind each other's claims,
   // a slot each, polling: on a first pass a claimed small blob is skipped, and by the time it
   // comes round again its holder has usually committed it.

@@ -5,8 +5,8 @@ import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { Mirror } from '../sources/mirror.js';
 import type { RemoteFile, Source } from '../sources/source.js';
 import type { FileStamp } from '../state/db.js';
-import { commitBlob, stampOf } from '../store/blobs.js';
-import { blobPath } from '../store/layout.js';
+import { blobStampOf, commitBlob } from '../store/blobs.js';
+import { blobPath, blobPlace } from '../store/layout.js';
 import { downloadToPart, type DownloadParams } from '../transfer/download.js';
 import { contentVersion } from '../transfer/journal.js';
 import type { TransferBudget } from '../transfer/transfer-budget.js';
@@ -159,7 +159,7 @@ export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: Part
   await w.beforeCommit(paths);
   const final = blobPath(ctx.store, key);
   try {
-    await commitBlob(paths.part, final, { dirs: batch, how: w.how });
+    await commitBlob(paths.part, await blobPlace(ctx.store, key, (d) => batch.deferDirSync(d)), { dirs: batch, how: w.how });
   } catch (e) {
     if (isDiskFull(e)) throw diskFullError(e, `while committing ${job.file.uri}`, { url: job.file.uri });
     // Our partial is gone from under its name: a peer that took over adopted it (or cleared it).
@@ -167,7 +167,7 @@ export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: Part
     throw e;
   }
   await w.afterCommit(paths);
-  const stamp = await stampOf(final);
+  const stamp = await blobStampOf(final);
   if (stamp) batch.record(() => ctx.db.putVerified(final, stamp, key));
   return stamp;
 }

@@ -1,8 +1,9 @@
-import { chmod, readdir, rename, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
 import { isTempOf } from '../fs/atomic-write.js';
 import { withReopen } from '../fs/estale.js';
+import { chmodNoFollow } from '../fs/no-follow.js';
 import { readJournal } from '../transfer/journal.js';
 import { checkKeyName, type StoreLayout } from '../store/layout.js';
 
@@ -12,7 +13,7 @@ export interface PartPaths {
 }
 
 export function partPaths(store: StoreLayout, keyName: string, token: string): PartPaths {
-  const base = path.join(store.tmp, `${checkKeyName(keyName)}.${token}`);
+  const base = path.join(store.at.tmp, `${checkKeyName(keyName)}.${token}`);
   return { part: `${base}.part`, journal: `${base}.journal` };
 }
 
@@ -28,7 +29,7 @@ export async function adoptPartial(store: StoreLayout, keyName: string, token: s
   const mine = partPaths(store, keyName, token);
   let names: string[];
   try {
-    names = await withReopen(() => readdir(store.tmp));
+    names = await withReopen(() => readdir(store.at.tmp));
   } catch {
     return { ...mine, adopted: false };
   }
@@ -36,7 +37,7 @@ export async function adoptPartial(store: StoreLayout, keyName: string, token: s
   let best: { paths: PartPaths; bytes: number } | undefined;
   for (const n of ours) {
     if (!n.endsWith('.journal')) continue;
-    const theirs = { journal: path.join(store.tmp, n), part: path.join(store.tmp, n.replace(/\.journal$/, '.part')) };
+    const theirs = { journal: path.join(store.at.tmp, n), part: path.join(store.at.tmp, n.replace(/\.journal$/, '.part')) };
     if (theirs.part === mine.part) continue;
     const j = await readJournal(theirs.journal);
     const partSize = await sizeOf(theirs.part);
@@ -50,30 +51,32 @@ export async function adoptPartial(store: StoreLayout, keyName: string, token: s
   // A partial whose journal never got written (its writer died in its first second).
   for (const n of ours) {
     if (!n.endsWith('.part')) continue;
-    const part = path.join(store.tmp, n);
+    const part = path.join(store.at.tmp, n);
     if (part === mine.part || ours.includes(`${n.slice(0, -'.part'.length)}.journal`)) continue;
     await rm(part, { force: true });
   }
   // A journal's temp, left by a writer killed between writing it and renaming it into place.
   const myJournal = path.basename(mine.journal);
   for (const n of ours) {
-    if (n.endsWith('.tmp') && /\.journal\./.test(n) && !isTempOf(n, myJournal)) await rm(path.join(store.tmp, n), { force: true });
+    if (n.endsWith('.tmp') && /\.journal\./.test(n) && !isTempOf(n, myJournal)) await rm(path.join(store.at.tmp, n), { force: true });
   }
   if (!best) return { ...mine, adopted: false };
   try {
     await rename(best.paths.part, mine.part);
     await rename(best.paths.journal, mine.journal);
     // A writer that died between chmod and rename of its commit left it read-only.
-    await chmod(mine.part, 0o644);
+    await chmodNoFollow(mine.part, 0o644);
     return { ...mine, adopted: true };
   } catch {
     return { ...mine, adopted: false };
   }
 }
 
+/** The size of a partial that is a regular file; a symlink (planted where a peer's partial would be) is none. */
 async function sizeOf(file: string): Promise<number | undefined> {
   try {
-    return (await withReopen(() => stat(file))).size;
+    const st = await withReopen(() => lstat(file));
+    return st.isFile() ? st.size : undefined;
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return undefined;
     throw e;

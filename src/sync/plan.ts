@@ -1,10 +1,11 @@
-import { readdir, stat, statfs } from 'node:fs/promises';
+import { readdir, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError } from '../errors.js';
 import { fmt } from '../fmt.js';
 import type { Entry, Manifest } from '../manifest/types.js';
 import { isContentKey, keyName, type ContentKey } from '../content-key.js';
 import type { RemoteFile } from '../sources/source.js';
+import { blobStampOf } from '../store/blobs.js';
 import { blobPath } from '../store/layout.js';
 import { readJournal } from '../transfer/journal.js';
 import type { SyncContext } from './context.js';
@@ -93,7 +94,7 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
   for (const j of jobs) {
     const k = keyName(j.key);
     // A key that cannot name a blob fails its entries when it is fetched (blobPath refuses it).
-    if (isContentKey(j.key) && (await exists(blobPath(ctx.store, j.key)))) {
+    if (isContentKey(j.key) && (await blobStampOf(blobPath(ctx.store, j.key))) !== undefined) {
       inStore.add(k);
       continue;
     }
@@ -101,7 +102,7 @@ export async function buildPlan(ctx: SyncContext, manifest: Manifest, entries: r
   }
   // Only downloads in progress will still grow: a partial whose lease is gone was left by a dead
   // writer and grows only if someone who needs it resumes it (then it is in their plan).
-  const leased = new Set(await readdir(ctx.store.leases).catch(() => []));
+  const leased = new Set(await readdir(ctx.store.at.leases).catch(() => []));
   let othersPending = 0;
   for (const [k, p] of partials) if (!byKey.has(k) && leased.has(k)) othersPending += Math.max(0, p.size - p.written);
   const fs = await statfs(ctx.store.root);
@@ -121,27 +122,18 @@ export function checkSpace(plan: Plan): void {
 
 export { fmt };
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Bytes already written into partials per blob, from the journals in STORE/tmp. */
 async function partialProgress(ctx: SyncContext): Promise<Map<string, { size: number; written: number }>> {
   const out = new Map<string, { size: number; written: number }>();
   let names: string[];
   try {
-    names = await readdir(ctx.store.tmp);
+    names = await readdir(ctx.store.at.tmp);
   } catch {
     return out;
   }
   for (const n of names) {
     if (!n.endsWith('.journal')) continue;
-    const j = await readJournal(path.join(ctx.store.tmp, n)).catch(() => undefined);
+    const j = await readJournal(path.join(ctx.store.at.tmp, n)).catch(() => undefined);
     if (!j) continue;
     const k = n.split('.')[0] ?? '';
     const w = j.written.reduce((a, b) => a + b, 0);

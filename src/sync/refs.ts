@@ -31,7 +31,7 @@ import type { SyncContext } from './context.js';
  */
 export function writeRefs(ctx: Pick<SyncContext, 'db' | 'store' | 'config'>, manifestPath: string, keys: readonly string[], opts: { merge?: boolean; drop?: readonly string[] } = {}): Promise<void> {
   const node = ctx.db.identity(ctx.config.modelsDir, ctx.store.root);
-  const file = path.join(ctx.store.refs, `${node}.json`);
+  const file = path.join(ctx.store.at.refs, `${node}.json`);
   const turn = (writing.get(file) ?? Promise.resolve()).then(() => writeRecord(ctx, file, node, manifestPath, keys, opts));
   const settled = turn.catch(() => undefined);
   writing.set(file, settled);

@@ -1,3 +1,4 @@
+import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError } from '../errors.js';
 import { machineError, syscallText } from '../os-errors.js';
@@ -6,9 +7,9 @@ import type { ContentKey } from '../content-key.js';
 import type { FileStamp } from '../state/db.js';
 import { linkMovedCtime } from '../state/linked-stamps.js';
 import { PublishedTable } from '../state/published-table.js';
-import { sameContentStamp, stampOf } from '../store/blobs.js';
+import { blobStampOf, sameContentStamp, stampFrom, stampOf } from '../store/blobs.js';
 import type { ClaimOwner } from '../store/claim.js';
-import { blobPath } from '../store/layout.js';
+import { blobPath, inBlobDir } from '../store/layout.js';
 import { publish, type PublishMode } from '../store/publish.js';
 import type { SyncContext } from './context.js';
 import type { SyncBatch } from './sync-batch.js';
@@ -83,32 +84,46 @@ async function publishJob(ctx: SyncContext, manifestPath: string, job: BlobJob, 
   const table = new PublishedTable(ctx.db, ctx.config.modelsDir);
   const record = scope.record ?? ((e: Entry, k: ContentKey, size: number) => table.put(manifestPath, e.dest, e.source.uri, k, size));
   const blob = blobPath(ctx.store, key);
-  const blobSt = stamp ?? (await stampOf(blob));
+  const blobSt = stamp ?? (await blobStampOf(blob));
   // The committed blob's own size: a source re-resolved mid-download may have named another.
   const size = blobSt?.size ?? job.file.size ?? 0;
   const done: { e: Entry; final: string; mode: PublishMode; fail: (err: unknown) => void }[] = [];
-  for (const e of job.entries) {
-    const fail = (err: unknown): void => {
-      const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_PUBLISH', String(err), { cause: err });
-      const ee = me.forEntry(e.index, e.dest);
-      scope.settle(e, result(e, 'failed', { error: ee }));
-      events.entryState?.(e, 'failed', { error: ee.message });
-    };
-    try {
-      const mode = await publish(blob, ctx.config.modelsDir, e.dest, { batch, blobId: blobSt });
-      done.push({ e, final: path.join(ctx.config.modelsDir, e.dest), mode, fail });
-      if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
-      scope.settle(e, result(e, 'published', { key, size, commit: job.file.commit }));
-      events.entryState?.(e, 'published', { size });
-    } catch (err) {
-      fail(err);
-    }
+  const failer = (e: Entry) => (err: unknown): void => {
+    const me = err instanceof ModelsyncError ? err : new ModelsyncError('E_PUBLISH', String(err), { cause: err });
+    const ee = me.forEntry(e.index, e.dest);
+    scope.settle(e, result(e, 'failed', { error: ee }));
+    events.entryState?.(e, 'failed', { error: ee.message });
+  };
+  try {
+    // Linked from within its shard folder, held (fs/held-dir.ts): a shard swapped for a symlink
+    // is no source, and the name must still be the inode that was verified.
+    await inBlobDir(ctx.store, key, async (shardAt) => {
+      const source = path.join(shardAt, key.hex);
+      const st = await lstat(source, { bigint: true });
+      if (!st.isFile() || (blobSt !== undefined && (String(st.ino) !== blobSt.ino || String(st.dev) !== blobSt.dev))) {
+        throw new ModelsyncError('E_PATH_UNSAFE', `${blob} is not the blob that was verified (replaced, or not a file); refusing to publish it`);
+      }
+      for (const e of job.entries) {
+        try {
+          const mode = await publish(source, ctx.config.modelsDir, e.dest, { batch, blobId: blobSt ?? stampFrom(st), blobShown: blob });
+          done.push({ e, final: path.join(ctx.config.modelsDir, e.dest), mode, fail: failer(e) });
+          if (mode !== 'present') ctx.log.info({ dest: e.dest, mode }, 'published');
+          scope.settle(e, result(e, 'published', { key, size, commit: job.file.commit }));
+          events.entryState?.(e, 'published', { size });
+        } catch (err) {
+          failer(e)(err);
+        }
+      }
+    });
+  } catch (err) {
+    for (const e of job.entries) failer(e)(err);
+    return;
   }
   // Every hard link made moved the inode's ctime: the stamp to remember is the one after them,
   // provided nothing but the ctime changed since the blob was verified (an edit meanwhile is
   // left for the next sync to find). One stat for the blob and all its hard-linked dests.
   const linked = done.some((d) => d.mode === 'hardlink');
-  const now = blobSt && linked ? await stampOf(blob) : blobSt;
+  const now = blobSt && linked ? await blobStampOf(blob) : blobSt;
   const shared = now && blobSt && sameContentStamp(now, blobSt) ? now : undefined;
   if (shared && linked && blobSt) {
     batch.record(() => {

@@ -2,7 +2,9 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { StateDb } from '../state/db.js';
 import { fsyncDir, type DirSync } from '../store/blobs.js';
-import { clearLeftoverTemps, type PublishBatch } from '../store/publish.js';
+import path from 'node:path';
+import { inDir } from '../fs/held-dir.js';
+import { clearLeftoverTemps, type DirPlace, type PublishBatch } from '../store/publish.js';
 
 interface Row {
   readonly write: () => void;
@@ -37,13 +39,9 @@ const DEFAULT_LIMITS: BatchLimits = { rows: 4096, ms: 5000 };
  * sync that dies late keeps most of its index.
  */
 export class SyncBatch implements DirSync, PublishBatch {
-  /** Store shard folders known to exist: each is created (and checked) once per sync. */
-  readonly knownDirs = new Set<string>();
-  /** Models-dir folders already checked to be real folders, not symlinks. */
-  readonly realDirs = new Set<string>();
   private dirty = new Set<string>();
   private rows: Row[] = [];
-  private readonly names = new Map<string, Set<string>>();
+  private readonly names = new Map<string, { place: DirPlace; names: Set<string> }>();
   private chain: Promise<void> = Promise.resolve();
   /** A flush is queued and has not started: it will take whatever is queued by then. */
   private queued = false;
@@ -62,13 +60,14 @@ export class SyncBatch implements DirSync, PublishBatch {
     this.dirty.add(dir);
   }
 
-  published(dir: string, name: string): void {
-    let set = this.names.get(dir);
-    if (!set) {
-      set = new Set();
-      this.names.set(dir, set);
+  published(place: DirPlace, name: string): void {
+    const key = path.join(place.base, ...place.segs);
+    let entry = this.names.get(key);
+    if (!entry) {
+      entry = { place, names: new Set() };
+      this.names.set(key, entry);
     }
-    set.add(name);
+    entry.names.add(name);
   }
 
   /**
@@ -92,7 +91,8 @@ export class SyncBatch implements DirSync, PublishBatch {
   async finish(): Promise<void> {
     const names = [...this.names];
     this.names.clear();
-    for (const [dir, set] of names) await clearLeftoverTemps(dir, set);
+    // Each folder held again for its listing and unlinks: it may have been swapped since.
+    for (const [, { place, names: set }] of names) await inDir(place.base, place.segs, (at) => clearLeftoverTemps(at, set)).catch(() => undefined);
     await this.flush();
   }
 

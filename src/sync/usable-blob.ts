@@ -1,6 +1,6 @@
 import { ModelsyncError } from '../errors.js';
 import type { FileStamp } from '../state/db.js';
-import { sameStamp, stampOf } from '../store/blobs.js';
+import { blobStampOf, sameStamp } from '../store/blobs.js';
 import { withReopen } from '../fs/estale.js';
 import { quarantineBlob } from '../store/quarantine.js';
 import { hashFile } from '../transfer/verify.js';
@@ -21,7 +21,7 @@ import type { BlobJob } from './types.js';
  * that entry fails (E_SIZE_MISMATCH) and the blob stays for every models dir that publishes it.
  */
 export async function usableBlob(ctx: SyncContext, job: BlobJob, final: string, batch: SyncBatch): Promise<FileStamp | undefined> {
-  const stamp = await withReopen(() => stampOf(final));
+  const stamp = await withReopen(() => blobStampOf(final));
   if (!stamp) return undefined;
   const sizeOk = job.file.size === undefined || stamp.size === job.file.size;
   const known = ctx.db.verifiedStamp(final);
@@ -31,7 +31,7 @@ export async function usableBlob(ctx: SyncContext, job: BlobJob, final: string, 
   if (!trusted || (!sizeOk && !provenBefore)) {
     const h = await withReopen(() => hashFile(final, job.key.algo));
     if (h.hex !== job.key.hex) {
-      const aside = await quarantineBlob(ctx.store, final, stamp, job.key);
+      const aside = await quarantineBlob(ctx.store, job.key, stamp);
       batch.record(() => ctx.db.forgetVerified(final));
       ctx.log.error({ blob: final, expected: job.key.hex, got: h.hex, quarantine: aside }, 'store blob does not match its address; moved to quarantine, fetching it again');
       return undefined;

@@ -52,10 +52,14 @@ export async function warmSync(config: Config, written: Manifest): Promise<WarmO
       entries.push({ index: e.index, dest: e.dest, source: e.source.uri, required: e.required, state: 'present', key: p.key, size: p.size, commit: undefined, error: undefined });
     }
     // As after any complete sync: the store's reference record is rewritten (gc judges liveness by its age).
-    const store = await openStore(config.storeDir);
-    const keys = entries.flatMap((r) => (r.key ? [keyName(r.key)] : []));
-    // A record that cannot be written is the full sync's to warn about (this path has no logger).
-    if (!(await writeRefs({ db, store, config }, manifest.path, keys, { merge: false }).then(() => true, () => false))) return {};
+    const store = await openStore(config.storeDir, { modelsDir: config.modelsDir });
+    try {
+      const keys = entries.flatMap((r) => (r.key ? [keyName(r.key)] : []));
+      // A record that cannot be written is the full sync's to warn about (this path has no logger).
+      if (!(await writeRefs({ db, store, config }, manifest.path, keys, { merge: false }).then(() => true, () => false))) return {};
+    } finally {
+      await store.close();
+    }
     const removed = dropped.map((r) => ({ dest: r.dest, source: r.source, key: r.key, size: r.size, state: 'kept' as const, reason: '--keep-removed' }));
     return { report: { ok: true, entries, removed, bytesFetched: 0, durationMs: performance.now() - started } };
   } finally {

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { REWRITE_NO_FOLLOW, UPDATE_NO_FOLLOW, openNoFollow } from '../fs/no-follow.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import type { Logger } from '../log.js';
@@ -109,7 +110,9 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const journal = await readJournal(p.journalPath);
   let partSize: number | undefined;
   try {
-    partSize = (await stat(p.partPath)).size;
+    // lstat: a partial that is a symlink (planted) is not ours to resume; the open below refuses it.
+    const st = await lstat(p.partPath);
+    partSize = st.isFile() ? st.size : undefined;
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
@@ -118,7 +121,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const boot = await bootId();
   const from = resumable ? resumePoint(journal, boot) : { written: [], durable: [] };
   const map = new ChunkMap(size, resumable ? journal.chunkSize : chunkSizeFor(size, p.maxChunkSize), from.written);
-  const fh = await open(p.partPath, resumable ? 'r+' : 'w+');
+  const fh = await openNoFollow(p.partPath, resumable ? UPDATE_NO_FOLLOW : REWRITE_NO_FOLLOW, 0o644);
   const resumedFrom = map.bytesOnDisk();
   if (resumable && resumedFrom > 0) p.log.info({ uri: p.file.uri, bytes: resumedFrom }, 'resuming partial download');
   let fetched = 0;
@@ -350,7 +353,7 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
         // One byte past the room is how a stream that would not end is told from one that fits.
         const limit = p.file.size ?? declared ?? (room ? room.bytes + 1 : Number.MAX_SAFE_INTEGER);
         await p.fence?.();
-        fh = await open(p.partPath, 'w+');
+        fh = await openNoFollow(p.partPath, REWRITE_NO_FOLLOW, 0o644);
         watch = p.prefixCheck && new PrefixWatch(p.prefixCheck, fh, () => written, p.file.uri);
         const hash = keyHasher(p.file.key.algo, p.file.size ?? declared);
         const from = res.origin ?? p.file.uri;

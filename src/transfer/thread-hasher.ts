@@ -20,7 +20,7 @@ parentPort.on('message', (m) => {
     if (m.open) {
       const hash = crypto.createHash(m.open.algo === 'gitsha1' ? 'sha1' : 'sha256');
       if (m.open.algo === 'gitsha1') hash.update('blob ' + m.open.size + '\\0');
-      jobs.set(m.id, { hash, size: m.open.size, fd: fs.openSync(m.open.file, 'r'), frontier: 0 });
+      jobs.set(m.id, { hash, size: m.open.size, fd: fs.openSync(m.open.file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), frontier: 0 });
       return;
     }
     const j = jobs.get(m.id);
