@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, readdir, rename, rm, symlink, writeFile } from 'node:fs
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HOLDS_DIRS, checkDir, holdDir } from '../src/fs/held-dir.js';
+import { HOLDS_DIRS, checkDir, entryIn, holdDir } from '../src/fs/held-dir.js';
 
 let root: string;
 afterEach(async () => {
@@ -40,6 +40,20 @@ describe.each([
     if (name === 'holdDir') expect(HOLDS_DIRS).toBe(true);
   });
 
+  it('refuses a segment that is not one plain name ("..", ".", empty, with "/" or NUL): nothing made or opened outside', async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-held-'));
+    const base = path.join(root, 'base');
+    await mkdir(path.join(root, 'outside', 'deep'), { recursive: true });
+    await mkdir(base);
+    await symlink(path.join(root, 'outside'), path.join(base, 'link'));
+    for (const segs of [['..', 'escaped'], ['a', '..', '..', 'escaped'], ['.'], [''], ['link/deep'], ['a/../../escaped'], ['a\0b']]) {
+      await expect(hold(base, segs, { create: true }), JSON.stringify(segs)).rejects.toMatchObject({ code: 'E_PATH_UNSAFE' });
+    }
+    expect((await readdir(root)).sort()).toEqual(['base', 'outside']);
+    expect(await readdir(path.join(root, 'outside'))).toEqual(['deep']);
+    expect(await readdir(base)).toEqual(['link']);
+  });
+
   it('follows symlinks in the base itself: the operator\'s path', async () => {
     root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-held-'));
     await mkdir(path.join(root, 'real', 'x'), { recursive: true });
@@ -62,5 +76,15 @@ describe('holdDir (held, not re-checked)', () => {
     await d.close();
     expect(await readdir(path.join(root, 'outside'))).toEqual([]);
     expect(await readdir(path.join(root, 'tmp.moved'))).toEqual(['partial']);
+  });
+});
+
+describe('entryIn', () => {
+  it('names one plain entry of a held folder, and refuses anything else', () => {
+    expect(entryIn('/proc/self/fd/7', 'model.safetensors')).toBe('/proc/self/fd/7/model.safetensors');
+    expect(entryIn('/proc/self/fd/7', '.x.modelsync-0123456789ab')).toBe('/proc/self/fd/7/.x.modelsync-0123456789ab');
+    for (const name of ['', '.', '..', '../etc/passwd', 'a/b', 'a\0b']) {
+      expect(() => entryIn('/proc/self/fd/7', name), JSON.stringify(name)).toThrow(expect.objectContaining({ code: 'E_PATH_UNSAFE' }));
+    }
   });
 });

@@ -2,6 +2,7 @@ import { constants, statSync } from 'node:fs';
 import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
+import { shown as quoted } from '../remote-value.js';
 
 /**
  * Directories held open, so that writes in them are confined to them at the moment of the write.
@@ -51,6 +52,7 @@ export interface HoldOptions {
  * models dir on /workspace -> /runpod-volume is common). Below it, no segment may be a symlink.
  */
 export async function holdDir(base: string, segs: readonly string[], opts: HoldOptions = {}): Promise<HeldDir> {
+  checkSegments(base, segs, opts);
   if (!HOLDS_DIRS) return checkDir(base, segs, opts);
   let shown = opts.shown ?? base;
   // The first folder is opened by `base/seg`: base's own components are followed, as given.
@@ -108,6 +110,7 @@ async function openBelow(parentAt: string, seg: string, shown: string, parentSho
  * Exported for its test: it is what holdDir does where it cannot hold.
  */
 export async function checkDir(base: string, segs: readonly string[], opts: HoldOptions = {}): Promise<HeldDir> {
+  checkSegments(base, segs, opts);
   let shown = opts.shown ?? base;
   let at = base;
   for (const seg of segs) {
@@ -131,6 +134,35 @@ export async function checkDir(base: string, segs: readonly string[], opts: Hold
     }
   }
   return { shown, at, close: () => Promise.resolve() };
+}
+
+/**
+ * Why `name` cannot be one entry of a folder, or undefined. A held folder confines only what is
+ * named one entry below it: `a/b` would be resolved through `a` (followed if it is a symlink:
+ * O_NOFOLLOW guards the last component only), `..` leaves it, and `path.join` of `at` and `..`
+ * even drops the descriptor (`/proc/self/fd`). Every caller passes names it validated; this is
+ * the last check, where they become paths.
+ */
+export function entryProblem(name: string): string | undefined {
+  if (name === '') return 'is empty';
+  if (name === '.' || name === '..') return 'is "." or ".."';
+  if (name.includes('/')) return 'contains "/"';
+  if (name.includes('\0')) return 'contains a NUL byte';
+  return undefined;
+}
+
+/** `name` in the held folder `at` (a HeldDir's `at`): E_PATH_UNSAFE unless it is one plain entry. */
+export function entryIn(at: string, name: string): string {
+  const why = entryProblem(name);
+  if (why !== undefined) throw new ModelsyncError('E_PATH_UNSAFE', `refusing the name ${quoted(name)} in a held folder: it ${why}`);
+  return `${at}/${name}`;
+}
+
+function checkSegments(base: string, segs: readonly string[], opts: HoldOptions): void {
+  for (const seg of segs) {
+    const why = entryProblem(seg);
+    if (why !== undefined) throw new ModelsyncError('E_PATH_UNSAFE', `refusing the folder name ${quoted(seg)} below ${opts.shown ?? base}: it ${why}`);
+  }
 }
 
 async function notAFolder(at: string, shown: string, cause: unknown): Promise<ModelsyncError> {

@@ -1,6 +1,6 @@
 import type { BigIntStats } from 'node:fs';
 import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
-import { inDir } from '../fs/held-dir.js';
+import { entryIn, inDir } from '../fs/held-dir.js';
 import { chmodNoFollow } from '../fs/no-follow.js';
 import path from 'node:path';
 import { errnoCode } from '../errors.js';
@@ -72,7 +72,7 @@ export async function commitBlob(partPath: string, place: BlobPlace, opts: Commi
   await chmodNoFollow(partPath, 0o444);
   const made: string[] = [];
   const put = opts.how === 'link' ? linkNoReplace : renameNoReplace;
-  const outcome = await inDir(place.base, place.segs, (at) => put(partPath, path.join(at, place.name)), { create: true, shown: place.shown, made: (d) => made.push(d) });
+  const outcome = await inDir(place.base, place.segs, (at) => put(partPath, entryIn(at, place.name)), { create: true, shown: place.shown, made: (d) => made.push(d) });
   const toSync = outcome === 'committed' ? [...made, path.join(place.shown, ...place.segs)] : made;
   for (const d of toSync) {
     if (dirs) dirs.deferDirSync(d);

@@ -6,7 +6,7 @@ import { isTempOf } from '../fs/atomic-write.js';
 import type { Logger } from '../log.js';
 import { KEY_NAME, list, readBlobs, readLeases, readQuarantine, readRecords, readTemps, statOrGone, storeNow, type BlobEntry, type RefsRecord } from './gc-scan.js';
 import { inBlobDir, shownPath, type StoreLayout } from './layout.js';
-import { inDir } from '../fs/held-dir.js';
+import { entryIn, inDir } from '../fs/held-dir.js';
 import type { ContentKey } from '../content-key.js';
 
 /**
@@ -126,7 +126,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   for (const b of blobs) {
     const marker = path.join(markers, b.key);
     if (referenced.has(b.key)) {
-      if (act && marked.has(b.key)) await inMarkers(store, false, (at) => rm(path.join(at, b.key), { force: true }));
+      if (act && marked.has(b.key)) await inMarkers(store, false, (at) => rm(entryIn(at, b.key), { force: true }));
       continue;
     }
     if (leased.has(b.key) || partial.has(b.key)) {
@@ -162,7 +162,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
         if (errnoCode(e) !== 'ENOENT') throw e;
         continue;
       }
-      await inMarkers(store, false, (at) => rm(path.join(at, c.key), { force: true }));
+      await inMarkers(store, false, (at) => rm(entryIn(at, c.key), { force: true }));
       opts.log?.info({ blob: c.key, size: c.size }, 'gc removed blob');
     }
     const stillLinked = c.nlink > 1;
@@ -208,7 +208,7 @@ async function removeLease(p: string): Promise<void> {
 async function dropMarker(store: StoreLayout, key: string): Promise<void> {
   await inMarkers(store, true, async (at) => {
     try {
-      await writeFile(path.join(at, key), '', { flag: 'wx' });
+      await writeFile(entryIn(at, key), '', { flag: 'wx' });
     } catch (e) {
       if (errnoCode(e) !== 'EEXIST') throw e;
     }
@@ -235,12 +235,12 @@ async function inMarkers(store: StoreLayout, create: boolean, fn: (at: string) =
 /** A blob's name goes, in its folder held (a shard swapped for a symlink gets no unlink). */
 async function removeBlob(store: StoreLayout, name: string): Promise<void> {
   const [algo, hex] = name.split('-') as [ContentKey['algo'], string];
-  await inBlobDir(store, { algo, hex }, (at) => rm(path.join(at, hex)));
+  await inBlobDir(store, { algo, hex }, (at) => rm(entryIn(at, hex)));
 }
 
 async function dropOrphanMarkers(store: StoreLayout, marked: ReadonlySet<string>, blobs: ReadonlySet<string>): Promise<void> {
   const orphans = [...marked].filter((name) => KEY_NAME.test(name) && !blobs.has(name));
-  if (orphans.length > 0) await inMarkers(store, false, (at) => Promise.all(orphans.map((name) => rm(path.join(at, name), { force: true }))));
+  if (orphans.length > 0) await inMarkers(store, false, (at) => Promise.all(orphans.map((name) => rm(entryIn(at, name), { force: true }))));
 }
 
 /** Temp files of layout.json writers (writeJsonAtomic) killed before their rename. */

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs/atomic-write.js';
-import { inDir } from '../fs/held-dir.js';
+import { entryIn, inDir } from '../fs/held-dir.js';
 import type { ClaimOwner } from './claim.js';
 import { HERE, contentOf, holderDiedHere, readOwner, type Owner } from './lease-owner.js';
 
@@ -110,7 +110,7 @@ export class Lease {
     // `at` is for people reading the file; staleness is judged on content changes alone.
     // Through the lease folder held open: one swapped for a symlink since our mkdir gets nothing.
     const record = { token: this.opts.token, beat, host: hostname(), pid: process.pid, here: HERE, at: new Date().toISOString() };
-    await inDir(this.opts.dir, [this.opts.name], (at) => writeJsonAtomic(path.join(at, 'owner'), record));
+    await inDir(this.opts.dir, [this.opts.name], (at) => writeJsonAtomic(entryIn(at, 'owner'), record));
     this.lastBeatAt = Math.max(this.lastBeatAt, startedAt);
   }
 

@@ -4,7 +4,7 @@ import { copyFile, link, lstat, readdir, rename, symlink, unlink } from 'node:fs
 import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
-import { holdDir } from '../fs/held-dir.js';
+import { entryIn, holdDir } from '../fs/held-dir.js';
 import { NO_HARD_LINKS, fsyncDir } from './blobs.js';
 
 export type PublishMode = 'present' | 'hardlink' | 'symlink' | 'copy';
@@ -76,7 +76,7 @@ export async function publish(blob: string, modelsDir: string, dest: string, opt
 async function publishIn(blob: string, dirAt: string, shownDir: string, place: DirPlace, name: string, dest: string, opts: PublishOptions): Promise<PublishMode> {
   const { batch } = opts;
   const retries = opts.retries ?? 4;
-  const final = path.join(dirAt, name);
+  const final = entryIn(dirAt, name);
   // Within a sync: the common case (a dest not there yet) costs one link().
   if (batch) {
     try {
@@ -102,7 +102,7 @@ async function publishIn(blob: string, dirAt: string, shownDir: string, place: D
   }
   if (batch) batch.published(place, name);
   else await clearLeftoverTemps(dirAt, new Set([name]));
-  const tmp = path.join(dirAt, `.${name}.modelsync-${randomBytes(6).toString('hex')}`);
+  const tmp = entryIn(dirAt, `.${name}.modelsync-${randomBytes(6).toString('hex')}`);
   let mode: PublishMode = 'hardlink';
   try {
     await link(blob, tmp);
@@ -155,7 +155,7 @@ export async function clearLeftoverTemps(dir: string, names: ReadonlySet<string>
   }
   for (const n of listing) {
     const m = /^\.(.+)\.modelsync-[0-9a-f]{12}$/.exec(n);
-    if (m && names.has(m[1] ?? '')) await unlink(path.join(dir, n)).catch(() => undefined);
+    if (m && names.has(m[1] ?? '')) await unlink(entryIn(dir, n)).catch(() => undefined);
   }
 }
 

@@ -3,7 +3,7 @@ import { link, lstat, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { keyName, type ContentKey } from '../content-key.js';
 import { errnoCode } from '../errors.js';
-import { inDir } from '../fs/held-dir.js';
+import { entryIn, inDir } from '../fs/held-dir.js';
 import { inBlobDir, type StoreLayout } from './layout.js';
 
 /**
@@ -25,13 +25,13 @@ export async function quarantineBlob(store: StoreLayout, key: ContentKey, bad: {
   };
   const name = `${keyName(key)}.${Date.now()}.${randomBytes(4).toString('hex')}`;
   return inBlobDir(store, key, async (shardAt) => {
-    const blob = path.join(shardAt, key.hex);
+    const blob = entryIn(shardAt, key.hex);
     if (!(await isBad(blob))) return undefined;
     return inDir(
       store.at.root,
       ['quarantine'],
       async (qAt) => {
-        const aside = path.join(qAt, name);
+        const aside = entryIn(qAt, name);
         try {
           await rename(blob, aside);
         } catch (e) {

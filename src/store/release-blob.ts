@@ -1,11 +1,11 @@
 import { lstat, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { keyName, type ContentKey } from '../content-key.js';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { withReopen } from '../fs/estale.js';
 import { isLive } from './gc.js';
 import { readLeases, readRecords, storeNow } from './gc-scan.js';
 import { blobPath, inBlobDir, type StoreLayout } from './layout.js';
+import { entryIn } from '../fs/held-dir.js';
 
 export interface ReleaseOptions {
   /** A reference record older than this protects nothing (gc's MODELSYNC_GC_REFS_MAX_AGE). */
@@ -31,7 +31,7 @@ export async function releaseBlob(store: StoreLayout, key: ContentKey, opts: Rel
   try {
     // In its shard folder held: a shard swapped for a symlink gets no unlink (fs/held-dir.ts).
     return await inBlobDir(store, key, async (at) => {
-      const file = path.join(at, key.hex);
+      const file = entryIn(at, key.hex);
       const st = await withReopen(() => lstat(file));
       if (!st.isFile() || st.nlink > 1) return 'kept';
       const now = await storeNow(store.at.tmp);

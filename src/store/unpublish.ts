@@ -1,7 +1,6 @@
 import { lstat, readlink, unlink } from 'node:fs/promises';
-import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
-import { holdDir } from '../fs/held-dir.js';
+import { entryIn, holdDir } from '../fs/held-dir.js';
 import type { FileStamp } from '../state/db.js';
 import { fsyncDir, sameContentStamp, stampOf } from './blobs.js';
 
@@ -47,7 +46,7 @@ async function inDestDir<T>(modelsDir: string, dest: string, fn: (final: string,
     throw e;
   }
   try {
-    return await fn(path.join(dir.at, segs[segs.length - 1] ?? ''), dir.at);
+    return await fn(entryIn(dir.at, segs[segs.length - 1] ?? ''), dir.at);
   } finally {
     await dir.close();
   }
