@@ -44,6 +44,17 @@ export function destProblem(dest: string, extraFolders: readonly string[]): stri
   return undefined;
 }
 
+/**
+ * FOLDER/FILE of plain names: nothing that could point outside the models dir or at a hidden name
+ * (the store among them). destProblem's shape without its folder list: for a dest read back from
+ * the state DB or a manifest cache, checked again where it becomes a path.
+ */
+export function plainDest(dest: unknown): dest is string {
+  if (typeof dest !== 'string') return false;
+  const segs = dest.split('/');
+  return segs.length >= 2 && !segs.some((s) => s === '' || s.startsWith('.') || s.includes('\0') || s.includes('\\'));
+}
+
 /** Formats ComfyUI loads through pickle, which can run arbitrary code. */
 export function isPickleFormat(name: string): boolean {
   return /\.(ckpt|pt|pth|bin|pkl|pickle)$/i.test(name);

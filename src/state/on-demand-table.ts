@@ -1,4 +1,5 @@
-import { keyName, type ContentKey } from '../content-key.js';
+import { isContentKey, keyName, type ContentKey } from '../content-key.js';
+import { plainDest } from '../manifest/dest.js';
 import type { StateDb } from './db.js';
 
 /**
@@ -18,15 +19,16 @@ export interface OnDemandRow {
   readonly createdAt: number;
 }
 
+/** As SQLite returns it: nothing in it is trusted until `row` has checked it. */
 interface Raw {
-  dest: string;
-  source: string;
-  algo: ContentKey['algo'];
-  hex: string;
-  size: number;
-  state: OnDemandRow['state'];
-  last_used: number;
-  created_at: number;
+  dest: unknown;
+  source: unknown;
+  algo: unknown;
+  hex: unknown;
+  size: unknown;
+  state: unknown;
+  last_used: unknown;
+  created_at: unknown;
 }
 
 const COLUMNS = 'dest, source, algo, hex, size, state, last_used, created_at';
@@ -39,7 +41,7 @@ export class OnDemandTable {
   ) {}
 
   rows(): OnDemandRow[] {
-    return (this.db.statement(`SELECT ${COLUMNS} FROM on_demand WHERE models_dir = ? ORDER BY last_used, dest`).all(this.modelsDir) as Raw[]).map(row);
+    return (this.db.statement(`SELECT ${COLUMNS} FROM on_demand WHERE models_dir = ? ORDER BY last_used, dest`).all(this.modelsDir) as Raw[]).flatMap((r) => row(r) ?? []);
   }
 
   row(dest: string): OnDemandRow | undefined {
@@ -67,6 +69,20 @@ export class OnDemandTable {
   }
 }
 
-function row(r: Raw): OnDemandRow {
-  return { dest: r.dest, source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, state: r.state, lastUsed: r.last_used, createdAt: r.created_at };
+/**
+ * A row read back is a dest the layer may unpublish and a key whose blob it may remove: one this
+ * modelsync could not have written (a dest that is not FOLDER/FILE of plain names, as one into the
+ * store would be; a key that is not a content key; an impossible size or state) is no row at all,
+ * like the `verified` table's. It is never evicted, counted or referenced; a request for its dest
+ * finds no row, and the next put replaces it.
+ */
+function row(r: Raw): OnDemandRow | undefined {
+  const key = { algo: r.algo, hex: r.hex };
+  if (!plainDest(r.dest) || typeof r.source !== 'string' || !isContentKey(key)) return undefined;
+  if (!isCount(r.size) || (r.state !== 'fetching' && r.state !== 'ready') || !isCount(r.last_used) || !isCount(r.created_at)) return undefined;
+  return { dest: r.dest, source: r.source, key: { algo: key.algo, hex: key.hex }, size: r.size, state: r.state, lastUsed: r.last_used, createdAt: r.created_at };
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }

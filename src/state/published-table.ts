@@ -1,4 +1,5 @@
 import { isContentKey, keyName, type ContentKey } from '../content-key.js';
+import { plainDest } from '../manifest/dest.js';
 import type { StateDb } from './db.js';
 
 /**
@@ -83,8 +84,13 @@ export class PublishedTable {
   }
 }
 
-/** A row whose key could not name a blob was never written by this modelsync: no row at all. */
+/**
+ * A row whose key could not name a blob, or whose dest is not FOLDER/FILE of plain names, was
+ * never written by this modelsync (a state DB edited by hand, or by an attacker): no row at all,
+ * so its dest never becomes a path.
+ */
 function valid(r: Raw): PublishedRow | undefined {
-  if (!isContentKey(r) || !Number.isSafeInteger(r.size) || r.size < 0) return undefined;
+  if (!isContentKey(r) || !plainDest(r.dest) || typeof r.manifest !== 'string' || typeof r.source !== 'string') return undefined;
+  if (!Number.isSafeInteger(r.size) || r.size < 0) return undefined;
   return { manifest: r.manifest, dest: r.dest, source: r.source, key: { algo: r.algo, hex: r.hex }, size: r.size, updatedAt: r.updated_at };
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { diskFullError, isDiskFull } from '../fs/disk-full.js';
 import { entryIn, holdDir } from '../fs/held-dir.js';
+import { plainDest } from '../manifest/dest.js';
 import { NO_HARD_LINKS, fsyncDir } from './blobs.js';
 
 export type PublishMode = 'present' | 'hardlink' | 'symlink' | 'copy';
@@ -132,12 +133,6 @@ async function publishIn(blob: string, dirAt: string, shownDir: string, place: D
   if (batch) batch.deferDirSync(shownDir);
   else await fsyncDir(shownDir);
   return mode;
-}
-
-/** FOLDER/FILE of plain names: nothing that could point outside the models dir or at a hidden name. */
-export function plainDest(dest: string): boolean {
-  const segs = dest.split('/');
-  return segs.length >= 2 && !segs.some((s) => s === '' || s.startsWith('.') || s.includes('\0') || s.includes('\\'));
 }
 
 /**

@@ -1,6 +1,8 @@
 import { lstat, readlink, unlink } from 'node:fs/promises';
 import { ModelsyncError, errnoCode } from '../errors.js';
 import { entryIn, holdDir } from '../fs/held-dir.js';
+import { plainDest } from '../manifest/dest.js';
+import { shown as quoted } from '../remote-value.js';
 import type { FileStamp } from '../state/db.js';
 import { fsyncDir, sameContentStamp, stampOf } from './blobs.js';
 
@@ -36,6 +38,12 @@ export function ownerOf(modelsDir: string, dest: string, blob: string, verified:
 }
 
 async function inDestDir<T>(modelsDir: string, dest: string, fn: (final: string, dirAt: string) => Promise<T>, notThere: (owner: 'changed' | 'absent') => T): Promise<T> {
+  // Dests come back from the state DB here (published, on_demand): checked again where they
+  // become a path, as publish does. A dot name would reach the store, whose blobs are "ours" by
+  // inode, and removing one would take it from every models dir that publishes it.
+  if (!plainDest(dest)) {
+    throw new ModelsyncError('E_PATH_UNSAFE', `refusing to unpublish ${quoted(dest)}: not a FOLDER/FILE path of plain names`, { dest });
+  }
   const segs = dest.split('/');
   let dir;
   try {

@@ -7,7 +7,6 @@ import { PublishedTable, type PublishedRow } from '../state/published-table.js';
 import { isLive } from '../store/gc.js';
 import { readRecords, type RefsRecord } from '../store/gc-scan.js';
 import { blobPath } from '../store/layout.js';
-import { plainDest } from '../store/publish.js';
 import { ownerOf, unpublish } from '../store/unpublish.js';
 import type { SyncContext } from './context.js';
 
@@ -51,9 +50,9 @@ export async function settleRemoved(ctx: SyncContext, manifest: Manifest, opts: 
   const named = new Set(manifest.entries.map((e) => e.dest));
   // A civitai entry not placed yet may be any of the rows of its source: they all stay.
   const unplaced = new Set([...(opts.unplacedSources ?? []), ...manifest.unplaced.map((u) => u.source.uri)]);
-  // A dest that is not FOLDER/FILE of plain names was never written by this modelsync (a state DB
-  // edited by hand, or by an attacker): never made into a path.
-  const removed = table.rowsOf(manifest.path).filter((r) => plainDest(r.dest) && !named.has(r.dest) && !unplaced.has(r.source));
+  // Rows read back validated (PublishedTable): a dest that is not FOLDER/FILE of plain names is
+  // no row, and unpublish checks it again where it becomes a path.
+  const removed = table.rowsOf(manifest.path).filter((r) => !named.has(r.dest) && !unplaced.has(r.source));
   if (removed.length === 0) return [];
   const out: Removal[] = [];
   const say = (r: PublishedRow, state: Removal['state'], reason?: string): void => {
