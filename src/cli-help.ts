@@ -38,6 +38,8 @@ const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> 
   'grace-period': { arg: 'S', text: 'only remove what has been unreferenced this long (default 86400); env MODELSYNC_GC_GRACE_PERIOD' },
   output: { arg: 'FILE', text: 'write the result here instead of stdout' },
   to: { arg: 'URI', text: 'the S3 mirror to seed: s3://BUCKET/PREFIX/ (blobs at PREFIX/sha256/<hex>)' },
+  workflow: { arg: 'FILE', text: "also ensure the models a ComfyUI workflow names: its models[] and nodes' properties.models[], or a prompt's URL loader inputs" },
+  timeout: { arg: 'S', text: 'stop waiting after S seconds (exit 1; the job goes on in the daemon); 0: answer with the states as they are' },
   help: { text: "this command's usage" },
   version: { text: "modelsync's version" },
 };
@@ -126,6 +128,26 @@ const HELP: Record<string, CommandHelp> = {
     ],
     flags: ['to', ...WHERE, ...NETWORK.filter((f) => f !== 'refresh'), ...LOGS],
     examples: ['modelsync mirror push --to s3://acme-models-us-east/modelsync/ --manifest models.yaml --models-dir ./models'],
+  },
+  ensure: {
+    usage: 'modelsync ensure ENTRY... [--workflow FILE] [flags]',
+    about: [
+      "Have the running daemon (--control) fetch models on demand, under its manifest's on_demand policy, and wait",
+      'for them with a progress bar (on a terminal; otherwise one line per state change on stderr). ENTRY is:',
+      '  SOURCE=FOLDER/FILE   hf://ORG/REPO/PATH, s3://BUCKET/KEY, https://URL (a Hub resolve URL is read as hf://)',
+      "  SOURCE=FOLDER/       the same, named after the source's last path segment (civitai-VERSION.safetensors for Civitai)",
+      "  civitai://VERSION    a Civitai version alone (urn:air:..., its download or page URL too): Civitai's file name",
+      '  ...#sha256:HEX       after any of them: the content it must have',
+      'DEST follows the last "=" that is followed by a path, so the ?query of a URL stays in the source.',
+      'Exit 0 all ready, 1 one failed (its code, dest and message on stderr), no daemon, HTTP 5xx or --timeout,',
+      '2 bad usage or a request the daemon refuses (E_USAGE, E_MANIFEST, E_POLICY), 130 interrupted (the job goes on).',
+    ],
+    flags: ['workflow', 'timeout', 'control', 'json'],
+    examples: [
+      'modelsync ensure hf://org/loras/style.safetensors=loras/style.safetensors',
+      'modelsync ensure civitai://128713 https://example.org/up/4x.safetensors=upscale_models/#sha256:9a0b...',
+      'MODELSYNC_CONTROL_TOKEN=... modelsync ensure --workflow flux_schnell.json --timeout 600 --json',
+    ],
   },
   'comfy-paths': {
     usage: 'modelsync comfy-paths [flags]',

@@ -37,6 +37,8 @@ export const OPTIONS = {
   'grace-period': { type: 'string' },
   output: { type: 'string', short: 'o' },
   to: { type: 'string' },
+  workflow: { type: 'string' },
+  timeout: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;

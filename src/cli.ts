@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Handler> }
   sync: { summary: 'bring the models dir in line with the manifest; exit 0 only if all verified', load: async () => (await import('./commands/sync.js')).syncCommand },
   run: { summary: 'sync required models, then start and supervise CMD (ComfyUI); serve the control API', load: async () => (await import('./commands/run.js')).runCommand },
   resync: { summary: 'ask the running daemon to sync now (or sync in-process if none runs)', load: async () => (await import('./commands/resync.js')).resyncCommand },
+  ensure: { summary: 'have the running daemon fetch models on demand (ENTRY... or --workflow FILE), and wait for them', load: async () => (await import('./commands/ensure.js')).ensureCommand },
   plan: { summary: 'dry run: present, missing, bytes to fetch, free space', load: async () => (await import('./commands/plan.js')).planCommand },
   status: { summary: 'what the store and models dir hold, per entry', load: async () => (await import('./commands/status.js')).statusCommand },
   verify: { summary: 're-check entries (stat level; --full re-hashes and rebuilds the state DB)', load: async () => (await import('./commands/verify.js')).verifyCommand },

@@ -4,6 +4,15 @@ import type { Entry } from './manifest/types.js';
 import { statusLineDrawn } from './status-line.js';
 import { fmt } from './sync/plan.js';
 
+/** The bar itself, drawn in place: `[#####-----]  50% 1.0 MiB/2.0 MiB 512.0 KiB/s  TAIL`. */
+export function drawBar(out: NodeJS.WritableStream, got: number, total: number, rate: number, tail: string): void {
+  const pct = total > 0 ? Math.min(1, got / total) : 0;
+  const width = 24;
+  const bar = '#'.repeat(Math.round(pct * width)).padEnd(width, '-');
+  out.write(`\r[${bar}] ${(pct * 100).toFixed(0).padStart(3)}% ${fmt(got)}/${fmt(total)} ${fmt(rate)}/s  ${tail}\x1b[K`);
+  statusLineDrawn(true);
+}
+
 /**
  * A one-line progress bar on a terminal: bytes, rate, files. Redrawn at most 5 times a second;
  * nothing is drawn when stderr is not a TTY (logs are JSON there).
@@ -17,12 +26,7 @@ export function progressBar(out: NodeJS.WriteStream): { events: SyncEvents; done
   const started = performance.now();
   const draw = (): void => {
     const secs = (performance.now() - started) / 1000;
-    const rate = secs > 0 ? got / secs : 0;
-    const pct = total > 0 ? Math.min(1, got / total) : 0;
-    const width = 24;
-    const bar = '#'.repeat(Math.round(pct * width)).padEnd(width, '-');
-    out.write(`\r[${bar}] ${(pct * 100).toFixed(0).padStart(3)}% ${fmt(got)}/${fmt(total)} ${fmt(rate)}/s  ${active} active, ${finished} done\x1b[K`);
-    statusLineDrawn(true);
+    drawBar(out, got, total, secs > 0 ? got / secs : 0, `${active} active, ${finished} done`);
   };
   let closed = false;
   const timer = setInterval(draw, 200);
