@@ -2,40 +2,56 @@ import type { OPTIONS } from './cli-options.js';
 
 type FlagName = keyof typeof OPTIONS;
 
-/** One line per flag: its value's name and what it does. Every flag in OPTIONS must have one. */
-const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> = {
-  manifest: { arg: 'FILE', text: 'the manifest (YAML or JSON); env MODELSYNC_MANIFEST' },
-  'models-dir': { arg: 'DIR', text: "ComfyUI's models/ folder, where dests are published (created by sync and run if missing); env MODELSYNC_MODELS_DIR" },
-  'store-dir': { arg: 'DIR', text: 'content-addressed store, same filesystem as the models dir (default DIR/.modelsync-store); env MODELSYNC_STORE_DIR' },
-  'state-dir': { arg: 'DIR', text: 'local SQLite state, never on NFS (default $XDG_STATE_HOME/modelsync); env MODELSYNC_STATE_DIR' },
+/**
+ * One entry per flag, the one text both `modelsync --help` and each `COMMAND --help` print.
+ * A default and the variables that set a flag are fields, never free text: test/cli-help.test.ts
+ * sets the flag to the stated default, and each variable to a value, and compares the configs.
+ */
+interface FlagHelp {
+  readonly arg?: string;
+  /** What it does; no default and no variable name in it (those are the fields below). */
+  readonly text: string;
+  /** In effect when neither the flag nor a variable is given, spelt as the flag takes it. */
+  readonly default?: string;
+  /** The variables read when the flag is not given, in the order they are read. */
+  readonly env?: readonly string[];
+  /** The variable takes milliseconds where the flag takes seconds. */
+  readonly envMs?: true;
+}
+
+const FLAGS: Record<FlagName, FlagHelp> = {
+  manifest: { arg: 'FILE', text: 'the manifest (YAML or JSON)', env: ['MODELSYNC_MANIFEST'] },
+  'models-dir': { arg: 'DIR', text: "ComfyUI's models/ folder, where dests are published (created by sync and run if missing)", env: ['MODELSYNC_MODELS_DIR'] },
+  'store-dir': { arg: 'DIR', text: 'content-addressed store, same filesystem as the models dir', default: 'DIR/.modelsync-store', env: ['MODELSYNC_STORE_DIR'] },
+  'state-dir': { arg: 'DIR', text: 'local SQLite state, never on NFS (without XDG_STATE_HOME: /var/lib/modelsync as root, else ~/.local/state/modelsync)', default: '$XDG_STATE_HOME/modelsync', env: ['MODELSYNC_STATE_DIR'] },
   json: { text: 'machine-readable output on stdout' },
-  'log-level': { arg: 'LEVEL', text: 'fatal, error, warn, info (default), debug, trace or silent; env MODELSYNC_LOG_LEVEL' },
-  'log-format': { arg: 'FORMAT', text: 'auto (default: pretty on a terminal, JSON lines otherwise), json or pretty; env MODELSYNC_LOG_FORMAT' },
-  'child-logs': { arg: 'MODE', text: "passthrough (default: CMD's output on stdout as it is) or json (one record per line on stderr); env MODELSYNC_CHILD_LOGS" },
-  connections: { arg: 'N', text: 'connections open at once, over all files (default 16); env MODELSYNC_CONNECTIONS' },
-  'host-connections': { arg: 'N', text: 'most connections to one host: starts at 16, grows while throughput grows (default 64); env MODELSYNC_HOST_CONNECTIONS' },
-  'chunk-size': { arg: 'SIZE', text: 'largest ranged request (default 32M); env MODELSYNC_CHUNK_SIZE' },
-  'min-rate': { arg: 'RATE', text: 'bytes/s below which a download is cut (default 4K; 0: none); env MODELSYNC_MIN_RATE' },
-  control: { arg: 'HOST:PORT', text: "the daemon's control API (default 127.0.0.1:8189); env MODELSYNC_CONTROL" },
+  'log-level': { arg: 'LEVEL', text: 'fatal, error, warn, info, debug, trace or silent', default: 'info', env: ['MODELSYNC_LOG_LEVEL'] },
+  'log-format': { arg: 'FORMAT', text: 'auto (pretty on a terminal, JSON lines otherwise), json or pretty', default: 'auto', env: ['MODELSYNC_LOG_FORMAT'] },
+  'child-logs': { arg: 'MODE', text: "passthrough (CMD's output on stdout as it is) or json (one record per line on stderr)", default: 'passthrough', env: ['MODELSYNC_CHILD_LOGS'] },
+  connections: { arg: 'N', text: 'connections open at once, all files and hosts together: the hard cap (lowered to what the open-file limit holds)', default: '64', env: ['MODELSYNC_CONNECTIONS'] },
+  'host-connections': { arg: 'N', text: 'most connections to one host: starts at 16, grows while throughput grows', default: '64', env: ['MODELSYNC_HOST_CONNECTIONS'] },
+  'chunk-size': { arg: 'SIZE', text: 'largest chunk (one ranged request) of a file: chunks are size/64 in whole MiB, at least 4M, at most this', default: '32M', env: ['MODELSYNC_CHUNK_SIZE'] },
+  'min-rate': { arg: 'RATE', text: 'bytes/s below which a download is cut (0: none)', default: '4K', env: ['MODELSYNC_MIN_RATE'] },
+  control: { arg: 'HOST:PORT', text: "the daemon's control API", default: '127.0.0.1:8189', env: ['MODELSYNC_CONTROL'] },
   refresh: { text: 'ask the Hub again whether branch revisions (@main) moved' },
-  offline: { text: 'no network: only what the store and state DB hold (same as HF_HUB_OFFLINE=1)' },
+  offline: { text: 'no network: only what the store and state DB hold', env: ['HF_HUB_OFFLINE'] },
   full: { text: 're-hash every file and rebuild the state DB from what is on disk' },
   'dry-run': { text: 'say what would be removed, remove nothing' },
-  'keep-removed': { text: 'leave published what the manifest no longer names (default: unpublish what modelsync placed); env MODELSYNC_KEEP_REMOVED' },
+  'keep-removed': { text: 'leave published what the manifest no longer names (without it: unpublish what modelsync placed)', env: ['MODELSYNC_KEEP_REMOVED'] },
   'update-lock': { text: 're-pin entries that drifted from the lock file instead of refusing' },
-  's3-endpoint': { arg: 'URL', text: 'S3-compatible endpoint; env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL' },
-  's3-path-style': { text: 'path-style S3 addressing (MinIO and most S3-compatible stores)' },
-  'comfy-url': { arg: 'URL', text: "where CMD answers HTTP (default: from its --listen/--port, 127.0.0.1:8188); env MODELSYNC_COMFY_URL" },
-  'startup-timeout': { arg: 'S', text: 'seconds CMD may take to answer GET /system_stats (default 600; 0: do not probe); env MODELSYNC_STARTUP_TIMEOUT' },
-  restart: { arg: 'POLICY', text: 'on-failure (default), always or never; env MODELSYNC_RESTART' },
-  'stop-timeout': { arg: 'S', text: "seconds from SIGTERM to SIGKILL for CMD's process group (default 10); env MODELSYNC_STOP_TIMEOUT" },
-  'probe-interval': { arg: 'S', text: 'a health probe every S seconds once CMD answers (default 5); env MODELSYNC_PROBE_INTERVAL_MS' },
-  'probe-timeout': { arg: 'S', text: 'each probe waits S seconds for its answer (default 5); env MODELSYNC_PROBE_TIMEOUT_MS' },
-  'probe-misses': { arg: 'N', text: 'N unanswered probes in a row: CMD is hung and is restarted (default 3); env MODELSYNC_PROBE_FAILURES' },
-  'max-restarts': { arg: 'N', text: 'give up (exit 3) after N starts in a row that never became healthy (default 10; 0: never); env MODELSYNC_MAX_RESTARTS' },
-  gate: { arg: 'HOST:PORT', text: "a front door in front of ComfyUI: 503 with Retry-After until it answers, then every request relayed; env MODELSYNC_GATE" },
-  'gate-frontend-downloads': { text: "through the gate, serve ComfyUI frontend's server-side download API (experimental); env MODELSYNC_GATE_FRONTEND_DOWNLOADS" },
-  'grace-period': { arg: 'S', text: 'only remove what has been unreferenced this long (default 86400); env MODELSYNC_GC_GRACE_PERIOD' },
+  's3-endpoint': { arg: 'URL', text: 'S3-compatible endpoint', env: ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'] },
+  's3-path-style': { text: 'path-style S3 addressing (MinIO and most S3-compatible stores)', env: ['MODELSYNC_S3_PATH_STYLE'] },
+  'comfy-url': { arg: 'URL', text: "where CMD answers HTTP (without it: from CMD's --listen/--port, else 127.0.0.1:8188)", env: ['MODELSYNC_COMFY_URL'] },
+  'startup-timeout': { arg: 'S', text: 'seconds CMD may take to answer GET /system_stats (0: do not probe)', default: '600', env: ['MODELSYNC_STARTUP_TIMEOUT'] },
+  restart: { arg: 'POLICY', text: 'on-failure, always or never', default: 'on-failure', env: ['MODELSYNC_RESTART'] },
+  'stop-timeout': { arg: 'S', text: "seconds from SIGTERM to SIGKILL for CMD's process group", default: '10', env: ['MODELSYNC_STOP_TIMEOUT'] },
+  'probe-interval': { arg: 'S', text: 'a health probe every S seconds once CMD answers', default: '5', env: ['MODELSYNC_PROBE_INTERVAL_MS'], envMs: true },
+  'probe-timeout': { arg: 'S', text: 'each probe waits S seconds for its answer', default: '5', env: ['MODELSYNC_PROBE_TIMEOUT_MS'], envMs: true },
+  'probe-misses': { arg: 'N', text: 'N unanswered probes in a row: CMD is hung and is restarted', default: '3', env: ['MODELSYNC_PROBE_FAILURES'] },
+  'max-restarts': { arg: 'N', text: 'give up (exit 3) after N starts in a row that never became healthy (0: never)', default: '10', env: ['MODELSYNC_MAX_RESTARTS'] },
+  gate: { arg: 'HOST:PORT', text: "a front door in front of ComfyUI: 503 with Retry-After until it answers, prompts' models fetched first, every request relayed", env: ['MODELSYNC_GATE'] },
+  'gate-frontend-downloads': { text: "through the gate, serve ComfyUI frontend's server-side download API (experimental)", env: ['MODELSYNC_GATE_FRONTEND_DOWNLOADS'] },
+  'grace-period': { arg: 'S', text: 'only remove what has been unreferenced this many seconds', default: '86400', env: ['MODELSYNC_GC_GRACE_PERIOD'] },
   output: { arg: 'FILE', text: 'write the result here instead of stdout' },
   to: { arg: 'URI', text: 'the S3 mirror to seed: s3://BUCKET/PREFIX/ (blobs at PREFIX/sha256/<hex>)' },
   workflow: { arg: 'FILE', text: "also ensure the models a ComfyUI workflow names: its models[] and nodes' properties.models[], or a prompt's URL loader inputs" },
@@ -43,6 +59,14 @@ const FLAGS: Record<FlagName, { readonly arg?: string; readonly text: string }> 
   help: { text: "this command's usage" },
   version: { text: "modelsync's version" },
 };
+
+/** A flag's line: `  --name ARG  text; default X; env NAME`. */
+function flagLine(name: FlagName): string {
+  const f = FLAGS[name];
+  const env = f.env === undefined ? '' : `; env ${f.env.join(' / ')}${f.envMs ? ' in milliseconds' : ''}`;
+  const dflt = f.default === undefined ? '' : `; default ${f.default}`;
+  return `  ${`--${name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(22)} ${f.text}${dflt}${env}`;
+}
 
 const WHERE: readonly FlagName[] = ['manifest', 'models-dir', 'store-dir', 'state-dir'];
 const LOGS: readonly FlagName[] = ['log-level', 'log-format', 'json'];
@@ -161,14 +185,48 @@ const HELP: Record<string, CommandHelp> = {
 export function commandHelp(name: string): string | undefined {
   const h = HELP[name];
   if (!h) return undefined;
-  const flags = [...new Set([...h.flags, 'help' as const])].map((f) => {
-    const d = FLAGS[f];
-    return `  ${`--${f}${d.arg ? ` ${d.arg}` : ''}`.padEnd(22)} ${d.text}`;
-  });
+  const flags = [...new Set([...h.flags, 'help' as const])].map(flagLine);
   return [`usage: ${h.usage}`, '', ...h.about, '', 'flags:', ...flags, '', 'examples:', ...h.examples.map((e) => `  ${e}`)].join('\n');
+}
+
+/**
+ * `modelsync --help`, from the same table: the flags most commands take once, then per command
+ * the rest, each flag's line where it first appears and its name where it appears again.
+ */
+export function mainUsage(commands: readonly { readonly name: string; readonly summary: string }[]): string {
+  const pages = commands.flatMap((c) => {
+    const h = HELP[c.name];
+    return h ? [[c.name, h] as const] : [];
+  });
+  const takers = (f: FlagName): number => pages.filter(([, h]) => h.flags.includes(f)).length;
+  const common = (Object.keys(FLAGS) as FlagName[]).filter((f) => takers(f) > pages.length / 2);
+  const shown = new Set<FlagName>([...common, 'help', 'version']);
+  const perCommand = pages.flatMap(([name, h]) => {
+    const own = h.flags.filter((f) => !common.includes(f));
+    if (own.length === 0) return [];
+    const fresh = own.filter((f) => !shown.has(f));
+    const again = own.filter((f) => shown.has(f));
+    for (const f of fresh) shown.add(f);
+    return ['', `${name} flags:`, ...fresh.map(flagLine), ...(again.length > 0 ? [`  also ${again.map((f) => `--${f}`).join(', ')}`] : [])];
+  });
+  return [
+    "usage: modelsync <command> [flags] [-- CMD ARGS...]      (modelsync COMMAND --help: that command's page)",
+    '',
+    'commands:',
+    ...commands.map((c) => `  ${c.name.padEnd(16)} ${c.summary}`),
+    '',
+    'flags most commands take:',
+    ...common.map(flagLine),
+    ...perCommand,
+    '',
+    'every command: --help; modelsync --version',
+    '',
+    "exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest, 3 run gave up on CMD; run: otherwise CMD's code",
+  ].join('\n');
 }
 
 /** The commands that have a help page (a test holds it to the command list). */
 export function helpTopics(): string[] {
   return Object.keys(HELP);
 }
+

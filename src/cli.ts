@@ -24,45 +24,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Handler> }
   'comfy-paths': { summary: "print an extra_model_paths.yaml that points ComfyUI at the models dir", load: async () => (await import('./commands/comfy-paths.js')).comfyPathsCommand },
 };
 
-export function usage(): string {
-  const cmds = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(16)} ${c.summary}`);
-  return [
-    'usage: modelsync <command> [flags] [-- CMD ARGS...]      (modelsync COMMAND --help: that command\'s flags)',
-    '',
-    'commands:',
-    ...cmds,
-    '',
-    'common flags:',
-    '  --manifest FILE       manifest (YAML/JSON); env MODELSYNC_MANIFEST',
-    "  --models-dir DIR      ComfyUI's models/ folder; env MODELSYNC_MODELS_DIR",
-    '  --store-dir DIR       content-addressed store (default DIR/.modelsync-store); env MODELSYNC_STORE_DIR',
-    '  --state-dir DIR       local state DB (never on NFS); env MODELSYNC_STATE_DIR',
-    '  --connections N       connections open at once, all hosts together: the hard cap (default 64); env MODELSYNC_CONNECTIONS',
-    '  --host-connections N  most connections to one host: starts at 16, grows while throughput grows (default 64); env MODELSYNC_HOST_CONNECTIONS',
-    '  --chunk-size SIZE     largest chunk of a file (default 32M; smaller files get size/64, at least 4M); env MODELSYNC_CHUNK_SIZE',
-    '  --min-rate RATE       bytes/s below which a download is cut (default 4K; 0: none); env MODELSYNC_MIN_RATE',
-    '  --control HOST:PORT   daemon control API (default 127.0.0.1:8189); env MODELSYNC_CONTROL',
-    '  --refresh             ask the Hub whether branch revisions moved',
-    '  --offline             no network (same as HF_HUB_OFFLINE=1)',
-    '  --json                machine-readable output',
-    '  --log-level LEVEL     info (default), debug, warn, error...; env MODELSYNC_LOG_LEVEL',
-    '  --log-format FORMAT   auto (pretty on a terminal, else JSON lines), json or pretty; env MODELSYNC_LOG_FORMAT',
-    '',
-    'run flags (CMD starts at the first word that is not a flag; "--" makes it explicit):',
-    '  --restart POLICY      on-failure (default), always or never; env MODELSYNC_RESTART',
-    '  --startup-timeout S   seconds for CMD to answer GET /system_stats (default 600; 0: do not probe)',
-    '  --stop-timeout S      seconds between SIGTERM and SIGKILL for CMD\'s process group (default 10)',
-    '  --max-restarts N      give up (exit 3) after N starts in a row that never became healthy (default 10; 0: never)',
-    '  --probe-interval S    a health probe every S seconds once CMD answers (default 5)',
-    '  --probe-timeout S     each probe waits S seconds for its answer (default 5)',
-    '  --probe-misses N      N unanswered probes in a row: CMD is hung and is restarted (default 3)',
-    '  --comfy-url URL       where CMD answers (default: from its --listen/--port, port 8188)',
-    '  --gate HOST:PORT      a front door in front of ComfyUI: 503 until it answers, prompts\' models fetched first',
-    '  --gate-frontend-downloads  (experimental) serve ComfyUI frontend\'s server-side download API',
-    "  --child-logs MODE     passthrough (default: CMD's output on stdout as it is) or json (records on stderr)",
-    '',
-    "exit codes: 0 ok, 1 sync or verification failure, 2 bad usage or manifest, 3 run gave up on CMD; run: otherwise CMD's code",
-  ].join('\n');
+/** `modelsync --help`: built by cli-help.ts from the same flag table as every command's page. */
+async function usage(): Promise<string> {
+  return (await import('./cli-help.js')).mainUsage(Object.entries(COMMANDS).map(([name, c]) => ({ name, summary: c.summary })));
 }
 
 /**
@@ -102,7 +66,7 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     // `modelsync help sync` is `modelsync sync --help`.
     const page = name === 'help' && rest[0] !== undefined ? await helpFor(rest[0]) : undefined;
-    io.stdout.write(`${page ?? usage()}\n`);
+    io.stdout.write(`${page ?? (await usage())}\n`);
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
@@ -118,7 +82,7 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
     throw new ModelsyncError('E_USAGE', (e as Error).message, { cause: e });
   }
   if (parsed.values.help) {
-    io.stdout.write(`${(await helpFor(name)) ?? usage()}\n`);
+    io.stdout.write(`${(await helpFor(name)) ?? (await usage())}\n`);
     return 0;
   }
   // Before loading the command: under too low a limit the loading itself is what fails.
