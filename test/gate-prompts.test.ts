@@ -89,6 +89,17 @@ describe('gate: prompts and their models', () => {
     expect(s.stats.promptsRelayed).toBe(1);
   });
 
+  it('POST /api/prompt, the path ComfyUI\'s frontend posts to, is seen to the same way, written plainly or encoded', async () => {
+    const s = await setup();
+    for (const p of ['/api/prompt', '/api/%70rompt', '//api//prompt']) {
+      const r = await rawRequest(`${s.gate}${p}`, { method: 'POST', body: API_PROMPT(), headers: { 'content-type': 'application/json' }, timeoutMs: 20_000 });
+      expect(r.status, p).toBe(200);
+    }
+    expect(s.models.asked).toHaveLength(3);
+    const rewritten = API_PROMPT().replace(CKPT_URL, 'base.safetensors').replace(LORA_HF, 'film.safetensors');
+    expect(await promptsSeen(s.comfy)).toEqual([rewritten, rewritten, rewritten]);
+  });
+
   it('pins the models until ComfyUI has run the prompt, not before and not after', async () => {
     const s = await setup();
     const body = JSON.stringify({ prompt_id: 'held-1', prompt: { '10': { class_type: 'LoraLoader', inputs: { lora_name: LORA_HF } } }, extra_data: { stub_hold: true } });

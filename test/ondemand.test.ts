@@ -6,6 +6,7 @@ import { runSync } from '../src/sync/engine.js';
 import { warmSync } from '../src/sync/warm.js';
 import { startByteServer, type ByteServer } from './support/byte-server.js';
 import { startCivitai, type CivitaiStandIn } from './support/civitai.js';
+import { runCli, sandbox } from './support/cli.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, exists, fileSha256, sha256, type TestModel } from './support/models.js';
 import { onDemandRig, type Rig } from './support/on-demand-rig.js';
@@ -145,6 +146,27 @@ describe('the on-demand layer', () => {
     // And once more, all present (the complete sync's non-merging rewrite).
     await runSync(rig.ctx, rig.manifest);
     expect((await rig.refs()).keys).toContain(blobKey(od));
+  });
+
+  it('gc on a shared store, run by another node, keeps the layer\'s blobs and removes what nobody references', async () => {
+    const od = addModel(hub, 40_000);
+    const man = addModel(hub, 40_000);
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M'), `[{source: "${man.uri}", dest: "checkpoints/m.safetensors"}]`));
+    expect((await runSync(rig.ctx, rig.manifest)).ok).toBe(true);
+    expect((await rig.ensure([req(od, 'loras/od.safetensors')])).ok).toBe(true);
+    // The manifest no longer names its entry: unpublished, its blob referenced by nothing.
+    rig.setManifest(manifestYaml(policy('10M')));
+    expect((await runSync(rig.ctx, rig.manifest)).ok).toBe(true);
+    const other = await sandbox(hub.endpoint);
+    try {
+      const gc = await runCli(['gc', '--grace-period', '0', '--store-dir', rig.ctx.store.root], other.env());
+      expect(gc.code, gc.stderr).toBe(0);
+    } finally {
+      await other.cleanup();
+    }
+    expect(await exists(blobPath(rig.ctx.store, { algo: 'sha256', hex: man.sha256 }))).toBe(false);
+    expect(await exists(blobPath(rig.ctx.store, { algo: 'sha256', hex: od.sha256 }))).toBe(true);
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/od.safetensors'))).toBe(od.sha256);
   });
 
   it('an eviction removes only what modelsync published: a file changed since is left alone', async () => {
