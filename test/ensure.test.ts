@@ -4,6 +4,7 @@
  * daemons that answer garbage.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -206,6 +207,26 @@ describe('modelsync ensure ENTRY...', () => {
     expect(withIt.code, withIt.stderr).toBe(0);
     expect(await fileSha256(path.join(sb.models, 'loras/t.safetensors'))).toBe(m.sha256);
     for (const t of [without, wrong, withIt]) expect(t.stdout + t.stderr).not.toContain(token);
+  });
+
+  it.skipIf(!existsSync('/usr/bin/script'))('on a terminal: one bar redrawn in place, a line as an entry is ready', async () => {
+    const sb = await sandbox(hub.endpoint);
+    const m = addModel(hub, 600_000);
+    hub.setFaults(m.sha256, { bytesPerSecond: 300_000 });
+    const { control } = await daemon(sb, policy([`hf://${m.repo}@*`]));
+    // script(1) gives the command a pseudo-terminal; what it wrote there comes back on stdout.
+    const cmd = [process.execPath, BIN, 'ensure', '--control', control, `${m.uri}=loras/tty.safetensors`].map((a) => `'${a}'`).join(' ');
+    const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn('/usr/bin/script', ['-qefc', cmd, '/dev/null'], { env: { PATH: process.env.PATH ?? '', TERM: 'dumb' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.once('close', (code) => resolve({ code, out }));
+    });
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toMatch(/\r\[[#-]{24}\] +\d+% /);
+    expect(r.out).toMatch(/\r\[#{24}\] 100% .* 1\/1 ready/);
+    expect(r.out).toMatch(/^ready +loras\/tty\.safetensors/m);
+    expect(r.out).not.toMatch(/^(queued|downloading) /m);
   });
 
   it('no daemon: exit 1, one line naming the control address', async () => {

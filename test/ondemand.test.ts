@@ -299,6 +299,15 @@ describe('on-demand Civitai requests', () => {
     }
   });
 
+  it('a workflow model whose url is a Civitai download URL: that version, fetched from Civitai, published at directory/name', async () => {
+    const lora = version('LORA', 'from-civitai.safetensors');
+    rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', '"https://civitai.com/api/download/models/*"')), { CIVITAI_ENDPOINT: civitai.endpoint });
+    const snap = await rig.ensure([{ name: 'my-name.safetensors', url: `https://civitai.com/api/download/models/${lora.id}`, directory: 'loras' }]);
+    expect(snap).toMatchObject({ ok: true, models: [{ dest: 'loras/my-name.safetensors', source: `https://civitai.com/api/download/models/${lora.id}`, state: 'ready' }] });
+    expect(await fileSha256(path.join(rig.sb.models, 'loras/my-name.safetensors'))).toBe(sha256(lora.content));
+    expect(civitai.requests.some((r) => r.host === 'storage')).toBe(true);
+  });
+
   it('a glob that does not allow civitai.com refuses every form of a version; civitai:// globs work too', async () => {
     const v = version('Checkpoint', 'base.safetensors');
     rig = await onDemandRig(hub.endpoint, manifestYaml(policy('10M', '"https://example.org/*"')), { CIVITAI_ENDPOINT: civitai.endpoint });

@@ -75,6 +75,34 @@ describe('POST /models', () => {
     expect((await rawRequest(`${url}/models/jobs/${'x'.repeat(500)}`)).status).toBe(404);
   });
 
+  it('GET /models/jobs/ID while downloading: bytes done so far, the total, a speed; once ready, bytes is the total and speed 0', async () => {
+    const m = addModel(hub, 600_000);
+    hub.setFaults(m.sha256, { bytesPerSecond: 300_000 });
+    try {
+      const url = await serve();
+      const id = (await post(`${url}/models`, { models: [{ source: m.uri, dest: 'loras/slow.safetensors' }] })).json.job as string;
+      type Entry = { state: string; bytes: number; total: number; speed: number };
+      const job = async (): Promise<{ done: boolean; models: Entry[] }> => JSON.parse((await rawRequest(`${url}/models/jobs/${id}`)).body.toString()) as { done: boolean; models: Entry[] };
+      let mid: Entry | undefined;
+      while (mid === undefined) {
+        const e = (await job()).models[0];
+        if (e?.state === 'downloading' && e.bytes > 0 && e.speed > 0) mid = e;
+        else if (e?.state === 'ready') throw new Error('ready before it was seen downloading');
+        else await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(mid.total).toBe(m.content.length);
+      expect(mid.bytes).toBeLessThan(m.content.length);
+      let last = await job();
+      while (!last.done) {
+        await new Promise((r) => setTimeout(r, 50));
+        last = await job();
+      }
+      expect(last.models[0]).toMatchObject({ state: 'ready', bytes: m.content.length, total: m.content.length, speed: 0 });
+    } finally {
+      hub.clearFaults();
+    }
+  });
+
   it('?wait= answers the first failure with its status and {"error": {code, message, dest}}', async () => {
     const m = addModel(hub, 20_000);
     const url = await serve('100K');
@@ -199,6 +227,21 @@ describe('GET /events', () => {
     expect(types).toEqual(expect.arrayContaining(['downloading', 'verifying', 'ready']));
     expect(types.indexOf('ready')).toBeGreaterThan(types.indexOf('downloading'));
     expect(events.every((e) => e.data.dest === 'loras/a.safetensors' && typeof e.data.job === 'string')).toBe(true);
+  });
+
+  it('streams an eviction as event: evicted, which belongs to no job', async () => {
+    const [a, b] = [addModel(hub, 100_000), addModel(hub, 100_000)];
+    const url = await serve('150000');
+    expect((await post(`${url}/models?wait=60`, { models: [{ source: a.uri, dest: 'loras/a.safetensors' }] })).status).toBe(200);
+    const stream = readEvents(`${url}/events`, (t) => t.includes('event: evicted') && t.includes('event: ready'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await post(`${url}/models?wait=60`, { models: [{ source: b.uri, dest: 'loras/b.safetensors' }] })).status).toBe(200);
+    const { text } = await stream;
+    const evicted = text.split('\n\n').find((e) => e.includes('event: evicted')) ?? '';
+    const data = JSON.parse(/data: (.*)/.exec(evicted)?.[1] ?? '{}') as Record<string, unknown>;
+    expect(data).toMatchObject({ dest: 'loras/a.safetensors', state: 'evicted' });
+    expect(data.job).toBeUndefined();
+    expect(await exists(path.join(rig?.sb.models ?? '', 'loras/a.safetensors'))).toBe(false);
   });
 
   it('?job=ID keeps one job\'s events', async () => {
