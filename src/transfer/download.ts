@@ -15,6 +15,7 @@ import { readJournal } from './journal.js';
 import { journalFlusher, resumePoint } from './journal-flusher.js';
 import { PrefixWatch, type PrefixCheck } from './prefix-check.js';
 import { PrefixHasher } from './prefix-hasher.js';
+import { SerialWriter } from './serial-writer.js';
 import { ThreadHasher, hashThreadFits } from './thread-hasher.js';
 import { RateFloor, isTooSlow } from './rate-floor.js';
 import { isProgress, withRetry, type RetryPolicy } from './retry.js';
@@ -136,6 +137,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   const watch = p.prefixCheck && new PrefixWatch(p.prefixCheck, fh, () => map.contiguousEnd(), p.file.uri);
+  const writer = new SerialWriter(fh);
   // A resumed partial may hold the whole header already.
   watch?.notify();
   try {
@@ -171,7 +173,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
                   const got = piece;
                   const before = got.pos;
                   try {
-                    await fetchPiece(p, fh, map, got, ctrl.signal, offer, (n) => {
+                    await fetchPiece(p, writer, map, got, ctrl.signal, offer, (n) => {
                       fetched += n;
                       slot.bytes(n);
                       hasher.notify();
@@ -229,7 +231,7 @@ function isAbortLike(e: unknown): boolean {
 /** Fetch what is missing of a piece, up to its end (which a split may lower meanwhile), reporting each batch of bytes written. */
 async function fetchPiece(
   p: DownloadParams,
-  fh: FileHandle,
+  writer: SerialWriter,
   map: ChunkMap,
   piece: Piece,
   signal: AbortSignal,
@@ -257,7 +259,7 @@ async function fetchPiece(
     const from = res.origin ?? p.file.uri;
     floor.start(from);
     const bound = { limit: () => piece.end, reserve: (to: number) => void (piece.reserved = to) };
-    await streamInto(res.body, fh, start, bound, from, (n) => {
+    await streamInto(res.body, writer, start, bound, from, (n) => {
       p.budget.charge(n, from);
       floor.count(n);
       map.wrote(piece, n);
@@ -287,7 +289,7 @@ interface Bound {
  */
 async function streamInto(
   body: BodyReader,
-  fh: FileHandle,
+  writer: SerialWriter,
   start: number,
   bound: Bound,
   from: string,
@@ -302,7 +304,7 @@ async function streamInto(
       const piece = block.length > room ? block.subarray(0, room) : block;
       bound.reserve?.(pos + piece.length);
       if (fence) await fence();
-      for (let off = 0; off < piece.length; ) off += (await fh.write(piece, off, piece.length - off, pos + off)).bytesWritten;
+      await writer.write(piece, pos);
       // Only written bytes are hashed: a retry must not hash a piece twice.
       onPiece?.(piece, pos);
       pos += piece.length;
@@ -360,7 +362,7 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
         floor.start(from);
         const total = await streamInto(
           res.body,
-          fh,
+          new SerialWriter(fh),
           0,
           { limit: () => limit },
           from,
