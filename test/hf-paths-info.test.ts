@@ -24,6 +24,13 @@ describe('readPathsInfo', () => {
     expect(only(v, 'c.json')).toEqual({ file: { path: 'c.json', size: 10, algo: 'gitsha1', hex: GIT } });
   });
 
+  it('a list with an item that is not an object is no answer: every asked path has a problem', () => {
+    for (const bad of [null, 3, 'x', [lfsItem('a.safetensors')]]) {
+      const v = readPathsInfo([lfsItem('a.safetensors'), bad], ['a.safetensors', 'c.json']);
+      expect([...v.values()].map((x) => 'problem' in x && x.problem.startsWith('an item that is not an object'))).toEqual([true, true]);
+    }
+  });
+
   it('leaves out directories and paths nobody asked about', () => {
     const v = readPathsInfo([{ type: 'directory', path: 'd', oid: GIT, size: 0 }, plainItem('other.json')], ['d', 'c.json']);
     expect([...v.keys()]).toEqual([]);

@@ -14,12 +14,12 @@ export interface HfFileFacts {
 export type PathsInfoVerdict = ReadonlyMap<string, { readonly file: HfFileFacts } | { readonly problem: string }>;
 
 /**
- * Read a paths-info answer (as @huggingface/hub hands it on: each item's fields unchecked) for
- * the paths we asked about. Its content ids become file names in the store, so each one must be
+ * Read a paths-info answer (the parsed JSON, nothing checked yet) for the paths we asked about. Its content ids become file names in the store, so each one must be
  * a content id and nothing else: `lfs.oid` 64 lowercase hex (sha256), else `oid` 40 lowercase hex
  * (git blob sha1); a size is a non-negative safe integer. Items for paths nobody asked about are
  * ignored (they would otherwise be cached as the truth about those paths); a path answered twice,
- * differently, is a problem; a directory is not a file (absent).
+ * differently, is a problem; a directory is not a file (absent). A list with an item that is not
+ * an object is no paths-info answer at all: a problem for every path.
  */
 export function readPathsInfo(answer: unknown, requested: readonly string[]): PathsInfoVerdict {
   const wanted = new Set(requested);
@@ -28,8 +28,12 @@ export function readPathsInfo(answer: unknown, requested: readonly string[]): Pa
     for (const p of wanted) out.set(p, { problem: `an answer that is not a list (${shown(answer)})` });
     return out;
   }
+  const bad = (answer as unknown[]).findIndex((item) => item === null || typeof item !== 'object' || Array.isArray(item));
+  if (bad >= 0) {
+    for (const p of wanted) out.set(p, { problem: `an item that is not an object (${shown((answer as unknown[])[bad])})` });
+    return out;
+  }
   for (const item of answer as unknown[]) {
-    if (item === null || typeof item !== 'object') continue;
     const rec = item as Record<string, unknown>;
     const p = rec['path'];
     if (typeof p !== 'string' || !wanted.has(p)) continue;

@@ -1,18 +1,16 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { datasetInfo, modelInfo, pathsInfo, HubApiError } from '@huggingface/hub';
 import { ModelsyncError } from '../errors.js';
 import type { Entry, HfRef, PinnedContent } from '../manifest/types.js';
-import { proxiedFetch } from '../proxy/proxied-fetch.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import { shown } from '../remote-value.js';
 import type { StateDb } from '../state/db.js';
 import type { ConnectionBudget } from '../transfer/budget.js';
-import { fetchFollowing } from '../transfer/fetch-following.js';
 import type { RateRule } from '../transfer/rate-floor.js';
 import { headerValue, httpRequest, statusError } from '../transfer/http.js';
 import { preconnect } from '../transfer/preconnect.js';
 import { isCommit } from '../content-key.js';
+import { HubApiStatus, hubPathsInfo, hubRevision } from './hf-api.js';
 import { readPathsInfo } from './hf-paths-info.js';
 import { readResolveHeaders, type ResolveHeaders } from './hf-resolve-headers.js';
 import { bodyFromResponse } from './http-body.js';
@@ -37,9 +35,8 @@ interface HfLocator {
 }
 
 /**
- * Hugging Face Hub source. Metadata through @huggingface/hub (one revision lookup and one
- * paths-info call per repo per sync); bytes through our own ranged HTTP, because its download
- * API neither verifies nor resumes. Resolutions at a commit are immutable and cached in the
+ * Hugging Face Hub source. Metadata from the Hub's API (one revision lookup and one paths-info
+ * call per repo per sync, hf-api.ts) and bytes by ranged requests, both over our own HTTP client. Resolutions at a commit are immutable and cached in the
  * state DB, so a pinned or offline sync asks the Hub nothing.
  */
 export class HfSource implements Source {
@@ -54,12 +51,7 @@ export class HfSource implements Source {
   /** The CDN origin this endpoint redirected to last (state DB), for preconnect. */
   private cdnOrigin: string | undefined;
 
-  /** The global fetch, or one through HTTPS_PROXY / HTTP_PROXY. */
-  private readonly fetcher: typeof fetch;
-
-  constructor(private readonly opts: HfSourceOptions) {
-    this.fetcher = proxiedFetch(opts.proxies);
-  }
+  constructor(private readonly opts: HfSourceOptions) {}
 
   async resolve(entries: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
     // The lookups take a round trip or more: the connections the bytes will need open meanwhile.
@@ -96,16 +88,7 @@ export class HfSource implements Source {
         throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${commit.slice(0, 12)} was never resolved here`, { entry: missing[0]?.index });
       }
       const asked = missing.map((e) => (e.source as HfRef).path);
-      const infos: unknown = await this.api(group[0] as Entry, signal, (fetchFn) =>
-        pathsInfo({
-          repo: { type: ref.repoType, name: ref.repo },
-          paths: asked,
-          revision: commit,
-          hubUrl: this.opts.endpoint,
-          fetch: fetchFn,
-          ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
-        }),
-      );
+      const infos = await this.api(group[0] as Entry, () => hubPathsInfo(this.opts, ref, commit, asked, signal));
       const verdict = readPathsInfo(infos, asked);
       // One transaction for the whole listing: a snapshot of 2,000 files is one fsync, not 2,000.
       this.opts.db.transaction(() => {
@@ -151,18 +134,8 @@ export class HfSource implements Source {
       if (c === undefined) throw new ModelsyncError('E_OFFLINE', `HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} was never resolved here`, { entry: entry.index });
       return c;
     }
-    const info = await this.api(entry, signal, (fetchFn) => {
-      const common = {
-        name: ref.repo,
-        revision: ref.revision,
-        hubUrl: this.opts.endpoint,
-        fetch: fetchFn,
-        additionalFields: ['sha'] as ['sha'],
-        ...(this.opts.token === undefined ? {} : { accessToken: this.opts.token }),
-      };
-      return ref.repoType === 'dataset' ? datasetInfo(common) : modelInfo(common);
-    });
-    const sha: unknown = (info as { sha?: unknown }).sha;
+    const info = await this.api(entry, () => hubRevision(this.opts, ref, signal));
+    const sha: unknown = info !== null && typeof info === 'object' ? (info as { sha?: unknown }).sha : undefined;
     if (!isCommit(sha)) {
       // It becomes part of every URL of this repo and of the lock file: only a commit id will do.
       throw new ModelsyncError('E_REMOTE_INVALID', `the Hub answered ${shown(sha)} as the commit of ${ref.repo}@${ref.revision}, which is not a commit id (40 lowercase hex)`, { entry: entry.index, url: entry.source.uri });
@@ -171,33 +144,21 @@ export class HfSource implements Source {
     return sha;
   }
 
-  /**
-   * One Hub API call, its failure typed, its redirects and deadlines ours (fetchFollowing).
-   * HubApiError drops the answer's X-Error-Code (GatedRepo, RevisionNotFound, ...), so the fetch
-   * handed to @huggingface/hub keeps it: per call, since repos resolve concurrently on this one
-   * source and one repo's code must not name another's error.
-   */
-  private async api<T>(entry: Entry, signal: AbortSignal, call: (fetchFn: typeof fetch) => Promise<T>): Promise<T> {
-    let errorCode: string | undefined;
-    const fetchFn: typeof fetch = async (input, init) => {
-      const headers = new Headers(init?.headers);
-      headers.set('accept-encoding', 'identity');
-      const res = await fetchFollowing(input, { ...init, headers, signal }, { idleTimeoutMs: this.opts.idleTimeoutMs, rate: this.opts.rate }, this.fetcher);
-      if (!res.ok) errorCode = res.headers.get('x-error-code') ?? undefined;
-      return res;
-    };
+  /** One Hub API call (hf-api.ts), its failure typed. */
+  private async api<T>(entry: Entry, call: () => Promise<T>): Promise<T> {
     try {
-      return await call(fetchFn);
+      return await call();
     } catch (e) {
-      throw this.apiError(e, entry, errorCode);
+      throw this.apiError(e, entry);
     }
   }
 
-  private apiError(e: unknown, entry: Entry, code: string | undefined): ModelsyncError {
+  private apiError(e: unknown, entry: Entry): ModelsyncError {
     const ref = entry.source as HfRef;
     const ctx = { entry: entry.index, url: entry.source.uri, cause: e };
-    if (e instanceof HubApiError) {
-      const s = e.statusCode;
+    if (e instanceof HubApiStatus) {
+      const s = e.status;
+      const code = e.errorCode;
       if (code === 'GatedRepo') {
         return new ModelsyncError('E_GATED', `${ref.repo} is gated: request access on its Hub page${this.opts.token ? ' with the account of your HF_TOKEN' : ', then set HF_TOKEN'}`, { ...ctx, status: s });
       }
@@ -212,8 +173,8 @@ export class HfSource implements Source {
       return new ModelsyncError(s === 429 ? 'E_RATE_LIMITED' : 'E_HTTP', `Hub API answered HTTP ${s} for ${ref.repo}`, { ...ctx, status: s, retryable: s === 429 || s >= 500 });
     }
     if (e instanceof ModelsyncError) return e;
-    if (isMalformedAnswer(e)) {
-      return new ModelsyncError('E_REMOTE_INVALID', `the Hub's answer for ${ref.repo} is malformed (${shown((e as Error).message)})`, ctx);
+    if (e instanceof SyntaxError) {
+      return new ModelsyncError('E_REMOTE_INVALID', `the Hub's answer for ${ref.repo} is malformed (${shown(e.message)})`, ctx);
     }
     const host = safeHost(this.opts.endpoint);
     return new ModelsyncError('E_NETWORK', `cannot reach the Hub at ${host} for ${ref.repo}`, { ...ctx, retryable: true });
@@ -383,16 +344,6 @@ function resolveUrl(endpoint: string, loc: HfLocator): string {
   const prefix = loc.ref.repoType === 'dataset' ? 'datasets/' : '';
   const p = loc.ref.path.split('/').map(encodeURIComponent).join('/');
   return `${endpoint}/${prefix}${loc.ref.repo}/resolve/${loc.commit}/${p}`;
-}
-
-/**
- * @huggingface/hub parses the answer itself: a body that is not JSON, not a list, or has an item
- * that is not an object fails inside it, not in the network. Such an answer is not worth a retry.
- */
-function isMalformedAnswer(e: unknown): boolean {
-  if (e instanceof SyntaxError) return true;
-  if (!(e instanceof Error)) return false;
-  return /^malformed response/.test(e.message) || (e instanceof TypeError && /^Cannot read properties of/.test(e.message));
 }
 
 /** The state DB's `meta` key for the CDN origin an endpoint redirected to last. */

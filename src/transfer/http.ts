@@ -11,6 +11,13 @@ import { wireRequest } from './wire.js';
 
 export interface HttpRequest {
   readonly url: string;
+  /**
+   * GET unless told. A POST must only read (the Hub's paths-info): it is sent again on a
+   * kept-alive connection the server had closed. A 301, 302 or 303 turns it into a GET without
+   * its body, as fetch does (RFC 9110 15.4); a 307 or 308 keeps both.
+   */
+  readonly method?: 'GET' | 'POST' | undefined;
+  readonly body?: Buffer | undefined;
   /** Sent to the first host only: dropped as soon as a redirect leaves it. */
   readonly authorization?: string | undefined;
   readonly headers?: Readonly<Record<string, string>>;
@@ -50,19 +57,20 @@ export interface HttpResponse {
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
- * One GET, redirects followed by hand: undici's fetch keeps custom auth headers across hosts, so
- * auth is ours to drop; where a redirect may lead is redirectTarget's rule. The idle timeout
- * covers waiting for headers and every gap in the body (a stalled server keeps the socket open
- * forever otherwise).
+ * One request, redirects followed by hand: auth is dropped once a redirect leaves the first
+ * host, and where a redirect may lead is redirectTarget's rule. The idle timeout covers waiting
+ * for headers and every gap in the body (a stalled server keeps the socket open forever
+ * otherwise).
  */
 export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
   const max = req.maxRedirects ?? MAX_REDIRECTS;
   const hops: Hop[] = [];
   let url = new URL(req.url);
   const firstHost = url.host;
+  let asked = req;
   for (;;) {
     const sameHost = url.host === firstHost;
-    const res = await once(url, req, sameHost ? req.authorization : undefined);
+    const res = await once(url, asked, sameHost ? req.authorization : undefined);
     const location = res.headers.location;
     if (req.followRedirects === false || !REDIRECTS.has(res.status) || location === undefined) {
       return { status: res.status, headers: res.headers, url: url.toString(), hops, body: res.body };
@@ -76,6 +84,11 @@ export async function httpRequest(req: HttpRequest): Promise<HttpResponse> {
     }
     url = redirectTarget(url, location);
     req.redirected?.(url, hops.length - 1);
+    if (asked.method === 'POST' && res.status !== 307 && res.status !== 308) {
+      const headers = { ...asked.headers };
+      delete headers['content-type'];
+      asked = { ...asked, method: 'GET', body: undefined, headers };
+    }
   }
 }
 
@@ -88,7 +101,7 @@ async function once(url: URL, req: HttpRequest, authorization: string | undefine
   if (authorization !== undefined) headers.authorization = authorization;
   if (req.range) headers.range = `bytes=${req.range.start}-${req.range.end - 1}`;
   const proxy = req.proxies === undefined ? undefined : proxyFor(req.proxies, url);
-  const res = await wireRequest({ url, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal, proxy }, req.connections);
+  const res = await wireRequest({ url, method: req.method, body: req.body, headers, idleTimeoutMs: req.idleTimeoutMs, signal: req.signal, proxy }, req.connections);
   // Sent to an http:// proxy in absolute form, a 407 is the proxy's own answer, not the server's.
   if (res.status === 407 && proxy !== undefined && url.protocol === 'http:') {
     res.body.discard();

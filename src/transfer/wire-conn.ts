@@ -18,9 +18,12 @@ const FLUSH_MS = 50;
 /** An error page is read to its end (keeping the connection) only when it is this short. */
 const DISCARD_LIMIT = 64 * 1024;
 
-/** One GET, as a connection sends it. */
+/** One request, as a connection sends it: a GET, or a POST with a short body (the Hub's paths-info). */
 export interface WireRequest {
   readonly url: URL;
+  /** GET unless told; a POST carries `body` (content-length is set here). */
+  readonly method?: 'GET' | 'POST' | undefined;
+  readonly body?: Buffer | undefined;
   /** Lower-case names; values must not hold CR or LF (wireRequest checks). */
   readonly headers: Readonly<Record<string, string>>;
   readonly idleTimeoutMs: number;
@@ -95,7 +98,7 @@ export class WireConn {
     return this.phase === 'idle' && !this.socket.destroyed;
   }
 
-  /** Send a GET and resolve with the response head and a reader for its body. */
+  /** Send the request and resolve with the response head and a reader for its body. */
   async exchange(req: WireRequest): Promise<{ head: ResponseHead; body: BodyReader }> {
     this.url = req.url;
     const id = ++this.exchanges;
@@ -107,10 +110,12 @@ export class WireConn {
     this.idleMs = req.idleTimeoutMs;
     this.socket.ref();
     const target = this.link.absoluteForm ? `${req.url.protocol}//${req.url.host}${req.url.pathname}${req.url.search}` : `${req.url.pathname}${req.url.search}`;
-    const lines = [`GET ${target} HTTP/1.1`, `host: ${req.url.host}`];
+    const lines = [`${req.method ?? 'GET'} ${target} HTTP/1.1`, `host: ${req.url.host}`];
     for (const [k, v] of Object.entries(req.headers)) lines.push(`${k}: ${v}`);
+    if (req.method === 'POST') lines.push(`content-length: ${req.body?.length ?? 0}`);
     if (this.link.absoluteForm && this.link.proxy?.authorization !== undefined) lines.push(`proxy-authorization: ${this.link.proxy.authorization}`);
     this.socket.write(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+    if (req.method === 'POST' && req.body !== undefined && req.body.length > 0) this.socket.write(req.body);
     this.armTimer();
     this.resume();
     if (req.signal) this.listen(req.signal);

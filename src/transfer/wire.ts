@@ -12,7 +12,7 @@ export interface WireResponse {
 }
 
 /**
- * One GET over a kept-alive connection to the URL's origin (a new one when none is idle). A
+ * One GET (or a POST that only reads: it may be sent again) over a kept-alive connection to the URL's origin (a new one when none is idle). A
  * connection that turns out to have been closed by the server while idle is replaced silently:
  * that failure says nothing about the request.
  */
