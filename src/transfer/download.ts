@@ -133,11 +133,17 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   p.signal.addEventListener('abort', onAbort, { once: true });
   // A file big enough to come over several connections is big enough for the hash thread.
   const hasher = map.count > 1 && hashThreadFits() ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
-  const offer = hasher instanceof PrefixHasher ? (b: Buffer, at: number): void => hasher.offer(b, at) : undefined;
+
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
   const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   const watch = p.prefixCheck && new PrefixWatch(p.prefixCheck, fh, () => map.contiguousEnd(), p.file.uri);
   const writer = new SerialWriter(fh);
+  // Bytes just written, still in memory: what extends the hashed prefix is hashed from here, and a
+  // first block is checked from here, rather than read back.
+  const offer = (b: Buffer, at: number): void => {
+    if (hasher instanceof PrefixHasher) hasher.offer(b, at);
+    watch?.offer(b, at);
+  };
   // A resumed partial may hold the whole header already.
   watch?.notify();
   try {
@@ -375,7 +381,10 @@ async function singleStream(p: DownloadParams, first: { res: OpenBody; floor: Ra
             watch?.notify();
             if (watch?.failed) throw watch.failed;
           },
-          (b) => hash.update(b),
+          (b, at) => {
+            hash.update(b);
+            watch?.offer(b, at);
+          },
           p.fence,
         );
         if (room && total > room.bytes) throw tooLarge(p.file.uri, room, undefined);
