@@ -81,8 +81,9 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
     const paths = await w.paths(file.version);
     job.entries.forEach((e) => events.entryState?.(e, 'downloading', job.file.size === undefined ? { key: job.key } : { size: job.file.size, key: job.key }));
     let d;
+    const params = downloadParams(ctx, job, file, source, paths, both, events, w, budget);
     try {
-      d = await downloadToPart(downloadParams(ctx, job, file, source, paths, both, events, w, budget));
+      d = await downloadToPart(params);
     } catch (e) {
       if (w.signal?.aborted && !signal.aborted) throw w.signal.reason;
       // Out of time: the partial stays, for the next sync (or a peer) to resume.
@@ -114,7 +115,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       if (attempt >= MISMATCH_ATTEMPTS) throw err;
       continue;
     }
-    const stamp = await commitVerified(ctx, job, paths, key, batch, w);
+    const stamp = await commitVerified(ctx, job, paths, key, batch, w, headerChecked(params, d.size));
     return { fetched, mirrored, via: 'origin', stamp, key };
   }
 }
@@ -147,9 +148,22 @@ export function downloadParams(ctx: SyncContext, job: BlobJob, file: RemoteFile,
   };
 }
 
-/** Commit a partial whose bytes hashed to `key`: the safetensors check, the writer's fences, the state DB row. */
-export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: PartPaths, key: ContentKey, batch: SyncBatch, w: Writer): Promise<FileStamp | undefined> {
-  if (job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
+/**
+ * Whether the download's own safetensors check passed on this partial with the size it now has:
+ * the same check the commit would make (length, header, tensor data ending at that size), so the
+ * commit need not read the header again (an open, a stat, two reads and a close: a tenth of a
+ * small file's file-system calls).
+ */
+function headerChecked(p: DownloadParams, size: number): boolean {
+  return p.prefixCheck !== undefined && p.prefixCheck.need === 0 && p.file.size !== undefined && p.file.size === size;
+}
+
+/**
+ * Commit a partial whose bytes hashed to `key`: the safetensors check (unless `headerChecked`:
+ * passed on these bytes during the download), the writer's fences, the state DB row.
+ */
+export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: PartPaths, key: ContentKey, batch: SyncBatch, w: Writer, headerChecked = false): Promise<FileStamp | undefined> {
+  if (!headerChecked && job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
     const bad = await checkSafetensors(paths.part);
     if (bad !== undefined) {
       await removePart(paths);
