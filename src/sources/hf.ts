@@ -80,7 +80,7 @@ export class HfSource implements Source {
   private async resolveGroup(group: readonly Entry[], signal: AbortSignal): Promise<RemoteFile[]> {
     const ref = group[0]?.source as HfRef;
     const commit = await this.commitFor(ref, signal, group[0] as Entry);
-    const cached = group.map((e) => this.opts.db.hfFile(ref.repoType, ref.repo, commit, (e.source as HfRef).path));
+    const cached = this.rows(group, ref, commit);
     const missing = group.filter((_, i) => cached[i] === undefined);
     const problems = new Map<string, string>();
     if (missing.length > 0) {
@@ -98,13 +98,14 @@ export class HfSource implements Source {
         }
       });
     }
-    return group.map((e) => {
+    const rows = missing.length > 0 ? this.rows(group, ref, commit) : cached;
+    return group.map((e, i) => {
       const r = e.source as HfRef;
       const problem = problems.get(r.path);
       if (problem !== undefined) {
         throw new ModelsyncError('E_REMOTE_INVALID', `the Hub's paths-info for ${r.path} in ${r.repo}@${commit.slice(0, 12)} has ${problem}; refusing it`, { entry: e.index, url: e.source.uri });
       }
-      const f = this.opts.db.hfFile(r.repoType, r.repo, commit, r.path);
+      const f = rows[i];
       if (!f) {
         throw new ModelsyncError('E_NOT_FOUND', `${r.path} does not exist in ${r.repo} at ${r.revision} (${commit.slice(0, 12)})`, { entry: e.index, url: e.source.uri });
       }
@@ -124,6 +125,18 @@ export class HfSource implements Source {
         commit,
       };
     });
+  }
+
+  /**
+   * The state DB's rows for a group's files, read in one transaction: each read on its own takes
+   * and drops SQLite's shared-memory locks (three fcntl calls), 12,000 of them for 2,000 files.
+   */
+  private rows(group: readonly Entry[], ref: HfRef, commit: string): (ReturnType<StateDb['hfFile']>)[] {
+    let out: ReturnType<StateDb['hfFile']>[] = [];
+    this.opts.db.transaction(() => {
+      out = group.map((e) => this.opts.db.hfFile(ref.repoType, ref.repo, commit, (e.source as HfRef).path));
+    });
+    return out;
   }
 
   /** A revision to its commit: a 40-hex revision is one already; a branch is cached for offline use. */
