@@ -176,6 +176,10 @@ describe('modelsync ensure ENTRY...', () => {
     expect(id, r.stderr).toBeDefined();
     await waitFor('the job to finish in the daemon', async () => JSON.parse((await d.get(`/models/jobs/${id ?? ''}`))?.body ?? '{}').done === true, 30_000);
     expect(await fileSha256(path.join(sb.models, 'loras/slow.safetensors'))).toBe(m.sha256);
+    // --timeout 0 is readiness: in place now, exit 0 (not "stopped waiting").
+    const now = await ensure(control, ['--timeout', '0', `${m.uri}=loras/slow.safetensors`]);
+    expect(now.code, now.stderr).toBe(0);
+    expect(lines(now.stdout).at(-1)).toMatch(/^1\/1 ready/);
 
     const n = addModel(hub, 800_000);
     hub.setFaults(n.sha256, { bytesPerSecond: 200_000 });
@@ -341,6 +345,34 @@ describe('modelsync ensure against what is not a (well) daemon', () => {
     expect(d.code, d.stderr).toBe(0);
     expect(JSON.parse(d.stdout)).toMatchObject({ id: JOB, ok: true });
     expect(lines(d.stderr).map((l) => l.split(/\s+/)[0])).toEqual(['queued', 'downloading', 'ready']);
+  });
+
+  it('a reason to look that comes while the job is being asked for is not lost (no wait for the next poll)', async () => {
+    let stream: ServerResponse | undefined;
+    let gets = 0;
+    const f = await fakeDaemon((req, res) => {
+      if (req.method === 'POST') return json(res, 202, { job: JOB, models: [model('queued')] });
+      if (req.url?.startsWith('/events')) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(': hello\n\n');
+        stream = res;
+        return;
+      }
+      gets++;
+      if (gets > 1) return json(res, 200, { id: JOB, done: true, ok: true, models: [model('ready')] });
+      // The first look is answered only after the stream is open and has said "ready": the
+      // client has both reasons to look again while this answer (still downloading) is on its way.
+      const answer = (): void => {
+        if (stream === undefined) return void setTimeout(answer, 10);
+        stream.write(`event: ready\ndata: ${JSON.stringify({ job: JOB, ...model('ready') })}\n\n`);
+        setTimeout(() => json(res, 200, { id: JOB, done: false, ok: false, models: [model('downloading')] }), 100);
+      };
+      answer();
+    });
+    // The stream stays open: without the fix the next look is the open stream's 10 s safety poll.
+    const r = await ensure(f.control, ['--timeout', '8', ENTRY]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(gets).toBe(2);
   });
 
   it('the help page and the command list name ensure', async () => {

@@ -1,7 +1,7 @@
 import { loadControlConfig, type ControlConfig } from '../config.js';
 import { secondsSetting } from '../config-values.js';
 import { controlRequest, daemonJson } from '../daemon/client.js';
-import { followJob, modelProgress, type Followed } from '../daemon/follow-job.js';
+import { followJob, jobNow, modelProgress, type Followed } from '../daemon/follow-job.js';
 import { ModelsyncError } from '../errors.js';
 import type { JobSnapshot, ModelProgress } from '../ondemand/service.js';
 import { print, printJson, type CommandIo } from './common.js';
@@ -48,7 +48,7 @@ export async function ensureCommand(io: CommandIo): Promise<number> {
   let followed: Followed;
   try {
     display.update(accepted.models);
-    followed = timeoutMs === 0 ? { done: false, models: accepted.models } : await followJob(config, accepted.id, accepted.models, { onModels: (m) => display.update(m), signal: stop.signal });
+    followed = timeoutMs === 0 ? settledNow(await jobNow(config, accepted.id)) : await followJob(config, accepted.id, accepted.models, { onModels: (m) => display.update(m), signal: stop.signal });
   } finally {
     display.done();
     if (timer) clearTimeout(timer);
@@ -72,6 +72,11 @@ export async function ensureCommand(io: CommandIo): Promise<number> {
   }
   for (const m of job.models) if (m.state === 'failed') io.stderr.write(`modelsync: ${m.dest}: ${m.error?.code ?? 'E_DAEMON'}: ${m.error?.message ?? 'failed (the daemon gave no reason)'}\n`);
   return job.ok ? 0 : 1;
+}
+
+/** `--timeout 0`: the job as it is, done or not. */
+function settledNow(job: JobSnapshot): Followed {
+  return job.done ? { done: true, job } : { done: false, models: job.models };
 }
 
 function lenientJson(text: string): unknown {

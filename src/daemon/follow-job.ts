@@ -34,8 +34,14 @@ export type Followed = { readonly done: true; readonly job: JobSnapshot } | { re
 export async function followJob(config: Pick<ControlConfig, 'control'>, id: string, initial: readonly ModelProgress[], opts: FollowOptions): Promise<Followed> {
   let models = [...initial];
   let live = false;
+  // Set by every reason to look; a reason that comes while the job is being asked for is kept,
+  // so the next look is at once rather than a poll interval later.
+  let woken: boolean;
   let wake: (() => void) | undefined;
-  const wakeUp = (): void => wake?.();
+  const wakeUp = (): void => {
+    woken = true;
+    wake?.();
+  };
   const stream = new AbortController();
   const stopStream = (): void => stream.abort();
   opts.signal.addEventListener('abort', stopStream, { once: true });
@@ -62,11 +68,13 @@ export async function followJob(config: Pick<ControlConfig, 'control'>, id: stri
   });
   try {
     while (!opts.signal.aborted) {
+      woken = false;
       const job = await askJob(config, id, opts.signal);
       if (job === undefined) break;
       models = [...job.models];
       opts.onModels(models);
       if (job.done) return { done: true, job };
+      if (woken) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, live ? SAFETY_POLL_MS : POLL_MS);
         wake = () => {
@@ -83,6 +91,13 @@ export async function followJob(config: Pick<ControlConfig, 'control'>, id: stri
     opts.signal.removeEventListener('abort', stopStream);
     stream.abort();
   }
+}
+
+/** The job as it is now (`--timeout 0`): one GET /models/jobs/ID, no stream. */
+export async function jobNow(config: Pick<ControlConfig, 'control'>, id: string): Promise<JobSnapshot> {
+  const job = await askJob(config, id, new AbortController().signal);
+  if (job === undefined) throw new ModelsyncError('E_DAEMON', `job ${id}: no answer`);
+  return job;
 }
 
 /** GET /models/jobs/ID, checked to be a job; undefined when the caller stopped waiting meanwhile. */
