@@ -6,9 +6,10 @@
  * canned errors per bucket (AccessDenied, a wrong region), and a log of every request.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { Agent, request as httpRequest, createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent, request as httpRequest, createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import {
   CompleteMultipartUploadCommand,
@@ -25,6 +26,8 @@ export interface S3Seen {
   readonly key: string;
   readonly range: string | undefined;
   readonly ifMatch: string | undefined;
+  /** The query: which call a request is (`uploads`, `uploadId`, `partNumber`, the SDK's `x-id`). */
+  readonly query: URLSearchParams;
   /** Every request header, joined: scanned for secrets. */
   readonly headerText: string;
   status: number;
@@ -34,6 +37,16 @@ export interface CannedError {
   readonly status: number;
   readonly code: string;
   readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** A lie in the body of a GET S3 answered: its headers and bytes as they came, then changed. */
+export interface S3BodyFault {
+  /** A 206's Content-Range moved by this many bytes: it names other bytes than those sent. */
+  readonly shiftContentRange?: number;
+  /** After the object's bytes, garbage that never ends (no Content-Length). */
+  readonly endless?: boolean;
+  /** The body sent at this many bytes per second. */
+  readonly bytesPerSecond?: number;
 }
 
 export interface S3Fixture {
@@ -47,6 +60,8 @@ export interface S3Fixture {
   readonly failBucket: Map<string, CannedError>;
   /** A canned error for chosen requests (a method, a key), or undefined to serve them; awaited, so it can hold a request too. */
   fail: ((q: S3Seen) => CannedError | undefined | Promise<CannedError | undefined>) | undefined;
+  /** A lie for chosen successful GETs, or undefined to serve them as S3 answered. */
+  bodyFault: ((q: S3Seen) => S3BodyFault | undefined) | undefined;
   /** Store an object directly in s3rver; with `partSize`, as a multipart upload. Returns its ETag. */
   put(bucket: string, key: string, body: Buffer, opts?: { partSize?: number }): Promise<string>;
   gets(key: string): S3Seen[];
@@ -84,6 +99,7 @@ export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
     headHeaders: new Map(),
     failBucket: new Map(),
     fail: undefined,
+    bodyFault: undefined,
     put: (bucket, key, body, opts = {}) => putObject(direct, bucket, key, body, opts.partSize),
     gets: (key) => fx.requests.filter((r) => r.method === 'GET' && r.key === key),
     close: async () => {
@@ -103,7 +119,7 @@ export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
     const key = rest.join('/');
     const method = req.method ?? 'GET';
     const header = (n: string): string | undefined => (typeof req.headers[n] === 'string' ? (req.headers[n] as string) : undefined);
-    const seen: S3Seen = { method, bucket, key, range: header('range'), ifMatch: header('if-match'), headerText: JSON.stringify(req.headers), status: 0 };
+    const seen: S3Seen = { method, bucket, key, range: header('range'), ifMatch: header('if-match'), query: url.searchParams, headerText: JSON.stringify(req.headers), status: 0 };
     fx.requests.push(seen);
     const canned = fx.failBucket.get(bucket) ?? (await fx.fail?.(seen));
     if (canned) {
@@ -127,6 +143,11 @@ export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
       }
       seen.status = upRes.statusCode ?? 0;
       const headers = { ...upRes.headers, ...(method === 'HEAD' && ok ? (fx.headHeaders.get(key) ?? {}) : {}) };
+      const lie = method === 'GET' && ok ? fx.bodyFault?.(seen) : undefined;
+      if (lie !== undefined) {
+        void serveLie(upRes, res, upRes.statusCode ?? 200, headers, lie).catch(() => res.destroy());
+        return;
+      }
       res.writeHead(upRes.statusCode ?? 500, headers);
       upRes.pipe(res);
     });
@@ -134,6 +155,44 @@ export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
     req.pipe(up);
   }
   return fx;
+}
+
+async function serveLie(upRes: IncomingMessage, res: ServerResponse, status: number, headers: IncomingHttpHeaders, lie: S3BodyFault): Promise<void> {
+  const out = { ...headers };
+  const shift = lie.shiftContentRange;
+  if (shift !== undefined && typeof out['content-range'] === 'string') {
+    out['content-range'] = out['content-range'].replace(/^bytes (\d+)-(\d+)\//, (_m, a: string, b: string) => `bytes ${Number(a) + shift}-${Number(b) + shift}/`);
+  }
+  // Without Content-Length Node sends chunked, which is what lets the body run past the object.
+  if (lie.endless === true) delete out['content-length'];
+  res.writeHead(status, out);
+  const piece = lie.bytesPerSecond === undefined ? Infinity : Math.max(1, Math.floor(lie.bytesPerSecond / 20));
+  for await (const chunk of upRes as AsyncIterable<Buffer>) {
+    for (let at = 0; at < chunk.length; at += piece) {
+      if (!(await send(res, chunk.subarray(at, at + piece)))) return;
+      if (lie.bytesPerSecond !== undefined) await sleep(50);
+    }
+  }
+  const junk = Buffer.alloc(64 * 1024, 0x5a);
+  while (lie.endless === true) if (!(await send(res, junk))) return;
+  res.end();
+}
+
+/** One write, waiting out back-pressure; false once the client is gone. */
+function send(res: ServerResponse, chunk: Buffer): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false);
+  if (res.write(chunk)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ok: boolean): void => {
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = (): void => done(true);
+    const onClose = (): void => done(false);
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
 }
 
 function sendError(res: ServerResponse, method: string, e: CannedError): void {
