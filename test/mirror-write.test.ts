@@ -109,6 +109,24 @@ describe('mirror_write: write-back after publish', () => {
     expect(s3.requests.filter((q) => q.method === 'HEAD' && q.key === objectKey(m))).toHaveLength(1);
   });
 
+  it('an object of another size under the blob\'s name (a torn or foreign upload) does not count as present: it is replaced', async () => {
+    const m = addModel(hub, 100_000);
+    await s3.put(BUCKET, objectKey(m), m.content.subarray(0, 1000));
+    const a = await sandbox(hub.endpoint);
+    await a.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }], { mirror_write: MIRROR });
+    const r = await runCli(['sync', '--json'], env(a));
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ uploaded: 1, present: 0, failed: 0 });
+    expect(writes(m)).toBe(1);
+    // The next node reads the whole blob from the mirror.
+    hub.resetStats();
+    const b = await sandbox(hub.endpoint);
+    await b.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }], { mirrors: [MIRROR] });
+    const rb = await runCli(['sync', '--json'], env(b));
+    expect(rb.code).toBe(0);
+    expect((JSON.parse(rb.stdout) as { bytesBySource: Record<string, number> }).bytesBySource).toEqual({ origin: 0, mirror: m.content.length, volume: 0 });
+  });
+
   it('a failed write-back is a warning and a count, never a failed sync', async () => {
     const m = addModel(hub, 100_000);
     const a = await sandbox(hub.endpoint);
