@@ -2,15 +2,17 @@
  * Issue 17: "for every entry whose sha256 is known before download (manifest, lock, Hub,
  * Civitai), mirrors are tried in order before the origin". Each way of knowing it reads from
  * the mirror and asks the origin for no byte; content not named by a sha256 before the download
- * (a small non-LFS Hub file, keyed by its git sha1) goes to its origin, and the mirror is not
- * asked for it.
+ * (a small non-LFS Hub file, keyed by its git sha1; an on-demand request without a sha256, trusted
+ * on first use) goes to its origin, and the mirror is not asked for it.
  */
 import { copyFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli, type Sandbox } from './support/cli.js';
 import { startByteServer, type ByteServer } from './support/byte-server.js';
 import { startCivitai, type CivitaiStandIn } from './support/civitai.js';
+import { freePort, killAll, startRun, waitFor } from './support/daemon-harness.js';
+import { rawRequest } from './support/http-get.js';
 import { makeSafetensors } from './support/hub.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
@@ -37,6 +39,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await s3.close();
   await civitai.close();
+});
+afterEach(async () => {
+  await killAll();
 });
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
@@ -141,5 +146,32 @@ describe('what uses a mirror', () => {
     expect((JSON.parse(r.stdout) as Report).bytesBySource).toEqual({ origin: small.length, mirror: 0, volume: 0 });
     expect(asked(sha256(small))).toBe(0);
     expect(await fileSha256(path.join(sb.models, 'configs/config.json'))).toBe(sha256(small));
+  });
+
+  it('on demand: a request naming its sha256 reads from the mirror; one without (trust on first use) goes to its origin, the mirror not asked', async () => {
+    const named = makeSafetensors(140_000, 4646);
+    const tofu = makeSafetensors(110_000, 4747);
+    await s3.put(BUCKET, 'origin/named.safetensors', Buffer.alloc(named.length, 1));
+    await s3.put(BUCKET, 'origin/tofu.safetensors', tofu);
+    await seed(named);
+    // Even were it there, under the sha256 the download will find.
+    await seed(tofu);
+    await sb.writeManifest([], { mirrors: [MIRROR], on_demand: { allow: [`s3://${BUCKET}/origin/*`], max_bytes: '10M' } });
+    const d = startRun([], env(), await freePort());
+    await waitFor('the control API', async () => (await d.get('/readyz'))?.status === 200);
+    s3.requests.length = 0;
+    const ask = async (model: Record<string, string>): Promise<number> => {
+      const text = JSON.stringify({ models: [model] });
+      const r = await rawRequest(`${d.controlUrl}/models?wait=60`, { method: 'POST', body: text, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) }, timeoutMs: 60_000 });
+      return r.status;
+    };
+    // The origin object holds other bytes: only the mirror's copy can satisfy the named sha256.
+    expect(await ask({ source: `s3://${BUCKET}/origin/named.safetensors`, dest: 'loras/named.safetensors', sha256: sha256(named) })).toBe(200);
+    expect(await fileSha256(path.join(sb.models, 'loras/named.safetensors'))).toBe(sha256(named));
+    expect(s3.gets('origin/named.safetensors')).toEqual([]);
+    expect(await ask({ source: `s3://${BUCKET}/origin/tofu.safetensors`, dest: 'loras/tofu.safetensors' })).toBe(200);
+    expect(await fileSha256(path.join(sb.models, 'loras/tofu.safetensors'))).toBe(sha256(tofu));
+    expect(asked(sha256(tofu))).toBe(0);
+    expect(s3.gets('origin/tofu.safetensors')).toHaveLength(1);
   });
 });
