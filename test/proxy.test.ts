@@ -1,7 +1,7 @@
 /**
  * Corporate and cluster proxies (issue 16, part 3): HTTPS_PROXY / HTTP_PROXY / NO_PROXY honoured
- * by every request modelsync makes (its own ranged client, @huggingface/hub's metadata calls, the
- * AWS SDK), through a real forward proxy started here. The https Hub and CDN live under names
+ * by every request modelsync makes (its own HTTP client, for the Hub's metadata calls and every
+ * file's bytes, and the AWS SDK), through a real forward proxy started here. The https Hub and CDN live under names
  * only the proxy can resolve (hub.proxied.test, cdn.proxied.test), as in a cluster whose pods
  * reach the world only through their egress proxy: a request that went around the proxy could
  * not connect at all.
@@ -201,7 +201,7 @@ describe.skipIf(!cert)('through a CONNECT proxy (https targets)', () => {
     proxy = await startProxy({ auth: { user: USER, password: PASSWORD }, hosts: HOSTS });
     sb = await sandbox(useHttpsHub(true));
     const m = addModel(hub, 200_000);
-    // The Hub's metadata goes through @huggingface/hub's fetch; the https file through our own client only.
+    // A Hub entry (metadata calls, then the CDN) and a plain https file: both through the proxy.
     await sb.writeManifest([
       { source: m.uri, dest: 'checkpoints/m.safetensors' },
       { source: `https://models.proxied.test:${files.port}/m.safetensors`, dest: 'loras/f.safetensors', sha256: sha256(model) },
@@ -293,7 +293,7 @@ describe('through an http proxy (http targets, absolute form)', () => {
     expect(proxy.requests.every((q) => q.method !== 'CONNECT' && /^http:\/\/127\.0\.0\.[12]:\d+\//.test(q.target) && q.proxyAuthorization === `Basic ${BASIC}`)).toBe(true);
     await expectNoSecrets(r);
 
-    // Without credentials: the metadata call's 407 (undici) and a plain file's (our client, absolute form).
+    // Without credentials: the metadata call's 407 and a plain file's (absolute form, plain http).
     const plain = await startByteServer({ files: { '/m.safetensors': model } });
     try {
       await sb.writeManifest([
