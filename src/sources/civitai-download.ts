@@ -3,6 +3,7 @@ import type { CivitaiPin } from '../manifest/types.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import type { ConnectionBudget } from '../transfer/budget.js';
 import { headerValue, httpRequest, statusError, type HttpResponse } from '../transfer/http.js';
+import { RateFloor, type RateRule } from '../transfer/rate-floor.js';
 import { readText } from '../transfer/read-text.js';
 import { bodyFromResponse } from './http-body.js';
 import type { OpenBody, OpenRequest, RemoteFile } from './source.js';
@@ -15,6 +16,8 @@ export interface CivitaiDownloadEnv {
   readonly connections: ConnectionBudget;
   /** Signed storage URLs by sha256, for the chunks after the first. */
   readonly storageUrls: Map<string, string>;
+  /** The minimum rate a refusal page is read at (the download's own floor starts with the file's body). */
+  readonly rate: RateRule;
 }
 
 /** The site's download URL for a version's file: its own parameters, never the API's `downloadUrl` host. */
@@ -39,23 +42,35 @@ export async function openCivitaiFile(env: CivitaiDownloadEnv, file: RemoteFile,
   const auth = env.token === undefined ? undefined : `Bearer ${env.token}`;
   for (let fresh = 0; ; fresh++) {
     const stored = env.storageUrls.get(file.key.hex);
-    const res = await httpRequest({
-      url: stored ?? civitaiDownloadUrl(env.endpoint, pin),
-      // A stored URL is the storage host's: the token is never sent there.
-      authorization: stored === undefined ? auth : undefined,
-      range: req.range,
-      idleTimeoutMs: env.idleTimeoutMs,
-      signal: req.signal,
-      proxies: env.proxies,
-      connections: env.connections,
-    });
-    const fromSite = new URL(res.url).origin === site;
-    if (!fromSite && (res.status === 401 || res.status === 403) && fresh < 2) {
-      res.body.discard();
-      env.storageUrls.delete(file.key.hex);
-      continue;
+    // The caller's rate floor starts once the file's body is handed over; a refusal page is read
+    // before that, so it has its own (a login page trickled a byte at a time never trips the idle
+    // timeout). Its parent never aborts: the request follows the caller's signal all along.
+    const page = new RateFloor(env.rate, new AbortController().signal);
+    let res: HttpResponse;
+    let fromSite: boolean;
+    try {
+      res = await httpRequest({
+        url: stored ?? civitaiDownloadUrl(env.endpoint, pin),
+        // A stored URL is the storage host's: the token is never sent there.
+        authorization: stored === undefined ? auth : undefined,
+        range: req.range,
+        idleTimeoutMs: env.idleTimeoutMs,
+        signal: AbortSignal.any([req.signal, page.signal]),
+        proxies: env.proxies,
+        connections: env.connections,
+      });
+      fromSite = new URL(res.url).origin === site;
+      if (!fromSite && (res.status === 401 || res.status === 403) && fresh < 2) {
+        res.body.discard();
+        env.storageUrls.delete(file.key.hex);
+        continue;
+      }
+      if (fromSite) await refusal(env, res, file, pin, page);
+    } catch (e) {
+      throw page.tripped ?? e;
+    } finally {
+      page.stop();
     }
-    if (fromSite) await refusal(env, res, file, pin);
     if (res.status === 200 || res.status === 206) {
       if (!fromSite) env.storageUrls.set(file.key.hex, res.url);
       return bodyFromResponse(res);
@@ -66,14 +81,15 @@ export async function openCivitaiFile(env: CivitaiDownloadEnv, file: RemoteFile,
 }
 
 /** Throws when the site itself answered with something other than the file; returns otherwise. */
-async function refusal(env: CivitaiDownloadEnv, res: HttpResponse, file: RemoteFile, pin: CivitaiPin): Promise<void> {
+async function refusal(env: CivitaiDownloadEnv, res: HttpResponse, file: RemoteFile, pin: CivitaiPin, page: RateFloor): Promise<void> {
   const ctx = { url: file.uri, status: res.status };
   const where = new URL(res.url);
   const html = (headerValue(res.headers, 'content-type') ?? '').includes('text/html');
   const ok = res.status === 200 || res.status === 206;
   if (ok && !html && !where.pathname.startsWith('/login')) return;
   if (res.status === 429 || res.status >= 500) return;
-  const text = ok || res.status === 401 || res.status === 403 ? (await readText(res.body, 64 * 1024)).text : (res.body.discard(), '');
+  if (ok || res.status === 401 || res.status === 403) page.start(where.host);
+  const text = ok || res.status === 401 || res.status === 403 ? (await readText(res.body, 64 * 1024, (n) => page.count(n))).text : (res.body.discard(), '');
   const reason = where.searchParams.get('reason') ?? '';
   if (/early.?access/i.test(reason) || /early.?access/i.test(text)) {
     throw new ModelsyncError('E_EARLY_ACCESS', `Civitai version ${pin.version} is in early access: ${env.token === undefined ? 'set CIVITAI_TOKEN to an account that has access' : 'the account of CIVITAI_TOKEN has no access to it yet'}`, ctx);

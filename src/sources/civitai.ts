@@ -4,6 +4,7 @@ import type { CivitaiPin, CivitaiRef, Entry } from '../manifest/types.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import type { StateDb } from '../state/db.js';
 import type { ConnectionBudget } from '../transfer/budget.js';
+import type { RateRule } from '../transfer/rate-floor.js';
 import type { RetryPolicy } from '../transfer/retry.js';
 import { fetchCivitaiVersion } from './civitai-api.js';
 import { openCivitaiFile } from './civitai-download.js';
@@ -26,6 +27,8 @@ export interface CivitaiSourceOptions {
   readonly policy: RetryPolicy;
   /** The sync's connection budget: API calls and downloads use its connections. */
   readonly connections: ConnectionBudget;
+  /** The minimum rate (MODELSYNC_MIN_RATE): API answers and the site's refusal pages are held to it too. */
+  readonly rate: RateRule;
 }
 
 /** What `open` needs: the version and the download URL's parameters for its file. */
@@ -116,7 +119,7 @@ export class CivitaiSource implements Source {
   async open(file: RemoteFile, req: OpenRequest): Promise<OpenBody> {
     const { pin } = file.locator as CivitaiLocator;
     return openCivitaiFile(
-      { endpoint: this.opts.endpoint, token: this.opts.token, idleTimeoutMs: this.opts.idleTimeoutMs, proxies: this.opts.proxies, connections: this.opts.connections, storageUrls: this.storageUrls },
+      { endpoint: this.opts.endpoint, token: this.opts.token, idleTimeoutMs: this.opts.idleTimeoutMs, proxies: this.opts.proxies, connections: this.opts.connections, storageUrls: this.storageUrls, rate: this.opts.rate },
       file,
       pin,
       req,

@@ -71,7 +71,7 @@ export async function openContext(config: Config, log: Logger, clock: Clock = sy
       const { CivitaiSource } = await import('../sources/civitai.js');
       const policy = { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs };
       const c = config.civitai;
-      return new CivitaiSource({ endpoint: c.endpoint, token: c.token, offline: config.hf.offline, refresh: config.refresh, idleTimeoutMs: t.idleTimeoutMs, db, proxies: config.proxies, policy, connections });
+      return new CivitaiSource({ endpoint: c.endpoint, token: c.token, offline: config.hf.offline, refresh: config.refresh, idleTimeoutMs: t.idleTimeoutMs, db, proxies: config.proxies, policy, connections, rate: { minRate: t.minRate, windowMs: t.minRateWindowMs } });
     }
     const { S3Source } = await import('../sources/s3.js');
     return new S3Source({ config, manifest, idleTimeoutMs: t.idleTimeoutMs, connections });

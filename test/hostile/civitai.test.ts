@@ -164,6 +164,38 @@ describe('a Civitai that lies (hostile-world.md, remote parties)', () => {
   });
 });
 
+describe('a Civitai that trickles (issue 13, class 8)', () => {
+  afterEach(() => {
+    civitai.apiBytesPerSecond = undefined;
+    civitai.loginPageBytesPerSecond = undefined;
+  });
+
+  it('its API trickling an answer is cut off by the minimum rate, naming the host; the retries end', async () => {
+    sb = await sandbox();
+    const v = add();
+    civitai.apiBytesPerSecond = 20;
+    civitai.requests.length = 0;
+    const r = await sync([{ source: `civitai://${v.id}`, dest: 'loras/t.safetensors' }], { MODELSYNC_MIN_RATE_WINDOW: '1' });
+    expect(r.code).toBe(1);
+    expect(entries(r)[0]?.error?.code).toBe('E_TOO_SLOW');
+    expect(entries(r)[0]?.error?.message).toMatch(/127\.0\.0\.1:\d+ sent/);
+    // MODELSYNC_RETRY_ATTEMPTS=2: asked twice, then given up; nothing downloaded.
+    expect(civitai.requests.filter((q) => q.url.startsWith('/api/v1/')).length).toBe(2);
+    expect(civitai.requests.filter((q) => q.url.startsWith('/api/download/'))).toEqual([]);
+  });
+
+  it('its login page trickling (what a refusal is read from) is cut off the same way, and the entry fails', async () => {
+    sb = await sandbox();
+    const v = add({ requiresLogin: true });
+    civitai.loginPageBytesPerSecond = 20;
+    const r = await sync([{ source: `civitai://${v.id}` }], { CIVITAI_TOKEN: '', MODELSYNC_MIN_RATE_WINDOW: '1' });
+    expect(r.code).toBe(1);
+    expect(entries(r)[0]?.error?.code).toBe('E_TOO_SLOW');
+    expect(entries(r)[0]?.error?.message).toMatch(/127\.0\.0\.1:\d+ sent/);
+    expect(await filesUnder(sb.models)).toEqual([]);
+  });
+});
+
 describe('Civitai refusals: one line each, a stable code', () => {
   it('login required (a redirect to the login page, or a 404 for a version the API lists) names CIVITAI_TOKEN', async () => {
     sb = await sandbox();

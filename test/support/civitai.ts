@@ -13,6 +13,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { parseRange } from './hub-body.js';
+import { paceBody } from './hub-http.js';
 
 export interface CivitaiTestFile {
   name: string;
@@ -67,6 +68,10 @@ export interface CivitaiStandIn {
   rateLimit: { times: number; retryAfter: string } | undefined;
   /** Content-Disposition the storage host sends (a hostile name, say); default: the file's name. */
   contentDisposition: string | undefined;
+  /** The API's answers trickle at this rate: a server that never stalls, and never finishes. */
+  apiBytesPerSecond: number | undefined;
+  /** The login page, grown to 32 KiB (a real one's size), trickles at this rate. */
+  loginPageBytesPerSecond: number | undefined;
   add(v: CivitaiTestVersion): void;
   sha256(content: Buffer): string;
   close(): Promise<void>;
@@ -107,6 +112,8 @@ export async function startCivitai(): Promise<CivitaiStandIn> {
     expireAfter: new Map(),
     rateLimit: undefined,
     contentDisposition: undefined,
+    apiBytesPerSecond: undefined,
+    loginPageBytesPerSecond: undefined,
     add: (v) => void versions.set(v.id, v),
     sha256: sha,
     close: async () => {
@@ -168,10 +175,16 @@ export async function startCivitai(): Promise<CivitaiStandIn> {
     const rec = record('site', req);
     const url = new URL(req.url ?? '/', c.endpoint);
     const auth = tokenOf(req);
-    if (url.pathname === '/login') return send(res, rec, 200, '<!DOCTYPE html><html><body>Sign in to Civitai</body></html>', { 'content-type': 'text/html; charset=utf-8' });
+    if (url.pathname === '/login') {
+      const page = '<!DOCTYPE html><html><body>Sign in to Civitai</body></html>';
+      if (c.loginPageBytesPerSecond === undefined) return send(res, rec, 200, page, { 'content-type': 'text/html; charset=utf-8' });
+      paceBody(res, c.loginPageBytesPerSecond);
+      return send(res, rec, 200, page.padEnd(32 * 1024, ' '), { 'content-type': 'text/html; charset=utf-8' });
+    }
     if (auth.present && !auth.valid) return json(res, rec, 401, { error: 'Unauthorized' });
     const api = /^\/api\/v1\/model-versions\/(\d+)$/.exec(url.pathname);
     if (api) {
+      if (c.apiBytesPerSecond !== undefined) paceBody(res, c.apiBytesPerSecond);
       if (c.rateLimit && c.rateLimit.times > 0) {
         c.rateLimit.times--;
         return json(res, rec, 429, { error: 'Too Many Requests' }, { 'retry-after': c.rateLimit.retryAfter });
