@@ -2,8 +2,9 @@
  * Issue 13, class 14: redirects keep the scheme policy. A source may be redirected to https://
  * anywhere, and to plain http:// only on loopback (or on the origin it came from); never to
  * another scheme, a URL with credentials in it, or something that is not a URL. This holds for
- * https:// sources, the Hub's resolve redirects, the Hub's metadata API, and S3 (whose SDK must
- * not follow redirects at all). "Elsewhere" is a server on this machine's first non-loopback
+ * https:// sources, the Hub's resolve redirects, the Hub's metadata API, S3 (whose SDK must
+ * not follow redirects at all), and the sources written since: Civitai's download redirect to
+ * its storage host, and https:// mirrors (a refused redirect there falls through to the origin). "Elsewhere" is a server on this machine's first non-loopback
  * IPv4 address, so a followed redirect is seen; without one, a name that cannot resolve stands in
  * (today's code then fails with a DNS error instead of the policy's code).
  */
@@ -12,6 +13,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FAKE_HF_TOKEN, FAKE_SOURCE_TOKEN, leakedSecrets, runCli, sandbox, type CliResult, type Sandbox } from '../support/cli.js';
 import { startByteServer, type ByteServer } from '../support/byte-server.js';
+import { startCivitai } from '../support/civitai.js';
 import { makeSafetensors, startHub, type Hub } from '../support/hub.js';
 import { addModel, exists, fileSha256, sha256 } from '../support/models.js';
 import { startS3, type S3Fixture } from '../support/s3-fixture.js';
@@ -66,9 +68,9 @@ interface Report {
 
 type ExtraEnv = Record<string, string> | ((dir: string) => Record<string, string>);
 
-async function syncJson(entries: Record<string, unknown>[], env: ExtraEnv = {}, endpoint?: string): Promise<{ r: CliResult; report: Report }> {
+async function syncJson(entries: Record<string, unknown>[], env: ExtraEnv = {}, endpoint?: string, manifestKeys: Record<string, unknown> = {}): Promise<{ r: CliResult; report: Report }> {
   sb = await sandbox(endpoint);
-  await sb.writeManifest(entries);
+  await sb.writeManifest(entries, manifestKeys);
   const extra = typeof env === 'function' ? env(sb.dir) : env;
   const r = await runCli(['sync', '--json'], sb.env({ MODELSYNC_HTTP_TOKENS: `127.0.0.1=${FAKE_SOURCE_TOKEN}`, MODELSYNC_RETRY_ATTEMPTS: '2', ...extra }), { timeoutMs: 30_000 });
   expect(leakedSecrets(r.stdout, r.stderr)).toEqual([]);
@@ -129,6 +131,41 @@ describe('redirects keep the scheme policy (issue 13, class 14)', () => {
     expect(r.code).toBe(1);
     expect(report.entries[0]?.error?.code).toBe('E_INSECURE_REDIRECT');
     expect(seenElsewhere() - before).toBe(0);
+  });
+
+  it("Civitai's download redirect to plain http:// elsewhere is refused; the token never leaves", async () => {
+    const civitai = await startCivitai();
+    try {
+      const token = 'civitai-redirect-token-0123456789';
+      civitai.tokens.add(token);
+      civitai.add({ id: 4242, modelId: 42, modelType: 'LORA', files: [{ name: 'l.safetensors', content: model }] });
+      civitai.storageRedirect = elsewhereUrl;
+      const before = seenElsewhere();
+      const { r, report } = await syncJson([{ source: 'civitai://4242', dest: 'loras/l.safetensors' }], { CIVITAI_ENDPOINT: civitai.endpoint, CIVITAI_TOKEN: token });
+      expect(r.code).toBe(1);
+      expect(report.entries[0]?.error?.code).toBe('E_INSECURE_REDIRECT');
+      expect(seenElsewhere() - before).toBe(0);
+      expect(r.stdout + r.stderr).not.toContain(token);
+      expect(await exists(path.join(sb.models, 'loras/l.safetensors'))).toBe(false);
+    } finally {
+      await civitai.close();
+    }
+  });
+
+  it('an https:// mirror redirecting to plain http:// elsewhere is refused: that host is never asked, the origin serves', async () => {
+    const mirror = await startByteServer({ files: {}, redirects: { [`/mir/sha256/${sha256(model)}`]: elsewhereUrl } });
+    try {
+      const before = seenElsewhere();
+      const { r, report } = await syncJson([httpsEntry('/m.safetensors')], {}, undefined, { mirrors: [`${mirror.url}/mir/`] });
+      expect(r.code).toBe(0);
+      expect(report.entries[0]?.state).toBe('published');
+      expect(await fileSha256(path.join(sb.models, 'checkpoints/r.safetensors'))).toBe(sha256(model));
+      expect(mirror.requests.length).toBeGreaterThan(0);
+      expect(seenElsewhere() - before).toBe(0);
+      expect(r.stderr).toContain('E_INSECURE_REDIRECT');
+    } finally {
+      await mirror.close();
+    }
   });
 
   it('S3 answering with a redirect elsewhere is not followed (the SDK follows none)', async () => {

@@ -72,6 +72,8 @@ export interface CivitaiStandIn {
   apiBytesPerSecond: number | undefined;
   /** The login page, grown to 32 KiB (a real one's size), trickles at this rate. */
   loginPageBytesPerSecond: number | undefined;
+  /** Where the download endpoint redirects instead of the storage host (a hostile site). */
+  storageRedirect: string | undefined;
   add(v: CivitaiTestVersion): void;
   sha256(content: Buffer): string;
   close(): Promise<void>;
@@ -114,6 +116,7 @@ export async function startCivitai(): Promise<CivitaiStandIn> {
     contentDisposition: undefined,
     apiBytesPerSecond: undefined,
     loginPageBytesPerSecond: undefined,
+    storageRedirect: undefined,
     add: (v) => void versions.set(v.id, v),
     sha256: sha,
     close: async () => {
@@ -219,7 +222,7 @@ export async function startCivitai(): Promise<CivitaiStandIn> {
     const disposition = c.contentDisposition ?? `attachment; filename="${f.name}"`;
     const signed = new URLSearchParams({ 'X-Amz-Algorithm': 'AWS4-HMAC-SHA256', 'X-Amz-Expires': String(expires), 'X-Amz-Serial': String(n), 'response-content-disposition': disposition });
     signed.set('X-Amz-Signature', sign(key, expires, n));
-    return send(res, rec, 307, '', { location: `${c.storageOrigin}/civitai-prod/${key}?${signed.toString()}` });
+    return send(res, rec, 307, '', { location: c.storageRedirect ?? `${c.storageOrigin}/civitai-prod/${key}?${signed.toString()}` });
   });
 
   storage.on('request', (req: IncomingMessage, res: ServerResponse) => {
