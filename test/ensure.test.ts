@@ -329,7 +329,9 @@ describe('modelsync ensure against what is not a (well) daemon', () => {
     const r = await ensure(endless.control, [ENTRY]);
     expect(r.code, r.stderr).toBe(0);
     expect(streamClosed).toBe(true);
-    expect(asked).toBeGreaterThanOrEqual(2);
+    // The outcome came from the job endpoint. Whether it was also asked while the stream was
+    // still open depends on how fast the garbage fills the stream's bound: once, or more.
+    expect(asked).toBeGreaterThanOrEqual(1);
 
     let polls = 0;
     const dropping = await fakeDaemon((req, res) => {
