@@ -182,6 +182,12 @@ const HELP: Record<string, CommandHelp> = {
 };
 
 /** `modelsync COMMAND --help`; undefined for a command without its own page. */
+/** The flags a command takes (its help page's), `--help` included; undefined for an unknown command. */
+export function flagsOf(name: string): ReadonlySet<string> | undefined {
+  const h = HELP[name];
+  return h ? new Set<string>([...h.flags, 'help']) : undefined;
+}
+
 export function commandHelp(name: string): string | undefined {
   const h = HELP[name];
   if (!h) return undefined;

@@ -85,6 +85,11 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
     io.stdout.write(`${(await helpFor(name)) ?? (await usage())}\n`);
     return 0;
   }
+  // A flag another command takes is refused, not ignored: `plan --update-lock` would rewrite the
+  // lock of a dry run, and `gc --manifest` suggests a gc that reads the manifest, which it does not.
+  const takes = (await import('./cli-help.js')).flagsOf(name);
+  const foreign = takes === undefined ? undefined : Object.keys(parsed.values).find((f) => !takes.has(f));
+  if (foreign !== undefined) throw new ModelsyncError('E_USAGE', `${name} does not take --${foreign} (see modelsync ${name} --help)`);
   // Before loading the command: under too low a limit the loading itself is what fails.
   const tooLow = limitsProblem();
   if (tooLow !== undefined) throw new ModelsyncError('E_LIMIT', tooLow);

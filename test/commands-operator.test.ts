@@ -1,4 +1,4 @@
-import { readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { commandHelp, helpTopics } from '../src/cli-help.js';
@@ -90,6 +90,28 @@ describe('COMMAND --help', () => {
     const pages = commandNames().map((n) => commandHelp(n) ?? '').join('\n');
     // --version is `modelsync --version`, no command's.
     for (const flag of Object.keys(OPTIONS).filter((f) => f !== 'version')) expect(pages, flag).toContain(`--${flag}`);
+  });
+});
+
+describe('a flag the command does not take', () => {
+  it('is bad usage (exit 2, one line naming it) before anything runs: plan --update-lock leaves the lock file as it was', async () => {
+    const s = (sb = await sandbox(hub.endpoint));
+    const m = addModel(hub, 30_000);
+    await s.writeManifest([{ source: m.uri, dest: 'loras/a.safetensors' }]);
+    const lock = path.join(s.dir, 'manifest.lock.json');
+    await writeFile(lock, '{"not": "touched"}\n');
+    for (const args of [['plan', '--update-lock'], ['status', '--update-lock'], ['verify', '--update-lock'], ['gc', '--manifest', 'x.yaml'], ['sync', '--full'], ['plan', '--connections', '4'], ['ensure', '--keep-removed', 'hf://a/b/c.safetensors=loras/c.safetensors']]) {
+      const r = await runCli(args, s.env());
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(r.stderr, args.join(' ')).toContain(`--${(args[1] as string).slice(2)}`);
+    }
+    expect(await readFile(lock, 'utf8')).toBe('{"not": "touched"}\n');
+    expect(await exists(path.join(s.models, 'loras/a.safetensors'))).toBe(false);
+    // The command's own flags still pass (without the stand-in lock, which is no lock).
+    await rm(lock);
+    const plan = await runCli(['plan', '--refresh', '--json'], s.env());
+    expect(plan.code, plan.stderr).toBe(0);
   });
 });
 
