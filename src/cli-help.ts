@@ -1,6 +1,7 @@
-import type { OPTIONS } from './cli-options.js';
+import { COMMAND_FLAGS, type FlagName } from './command-flags.js';
 
-type FlagName = keyof typeof OPTIONS;
+/** A command's flags, from the one list that cli.ts also checks a command line against. */
+const own = (name: string): readonly FlagName[] => COMMAND_FLAGS[name] ?? [];
 
 /**
  * One entry per flag, the one text both `modelsync --help` and each `COMMAND --help` print.
@@ -68,9 +69,6 @@ function flagLine(name: FlagName): string {
   return `  ${`--${name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(22)} ${f.text}${dflt}${env}`;
 }
 
-const WHERE: readonly FlagName[] = ['manifest', 'models-dir', 'store-dir', 'state-dir'];
-const LOGS: readonly FlagName[] = ['log-level', 'log-format', 'json'];
-const NETWORK: readonly FlagName[] = ['connections', 'host-connections', 'chunk-size', 'min-rate', 'refresh', 'offline', 's3-endpoint', 's3-path-style'];
 
 interface CommandHelp {
   readonly usage: string;
@@ -87,7 +85,7 @@ const HELP: Record<string, CommandHelp> = {
       'unpublish what modelsync placed for entries the manifest no longer names (a file of your own stays).',
       'Exit 0 only if every entry is present and verified; 1 if any failed; 2 for a bad manifest.',
     ],
-    flags: [...WHERE, ...NETWORK, 'update-lock', 'keep-removed', ...LOGS],
+    flags: own('sync'),
     examples: ['modelsync sync --manifest models.yaml --models-dir /workspace/ComfyUI/models', 'HF_TOKEN=hf_... modelsync sync --refresh --json'],
   },
   run: {
@@ -98,49 +96,49 @@ const HELP: Record<string, CommandHelp> = {
       'CMD starts at the first word that is not one of these flags. Exit: 1 required models missing, 2 bad',
       "usage or manifest, 3 gave up on CMD, otherwise CMD's own code (128+N for signal N).",
     ],
-    flags: [...WHERE, 'control', 'gate', 'gate-frontend-downloads', 'restart', 'max-restarts', 'startup-timeout', 'stop-timeout', 'probe-interval', 'probe-timeout', 'probe-misses', 'comfy-url', 'child-logs', 'update-lock', 'keep-removed', ...NETWORK.filter((f) => f !== 'refresh'), 'log-level', 'log-format'],
+    flags: own('run'),
     examples: ['modelsync run --manifest models.yaml --models-dir /models -- python3 main.py --listen 0.0.0.0', 'modelsync run --manifest /etc/modelsync/manifest.yaml --models-dir /srv/comfyui/models   # node service, no child'],
   },
   resync: {
     usage: 'modelsync resync [flags]',
     about: ['Ask the running daemon to re-read its manifest and sync now (branch revisions asked again), wait, print', 'the outcome. Only --control is needed; with no daemon answering it syncs in-process, which needs the', 'models dir and the manifest. Exit 0 all verified, 1 failures, 2 the manifest on disk was rejected.'],
-    flags: ['control', ...WHERE, 'keep-removed', ...LOGS],
+    flags: own('resync'),
     examples: ['modelsync resync --control 127.0.0.1:8189', 'MODELSYNC_CONTROL=127.0.0.1:8190 modelsync resync --json'],
   },
   plan: {
     usage: 'modelsync plan [flags]',
     about: ['Dry run: which entries are present, which would be fetched or only published, which would be', 'unpublished, the bytes to fetch and the free space. Nothing is downloaded or changed.'],
-    flags: [...WHERE, 'refresh', 'offline', 'keep-removed', 's3-endpoint', 's3-path-style', ...LOGS],
+    flags: own('plan'),
     examples: ['modelsync plan --manifest models.yaml --models-dir ./models', 'modelsync plan --json | jq .bytesToFetch'],
   },
   status: {
     usage: 'modelsync status [flags]',
     about: ["Per entry, what the models dir holds. A daemon answering on --control gives its live view (downloads", 'in progress, ComfyUI); otherwise stat and the state DB tell, with no network request.'],
-    flags: ['control', ...WHERE, 'keep-removed', ...LOGS],
+    flags: own('status'),
     examples: ['modelsync status --manifest models.yaml --models-dir ./models', 'modelsync status --control 127.0.0.1:8189 --json'],
   },
   verify: {
     usage: 'modelsync verify [flags]',
     about: ['Re-check every entry: by stat against what was verified (default), or by re-hashing every byte', '(--full, which also rebuilds the state DB and repairs a corrupt file). Exit 0 only if all match.'],
-    flags: [...WHERE, 'full', ...LOGS],
+    flags: own('verify'),
     examples: ['modelsync verify --full --manifest models.yaml --models-dir ./models'],
   },
   gc: {
     usage: 'modelsync gc [flags]',
     about: ['Remove store content that no node sharing the store references any more, once it has been', 'unreferenced for the grace period. Needs no manifest.'],
-    flags: ['models-dir', 'store-dir', 'dry-run', 'grace-period', ...LOGS],
+    flags: own('gc'),
     examples: ['modelsync gc --dry-run --models-dir /models', 'modelsync gc --grace-period 3600 --models-dir /models'],
   },
   lock: {
     usage: 'modelsync lock [flags]',
     about: ['Pin every entry (Hub commit, size, sha256) into NAME.lock.json beside the manifest. Entries the lock', 'already pins are kept; --refresh resolves them all again. Written only if every entry could be pinned.'],
-    flags: [...WHERE, 'refresh', 'offline', 's3-endpoint', 's3-path-style', ...LOGS],
+    flags: own('lock'),
     examples: ['modelsync lock --manifest models.yaml --models-dir ./models', 'modelsync lock --refresh --manifest models.yaml --models-dir ./models'],
   },
   'import-workflow': {
     usage: 'modelsync import-workflow WORKFLOW.json [flags]',
     about: ['Turn the models list a ComfyUI workflow embeds (node properties.models) into manifest entries.'],
-    flags: ['output'],
+    flags: own('import-workflow'),
     examples: ['modelsync import-workflow flux_schnell.json -o models.yaml'],
   },
   mirror: {
@@ -150,7 +148,7 @@ const HELP: Record<string, CommandHelp> = {
       'skipped (HeadObject); the rest is uploaded from the local store when there and verified, else fetched',
       '(verified) first. Exit 0 when every blob is on the mirror, 1 if any failed, 2 for bad usage or manifest.',
     ],
-    flags: ['to', ...WHERE, ...NETWORK.filter((f) => f !== 'refresh'), ...LOGS],
+    flags: own('mirror'),
     examples: ['modelsync mirror push --to s3://acme-models-us-east/modelsync/ --manifest models.yaml --models-dir ./models'],
   },
   ensure: {
@@ -166,7 +164,7 @@ const HELP: Record<string, CommandHelp> = {
       'Exit 0 all ready, 1 one failed (its code, dest and message on stderr), no daemon, HTTP 5xx or --timeout,',
       '2 bad usage or a request the daemon refuses (E_USAGE, E_MANIFEST, E_POLICY), 130 interrupted (the job goes on).',
     ],
-    flags: ['workflow', 'timeout', 'control', 'json'],
+    flags: own('ensure'),
     examples: [
       'modelsync ensure hf://org/loras/style.safetensors=loras/style.safetensors',
       'modelsync ensure civitai://128713 https://example.org/up/4x.safetensors=upscale_models/#sha256:9a0b...',
@@ -176,18 +174,12 @@ const HELP: Record<string, CommandHelp> = {
   'comfy-paths': {
     usage: 'modelsync comfy-paths [flags]',
     about: ["Print an extra_model_paths.yaml that points ComfyUI's model folders at the models dir."],
-    flags: ['models-dir'],
+    flags: own('comfy-paths'),
     examples: ['modelsync comfy-paths --models-dir /srv/comfyui/models > /opt/ComfyUI/extra_model_paths.yaml'],
   },
 };
 
 /** `modelsync COMMAND --help`; undefined for a command without its own page. */
-/** The flags a command takes (its help page's), `--help` included; undefined for an unknown command. */
-export function flagsOf(name: string): ReadonlySet<string> | undefined {
-  const h = HELP[name];
-  return h ? new Set<string>([...h.flags, 'help']) : undefined;
-}
-
 export function commandHelp(name: string): string | undefined {
   const h = HELP[name];
   if (!h) return undefined;

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { processEnvironment } from './config.js';
 import { OPTIONS } from './cli-options.js';
+import { flagsOf } from './command-flags.js';
 import { ModelsyncError } from './errors.js';
 import { machineError, syscallText } from './os-errors.js';
 import { limitsProblem } from './os-limits.js';
@@ -87,7 +88,7 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
   }
   // A flag another command takes is refused, not ignored: `plan --update-lock` would rewrite the
   // lock of a dry run, and `gc --manifest` suggests a gc that reads the manifest, which it does not.
-  const takes = (await import('./cli-help.js')).flagsOf(name);
+  const takes = flagsOf(name);
   const foreign = takes === undefined ? undefined : Object.keys(parsed.values).find((f) => !takes.has(f));
   if (foreign !== undefined) throw new ModelsyncError('E_USAGE', `${name} does not take --${foreign} (see modelsync ${name} --help)`);
   // Before loading the command: under too low a limit the loading itself is what fails.

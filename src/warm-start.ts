@@ -1,6 +1,7 @@
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { OPTIONS } from './cli-options.js';
+import { flagsOf } from './command-flags.js';
 import type { WarmAttempt } from './commands/common.js';
 import { reportSync } from './commands/sync-report.js';
 import { loadConfig, processEnvironment } from './config.js';
@@ -33,8 +34,10 @@ async function attemptWarmSync(argv: readonly string[]): Promise<{ report: SyncR
   if (argv[0] !== 'sync') return undefined;
   try {
     const { values } = parseArgs({ args: argv.slice(1), options: OPTIONS, allowPositionals: true, strict: true });
-    // --update-lock may rewrite the lock: the full path's.
+    // --update-lock may rewrite the lock: the full path's; so is a flag sync does not take (refused there).
     if (values.help === true || values['update-lock'] === true) return undefined;
+    const takes = flagsOf('sync');
+    if (Object.keys(values).some((f) => takes?.has(f) !== true)) return undefined;
     // No progress bar here, and asking process.stderr whether it is a terminal builds its stream.
     const config = loadConfig(values, processEnvironment(), false);
     if (config.manifestPath === undefined) return undefined;

@@ -112,6 +112,11 @@ describe('a flag the command does not take', () => {
     await rm(lock);
     const plan = await runCli(['plan', '--refresh', '--json'], s.env());
     expect(plan.code, plan.stderr).toBe(0);
+    // A warm sync (the cached manifest, answered by the bundle) refuses it the same way.
+    expect((await runCli(['sync'], s.env())).code).toBe(0);
+    const warm = await runCli(['sync', '--full'], s.env());
+    expect(warm.code).toBe(2);
+    expect(warm.stderr).toContain('--full');
   });
 });
 
