@@ -12,7 +12,7 @@ import { startByteServer, type ByteServer } from './support/byte-server.js';
 import { makeSafetensors, startHub, type Hub } from './support/hub.js';
 import { jsonLines } from './support/json-lines.js';
 import { addModel, exists, sha256 } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, startS3, type S3Fixture } from './support/s3-fixture.js';
 
 const BUCKET = 'team-models';
 let hub: Hub;
@@ -36,14 +36,7 @@ beforeAll(async () => {
     { source: `${bytes.url}/https.safetensors`, dest: 'vae/https.safetensors', sha256: sha256(onHttps) },
     // A mirror read first and written back to: the upload path (lib-storage) must be quiet too.
   ], { mirrors: [`s3://${BUCKET}/mirror-${process.pid}`], mirror_write: `s3://${BUCKET}/mirror-${process.pid}` });
-  env = sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
-  });
+  env = sb.env(s3Env(s3, sb.dir));
 });
 afterEach(killAll);
 afterAll(async () => {

@@ -16,7 +16,7 @@ import { BIN, REPO_ROOT, leakedSecrets, runCli, type CliResult, type Sandbox } f
 import { freePort, killAll, startRun, waitFor, type RunningDaemon } from './support/daemon-harness.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, exists, fileSha256, sha256 } from './support/models.js';
-import { startS3 } from './support/s3-fixture.js';
+import { s3Env, startS3 } from './support/s3-fixture.js';
 import { makeSafetensors } from './support/safetensors.js';
 
 const { hub, sandbox } = await useHubSandbox();
@@ -95,7 +95,7 @@ describe('modelsync ensure ENTRY...', () => {
     closers.push(() => civitai.close());
     const civ = makeSafetensors(40_000, 13);
     civitai.add({ id: 424_242, modelId: 4242, modelType: 'LORA', files: [{ name: 'civ-style.safetensors', content: civ }] });
-    const env = { AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: path.join(sb.dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'none'), CIVITAI_ENDPOINT: civitai.endpoint };
+    const env = { ...s3Env(s3, sb.dir), CIVITAI_ENDPOINT: civitai.endpoint };
     const { control } = await daemon(sb, policy(['s3://team-models/loras/*', `${web.url}/m/*`, 'https://civitai.com/api/download/models/*'], { require_sha256: true }), env);
     const r = await ensure(control, [`s3://team-models/loras/s3.safetensors=loras/s3.safetensors#sha256:${sha256(s3Body)}`, `${web.url}/m/up.safetensors=upscale_models/#sha256:${sha256(webBody).toUpperCase()}`, 'civitai://424242']);
     expect(r.code, r.stderr).toBe(0);

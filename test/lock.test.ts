@@ -7,12 +7,12 @@ import { leakedSecrets, runCli, type Sandbox } from './support/cli.js';
 import { gitBlobSha1Hex, makeSafetensors } from './support/hub.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { fileSha256, sha256 } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 
 const BUCKET = 'locked-models';
 
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET]);
 let web: Server;
 let webUrl = '';
 let webRequests = 0;
@@ -27,7 +27,6 @@ interface LockJson {
 }
 
 beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
   web = createServer((req, res) => {
     webRequests++;
     const body = webFiles.get(req.url ?? '');
@@ -42,22 +41,14 @@ beforeAll(async () => {
   webUrl = `http://127.0.0.1:${(web.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
-  await Promise.all([s3.close(), new Promise((r) => web.close(r))]);
+  await new Promise((r) => web.close(r));
 });
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
 });
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
-  return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
-    ...extra,
-  });
+  return sb.env({ ...s3Env(s3, sb.dir), ...extra });
 }
 
 const lockFile = (): string => path.join(sb.dir, 'manifest.lock.json');

@@ -6,28 +6,24 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, type Sandbox } from './support/cli.js';
 import { startByteServer } from './support/byte-server.js';
 import { startProxy } from './support/connect-proxy.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, type TestModel } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 import { makeSelfSignedCert } from './support/tls-cert.js';
 
 const BUCKET = 'fleet-region';
 const PREFIX = 'modelsync/';
 const MIRROR = `s3://${BUCKET}/${PREFIX}`;
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET]);
 const certDir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-fleet-tls-'));
 const cert = makeSelfSignedCert(certDir);
 
-beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
-});
 afterAll(async () => {
-  await s3.close();
   await rm(certDir, { recursive: true, force: true });
 });
 
@@ -37,15 +33,7 @@ async function waitUntil(done: () => boolean): Promise<void> {
 }
 
 function env(sb: Sandbox, extra: Record<string, string> = {}): Record<string, string> {
-  return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
-    ...extra,
-  });
+  return sb.env({ ...s3Env(s3, sb.dir), ...extra });
 }
 
 interface Report {

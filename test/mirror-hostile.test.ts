@@ -10,46 +10,37 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli, type Sandbox } from './support/cli.js';
 import { startByteServer } from './support/byte-server.js';
 import type { BlobFaults } from './support/hub-types.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
+import { logRecords } from './support/json-lines.js';
 import { addModel, fileSha256 } from './support/models.js';
-import { startS3, type S3BodyFault, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3, type S3BodyFault } from './support/s3-fixture.js';
 import { makeSelfSignedCert } from './support/tls-cert.js';
 
 const BUCKET = 'hostile-mirror';
 const PREFIX = 'modelsync/';
 const SIZE = 600_000;
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET]);
 let sb: Sandbox;
 const certDir = await mkdtemp(path.join(os.tmpdir(), 'modelsync-mirror-tls-'));
 const cert = makeSelfSignedCert(certDir);
 
-beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
-});
 afterAll(async () => {
-  await s3.close();
   await rm(certDir, { recursive: true, force: true });
 });
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
   hub.resetStats();
-  s3.bodyFault = undefined;
 });
 
 /** A trickle is cut by the rate floor within one window (a second here), then the origin serves. */
 function env(extra: Record<string, string> = {}): Record<string, string> {
   return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...s3Env(s3, sb.dir),
     MODELSYNC_RETRY_ATTEMPTS: '2',
     MODELSYNC_MIN_RATE: '64K',
     MODELSYNC_MIN_RATE_WINDOW: '1',
@@ -58,15 +49,8 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
   });
 }
 
-function warnings(stderr: string): { mirror?: string; code?: string }[] {
-  return stderr.split('\n').flatMap((l) => {
-    try {
-      const r = JSON.parse(l) as { level?: number; mirror?: string; code?: string };
-      return r.level === 40 && r.mirror !== undefined ? [r] : [];
-    } catch {
-      return [];
-    }
-  });
+function warnings(stderr: string): Record<string, unknown>[] {
+  return logRecords(stderr).filter((r) => r.level === 40 && r.mirror !== undefined);
 }
 
 /** Every committed blob hashes to its name; no partial, journal or quarantined blob is left. */

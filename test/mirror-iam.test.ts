@@ -6,37 +6,21 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { REPO_ROOT, runCli, type Sandbox } from './support/cli.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256 } from './support/models.js';
-import { startS3, type S3Fixture, type S3Seen } from './support/s3-fixture.js';
+import { s3Env, useS3, type S3Seen } from './support/s3-fixture.js';
 
 const BUCKET = 'acme-models-us-east';
 const PREFIX = 'modelsync/';
 const MIRROR = `s3://${BUCKET}/${PREFIX}`;
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
-
-beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
-});
-afterAll(async () => {
-  await s3.close();
-});
-beforeEach(() => {
-  s3.requests.length = 0;
-  s3.fail = undefined;
-});
+const s3 = await useS3([BUCKET]);
 
 function env(sb: Sandbox): Record<string, string> {
   return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...s3Env(s3, sb.dir),
     MODELSYNC_RETRY_ATTEMPTS: '2',
   });
 }

@@ -1,37 +1,24 @@
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { runCli, type Sandbox } from './support/cli.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, type TestModel } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 
 const BUCKET = 'fleet-seed';
 const DOWN = 'fleet-seed-down';
 const PREFIX = 'seed/';
 const TARGET = `s3://${BUCKET}/${PREFIX}`;
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET, DOWN]);
 
-beforeAll(async () => {
-  s3 = await startS3([BUCKET, DOWN]);
-});
-afterAll(async () => {
-  await s3.close();
-});
 beforeEach(() => {
   hub.resetStats();
-  s3.requests.length = 0;
-  s3.failBucket.clear();
 });
 
 function env(sb: Sandbox): Record<string, string> {
   return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...s3Env(s3, sb.dir),
     MODELSYNC_RETRY_ATTEMPTS: '2',
   });
 }

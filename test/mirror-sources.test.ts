@@ -16,14 +16,14 @@ import { rawRequest } from './support/http-get.js';
 import { makeSafetensors } from './support/hub.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 
 const BUCKET = 'mirror-sources';
 const PREFIX = 'modelsync/';
 const MIRROR = `s3://${BUCKET}/${PREFIX}`;
 const CIVITAI_TOKEN = 'CIVITAItokenDoNotLeak0123456789';
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET]);
 let civitai: CivitaiStandIn;
 let web: ByteServer;
 let sb: Sandbox;
@@ -32,12 +32,10 @@ let sb: Sandbox;
 const webFiles: Record<string, Buffer> = {};
 
 beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
   civitai = await startCivitai();
   civitai.tokens.add(CIVITAI_TOKEN);
 });
 afterAll(async () => {
-  await s3.close();
   await civitai.close();
 });
 afterEach(async () => {
@@ -46,18 +44,12 @@ afterEach(async () => {
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
   hub.resetStats();
-  s3.requests.length = 0;
   civitai.requests.length = 0;
 });
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
   return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...s3Env(s3, sb.dir),
     CIVITAI_ENDPOINT: civitai.endpoint,
     CIVITAI_TOKEN,
     ...extra,

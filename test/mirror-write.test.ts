@@ -1,44 +1,30 @@
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { afterEach } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli, type Sandbox } from './support/cli.js';
 import { freePort, killAll, readRecord, startRun, STUB, waitFor } from './support/daemon-harness.js';
 import { parsePrometheus } from './support/prometheus.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
+import { logRecords } from './support/json-lines.js';
 import { addModel, fileSha256, type TestModel } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 
 const BUCKET = 'fleet-write';
 const DOWN = 'fleet-write-down';
 const PREFIX = 'modelsync/';
 const MIRROR = `s3://${BUCKET}/${PREFIX}`;
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET, DOWN]);
 
-beforeAll(async () => {
-  s3 = await startS3([BUCKET, DOWN]);
-});
-afterAll(async () => {
-  await s3.close();
-});
 afterEach(async () => {
   await killAll();
 });
 beforeEach(() => {
   hub.resetStats();
-  s3.requests.length = 0;
-  s3.failBucket.clear();
-  s3.fail = undefined;
 });
 
 function env(sb: Sandbox, extra: Record<string, string> = {}): Record<string, string> {
   return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...s3Env(s3, sb.dir),
     MODELSYNC_RETRY_ATTEMPTS: '2',
     ...extra,
   });
@@ -50,16 +36,6 @@ function objectKey(m: TestModel): string {
 
 function writes(m: TestModel): number {
   return s3.requests.filter((q) => (q.method === 'PUT' || q.method === 'POST') && q.key === objectKey(m)).length;
-}
-
-function logLines(stderr: string): Record<string, unknown>[] {
-  return stderr.split('\n').flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
 }
 
 describe('mirror_write: write-back after publish', () => {
@@ -136,7 +112,7 @@ describe('mirror_write: write-back after publish', () => {
     expect(r.code).toBe(0);
     expect((JSON.parse(r.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ uploaded: 0, present: 0, failed: 1 });
     expect(await fileSha256(path.join(a.models, 'checkpoints/m.safetensors'))).toBe(m.sha256);
-    expect(logLines(r.stderr).some((l) => l.level === 40 && l.code === 'E_S3' && l.mirror === `s3://${DOWN}/${PREFIX}`)).toBe(true);
+    expect(logRecords(r.stderr).some((l) => l.level === 40 && l.code === 'E_S3' && l.mirror === `s3://${DOWN}/${PREFIX}`)).toBe(true);
 
     // Refused writes (a node without s3:PutObject), with reads allowed.
     const m2 = addModel(hub, 100_000);
@@ -146,7 +122,7 @@ describe('mirror_write: write-back after publish', () => {
     const r2 = await runCli(['sync', '--json'], env(a));
     expect(r2.code).toBe(0);
     expect((JSON.parse(r2.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ failed: 1 });
-    expect(logLines(r2.stderr).some((l) => l.level === 40 && l.code === 'E_AUTH')).toBe(true);
+    expect(logRecords(r2.stderr).some((l) => l.level === 40 && l.code === 'E_AUTH')).toBe(true);
   });
 
   it('in the daemon, write-back never holds up ComfyUI: the child starts while the upload is held; /metrics and /status count it', async () => {

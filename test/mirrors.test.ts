@@ -1,43 +1,30 @@
 import { readdir } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { parseManifest } from '../src/manifest/load.js';
 import { ALL_FAKE_SECRETS, FAKE_SOURCE_TOKEN, leakedSecrets, runCli, type Sandbox } from './support/cli.js';
 import { startByteServer } from './support/byte-server.js';
+import { freePort } from './support/daemon-harness.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
+import { logRecords } from './support/json-lines.js';
 import { addModel, fileSha256, type TestModel } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 import { thrown } from './support/thrown.js';
 
 const BUCKET = 'fleet-mirror';
 const PREFIX = 'modelsync/';
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET]);
 let sb: Sandbox;
 
-beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
-});
-afterAll(async () => {
-  await s3.close();
-});
 beforeEach(async () => {
   sb = await sandbox(hub.endpoint);
   hub.resetStats();
-  s3.requests.length = 0;
-  s3.failBucket.clear();
-  s3.beforeGet = undefined;
 });
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
   return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...s3Env(s3, sb.dir),
     MODELSYNC_RETRY_ATTEMPTS: '2',
     ...extra,
   });
@@ -53,28 +40,8 @@ function originBytes(m: TestModel): number {
   return hub.stats.bytesServed.get(m.sha256) ?? 0;
 }
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 async function tmpLeft(): Promise<string[]> {
   return readdir(path.join(sb.models, '.modelsync-store', 'tmp')).catch(() => []);
-}
-
-function logLines(stderr: string): Record<string, unknown>[] {
-  return stderr.split('\n').flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
 }
 
 describe('manifest: mirrors and mirror_write', () => {
@@ -135,7 +102,7 @@ describe('mirror reads', () => {
     expect(originBytes(m)).toBe(m.content.length);
     expect(await fileSha256(path.join(sb.models, 'checkpoints/m.safetensors'))).toBe(m.sha256);
     // A miss is no warning.
-    expect(logLines(r.stderr).some((l) => l.level === 40 && l.mirror !== undefined)).toBe(false);
+    expect(logRecords(r.stderr).some((l) => l.level === 40 && l.mirror !== undefined)).toBe(false);
 
     const m2 = addModel(hub, 200_000);
     await seed(m2);
@@ -146,7 +113,7 @@ describe('mirror reads', () => {
     expect(originBytes(m2)).toBe(m2.content.length);
     expect(await fileSha256(path.join(sb.models, 'checkpoints/m2.safetensors'))).toBe(m2.sha256);
     // A miss, not a failure: no warning, and the mirror is not benched.
-    expect(logLines(r2.stderr).some((l) => l.level === 40 && l.mirror !== undefined)).toBe(false);
+    expect(logRecords(r2.stderr).some((l) => l.level === 40 && l.mirror !== undefined)).toBe(false);
   });
 
   it('a mirror that lies (wrong bytes under the name, a wrong size) never wins: the origin serves, verified', async () => {
@@ -169,7 +136,7 @@ describe('mirror reads', () => {
     expect(await fileSha256(path.join(sb.models, 'checkpoints/short.safetensors'))).toBe(short.sha256);
     expect(originBytes(liar)).toBe(liar.content.length);
     expect(originBytes(short)).toBe(short.content.length);
-    const warned = logLines(r.stderr).filter((l) => l.level === 40 && l.mirror === S3_MIRROR).map((l) => l.code);
+    const warned = logRecords(r.stderr).filter((l) => l.level === 40 && l.mirror === S3_MIRROR).map((l) => l.code);
     expect(warned.sort()).toEqual(['E_HASH_MISMATCH', 'E_SIZE_MISMATCH']);
     // The short one was refused at HEAD: not one byte of it was read.
     expect(s3.gets(`${PREFIX}sha256/${short.sha256}`)).toEqual([]);
@@ -194,7 +161,7 @@ describe('mirror reads', () => {
 
   it('a mirror that is down, or answers 5xx, costs its bounded retries once: then it is benched and the origin serves', async () => {
     const models = Array.from({ length: 8 }, () => addModel(hub, 50_000));
-    const port = await closedPort();
+    const port = await freePort();
     const web = await startByteServer({ files: {}, intercept: () => 503 });
     try {
       await sb.writeManifest(
@@ -211,7 +178,7 @@ describe('mirror reads', () => {
       // (MODELSYNC_RETRY_ATTEMPTS=2); every file after them finds the mirror benched.
       expect(web.requests.length).toBeGreaterThan(0);
       expect(web.requests.length).toBeLessThanOrEqual(8);
-      const warned = logLines(r.stderr).filter((l) => l.level === 40 && l.benched === true);
+      const warned = logRecords(r.stderr).filter((l) => l.level === 40 && l.benched === true);
       expect(new Set(warned.map((l) => l.mirror))).toEqual(new Set([`${web.url}/m/`, `http://127.0.0.1:${port}/m/`]));
       expect(warned.length).toBeLessThanOrEqual(8);
     } finally {
@@ -233,7 +200,7 @@ describe('mirror reads', () => {
       expect(web.requests.some((q) => q.authorization === `Bearer ${FAKE_SOURCE_TOKEN}`)).toBe(true);
       expect(evil.requests.length).toBeGreaterThan(0);
       expect(evil.requests.every((q) => q.authorization === undefined)).toBe(true);
-      expect(logLines(r.stderr).some((l) => l.level === 40 && (l.code === 'E_SIZE_MISMATCH' || l.code === 'E_HASH_MISMATCH'))).toBe(true);
+      expect(logRecords(r.stderr).some((l) => l.level === 40 && (l.code === 'E_SIZE_MISMATCH' || l.code === 'E_HASH_MISMATCH'))).toBe(true);
     } finally {
       await web.close();
       await evil.close();
@@ -245,7 +212,7 @@ describe('mirror reads', () => {
       const r = await runCli(['sync'], env());
       expect(r.code).toBe(0);
       expect(originBytes(m2)).toBe(m2.content.length);
-      expect(logLines(r.stderr).some((l) => l.level === 40 && l.code === 'E_REDIRECT')).toBe(true);
+      expect(logRecords(r.stderr).some((l) => l.level === 40 && l.code === 'E_REDIRECT')).toBe(true);
     } finally {
       await web2.close();
     }

@@ -5,7 +5,7 @@ import { freePort, killAll, startRun, waitFor } from './support/daemon-harness.j
 import { rawRequest } from './support/http-get.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
-import { startS3 } from './support/s3-fixture.js';
+import { s3Env, startS3 } from './support/s3-fixture.js';
 import { makeSafetensors } from './support/safetensors.js';
 
 const { hub, sandbox } = await useHubSandbox();
@@ -67,7 +67,7 @@ describe('models on demand in `modelsync run`', () => {
       const body = makeSafetensors(120_000, 99);
       await s3.put('team-models', 'loras/s3-style.safetensors', body);
       await sb.writeManifest([], { on_demand: { allow: ['s3://team-models/loras/*'], max_bytes: '10M' } });
-      const env = sb.env({ AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: path.join(sb.dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'none') });
+      const env = sb.env(s3Env(s3, sb.dir));
       const d = startRun([], env, await freePort());
       await waitFor('the control API', async () => (await d.get('/readyz'))?.status === 200);
       const want = { source: 's3://team-models/loras/s3-style.safetensors', dest: 'loras/s3-style.safetensors' };

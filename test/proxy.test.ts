@@ -16,7 +16,7 @@ import { waitFor } from './support/cli-nodes.js';
 import { startProxy, type TestProxy } from './support/connect-proxy.js';
 import { makeSafetensors, startHub, type Hub } from './support/hub.js';
 import { addModel, fileSha256, sha256 } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, startS3, type S3Fixture } from './support/s3-fixture.js';
 import { secretsInFiles } from './support/scan-secrets.js';
 import { makeSelfSignedCert } from './support/tls-cert.js';
 import { startTlsFront, type TlsFront } from './support/tls-front.js';
@@ -339,16 +339,7 @@ describe('through an http proxy (http targets, absolute form)', () => {
         await sb.writeManifest([{ source: 's3://proxied-bucket/w/m.safetensors', dest: 'checkpoints/s.safetensors', sha256: sha256(body) }]);
         const r = await runCli(
           ['sync'],
-          sb.env({
-            AWS_ENDPOINT_URL_S3: s3.endpoint,
-            AWS_REGION: 'us-east-1',
-            AWS_ACCESS_KEY_ID: 'S3RVER',
-            AWS_EC2_METADATA_DISABLED: 'true',
-            AWS_CONFIG_FILE: path.join(sb.dir, 'none'),
-            AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'none'),
-            HTTP_PROXY: proxy.urlWith(USER, PASSWORD),
-            NO_PROXY: noProxy,
-          }),
+          sb.env({ ...s3Env(s3, sb.dir), HTTP_PROXY: proxy.urlWith(USER, PASSWORD), NO_PROXY: noProxy }),
         );
         expect(r.stderr).not.toContain('internal error');
         expect(r.code).toBe(0);

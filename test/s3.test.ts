@@ -1,53 +1,30 @@
 import { readdir } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ALL_FAKE_SECRETS, leakedSecrets, runCli, sandbox, type CliResult, type Sandbox } from './support/cli.js';
+import { freePort } from './support/daemon-harness.js';
 import { makeSafetensors } from './support/hub.js';
 import { exists, fileSha256, sha256 } from './support/models.js';
-import { startS3, type S3Fixture } from './support/s3-fixture.js';
+import { s3Env, useS3 } from './support/s3-fixture.js';
 import { secretsInFiles } from './support/scan-secrets.js';
 
 const BUCKET = 'team-models';
 const SESSION_TOKEN = 'AWSSESSIONdoNotLeak0123456789';
 const SECRETS = [...ALL_FAKE_SECRETS, SESSION_TOKEN];
 
-let s3: S3Fixture;
+const s3 = await useS3([BUCKET]);
 let sb: Sandbox;
 let seq = 0;
 
-beforeAll(async () => {
-  s3 = await startS3([BUCKET]);
-});
-afterAll(async () => {
-  await s3.close();
-});
 beforeEach(async () => {
   sb = await sandbox();
-  s3.requests.length = 0;
-  s3.beforeGet = undefined;
-  s3.enforceIfMatch = true;
-  s3.headHeaders.clear();
-  s3.failBucket.clear();
 });
 afterEach(async () => {
   await sb.cleanup();
 });
 
-/** s3rver's own access key id with our recognisable secret: s3rver does not verify SigV4 signatures. */
 function env(extra: Record<string, string> = {}): Record<string, string> {
-  return sb.env({
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_SESSION_TOKEN: SESSION_TOKEN,
-    // Nothing of the machine's AWS setup may leak in, and no 1-second IMDS probe.
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
-    MODELSYNC_RETRY_ATTEMPTS: '3',
-    ...extra,
-  });
+  return sb.env({ ...s3Env(s3, sb.dir), AWS_SESSION_TOKEN: SESSION_TOKEN, MODELSYNC_RETRY_ATTEMPTS: '3', ...extra });
 }
 
 function uniqueKey(name: string): string {
@@ -71,16 +48,6 @@ async function storeBlobs(): Promise<string[]> {
   };
   await walk(root);
   return out;
-}
-
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 describe('s3:// sources', () => {
@@ -188,7 +155,7 @@ describe('s3:// sources', () => {
   });
 
   it('says which endpoint it cannot reach', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     await sb.writeManifest([{ source: `s3://${BUCKET}/x.safetensors`, dest: 'loras/x.safetensors', sha256: 'ab'.repeat(32) }]);
     const r = await runCli(['sync'], env({ AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`, MODELSYNC_RETRY_ATTEMPTS: '2' }));
     expect(r.code).toBe(1);

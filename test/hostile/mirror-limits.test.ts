@@ -10,26 +10,14 @@ import { runCli, type CliResult } from '../support/cli.js';
 import { startByteServer, type ByteServer } from '../support/byte-server.js';
 import type { BlobFaults } from '../support/hub-types.js';
 import { useHubSandbox } from '../support/hub-sandbox.js';
+import { logRecords } from '../support/json-lines.js';
 import { addModel, fileSha256, sha256, type TestModel } from '../support/models.js';
 import { makeSafetensors } from '../support/safetensors.js';
 
 const { hub, sandbox } = await useHubSandbox();
 
-interface Warning {
-  level: number;
-  mirror?: string;
-  code?: string;
-}
-
-function warnings(r: CliResult): Warning[] {
-  return r.stderr.split('\n').flatMap((l) => {
-    try {
-      const w = JSON.parse(l) as Warning;
-      return w.level === 40 && w.mirror !== undefined ? [w] : [];
-    } catch {
-      return [];
-    }
-  });
+function warnings(r: CliResult): Record<string, unknown>[] {
+  return logRecords(r.stderr).filter((w) => w.level === 40 && w.mirror !== undefined);
 }
 
 /** An https mirror holding `body` under the blob's name, served with `faults`. */

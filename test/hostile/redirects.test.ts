@@ -16,7 +16,7 @@ import { startByteServer, type ByteServer } from '../support/byte-server.js';
 import { startCivitai } from '../support/civitai.js';
 import { makeSafetensors, startHub, type Hub } from '../support/hub.js';
 import { addModel, exists, fileSha256, sha256 } from '../support/models.js';
-import { startS3, type S3Fixture } from '../support/s3-fixture.js';
+import { s3Env, startS3, type S3Fixture } from '../support/s3-fixture.js';
 
 const model = makeSafetensors(50_000, 1414);
 const outside = Object.values(os.networkInterfaces())
@@ -172,13 +172,7 @@ describe('redirects keep the scheme policy (issue 13, class 14)', () => {
     for (const status of [301, 307]) {
       s3.failBucket.set('redirecting', { status, code: status === 301 ? 'PermanentRedirect' : 'TemporaryRedirect', headers: { location: elsewhereUrl } });
       const before = seenElsewhere();
-      const { r, report } = await syncJson([{ source: 's3://redirecting/m.safetensors', dest: 'checkpoints/s3.safetensors', sha256: sha256(model) }], (dir) => ({
-        AWS_ENDPOINT_URL_S3: s3.endpoint,
-        AWS_REGION: 'us-east-1',
-        AWS_EC2_METADATA_DISABLED: 'true',
-        AWS_CONFIG_FILE: path.join(dir, 'no-aws-config'),
-        AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'no-aws-credentials'),
-      }));
+      const { r, report } = await syncJson([{ source: 's3://redirecting/m.safetensors', dest: 'checkpoints/s3.safetensors', sha256: sha256(model) }], (dir) => s3Env(s3, dir));
       expect(r.code).toBe(1);
       expect(report.entries[0]?.state).toBe('failed');
       expect(seenElsewhere() - before).toBe(0);

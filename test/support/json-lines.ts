@@ -20,6 +20,21 @@ export function jsonLines(text: string): Record<string, unknown>[] {
   });
 }
 
+/**
+ * The lines of `text` that are JSON objects, passing over the rest: for picking a run's log
+ * records out of its stderr, where jsonLines would refuse a line.
+ */
+export function logRecords(text: string): Record<string, unknown>[] {
+  return text.split('\n').flatMap((line) => {
+    try {
+      const value: unknown = JSON.parse(line);
+      return typeof value === 'object' && value !== null && !Array.isArray(value) ? [value as Record<string, unknown>] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** The first key that appears twice in one object of this (valid) JSON text, at any depth. */
 export function duplicateKey(json: string): string | undefined {
   const stack: { keys: Set<string>; expectKey: boolean }[] = [];

@@ -19,6 +19,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
+import { afterAll, afterEach } from 'vitest';
 
 export interface S3Seen {
   readonly method: string;
@@ -66,6 +67,49 @@ export interface S3Fixture {
   put(bucket: string, key: string, body: Buffer, opts?: { partSize?: number }): Promise<string>;
   gets(key: string): S3Seen[];
   close(): Promise<void>;
+}
+
+/**
+ * A test file's S3 stand-in, set up the one way (as useHubSandbox() does the Hub):
+ *
+ *   const s3 = await useS3([BUCKET]);
+ *
+ * It starts once for the file (at the top-level await) with these buckets; after each test its
+ * request log is emptied and every fault and hook a test set is cleared (objects stay); after
+ * the file it closes. A file's own afterEach (killing children, say) runs before this one's.
+ */
+export async function useS3(buckets: readonly string[]): Promise<S3Fixture> {
+  const s3 = await startS3(buckets);
+  afterAll(async () => {
+    await s3.close();
+  });
+  afterEach(() => {
+    s3.requests.length = 0;
+    s3.enforceIfMatch = true;
+    s3.beforeGet = undefined;
+    s3.headHeaders.clear();
+    s3.failBucket.clear();
+    s3.fail = undefined;
+    s3.bodyFault = undefined;
+  });
+  return s3;
+}
+
+/**
+ * The environment a CLI or daemon run needs to use `s3` as its S3, spread into a sandbox's
+ * env: s3rver's own access key id beside the sandbox's recognisable secret (s3rver does not
+ * verify SigV4 signatures), and nothing of the machine's AWS setup (config and credentials
+ * files named in `dir`, which do not exist), nor the 1-second IMDS probe.
+ */
+export function s3Env(s3: Pick<S3Fixture, 'endpoint'>, dir: string): Record<string, string> {
+  return {
+    AWS_ENDPOINT_URL_S3: s3.endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_CONFIG_FILE: path.join(dir, 'no-aws-config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'no-aws-credentials'),
+  };
 }
 
 export async function startS3(buckets: readonly string[]): Promise<S3Fixture> {
