@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS verified (
   path TEXT PRIMARY KEY, dev TEXT NOT NULL, ino TEXT NOT NULL, size INTEGER NOT NULL,
   mtime_ns TEXT NOT NULL, algo TEXT NOT NULL, hex TEXT NOT NULL, verified_at INTEGER NOT NULL,
   ctime_ns TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS verified_inode ON verified (dev, ino);
 CREATE TABLE IF NOT EXISTS hf_revisions (
   repo_type TEXT NOT NULL, repo TEXT NOT NULL, revision TEXT NOT NULL, commit_sha TEXT NOT NULL,
   resolved_at INTEGER NOT NULL, PRIMARY KEY (repo_type, repo, revision));

@@ -10,5 +10,12 @@ import type { FileStamp, StateDb } from './db.js';
  */
 export function linkMovedCtime(db: StateDb, before: FileStamp, after: FileStamp): void {
   if (before.ctimeNs === after.ctimeNs) return;
-  db.statement('UPDATE verified SET ctime_ns = ? WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ?').run(after.ctimeNs, before.dev, before.ino, before.size, before.mtimeNs, before.ctimeNs);
+  db.statement(LINK_MOVED_CTIME).run(after.ctimeNs, before.dev, before.ino, before.size, before.mtimeNs, before.ctimeNs);
 }
+
+/**
+ * Found by inode through the `verified_inode` index: without it each published link scanned
+ * every row, and a sync of N new files spent N x N row visits (a third of a second in 2,000
+ * small files, issue 15).
+ */
+export const LINK_MOVED_CTIME = 'UPDATE verified SET ctime_ns = ? WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ?';
