@@ -50,8 +50,8 @@ export interface CommitOptions {
    * 'link' commits with link() then unlink of the partial: it never replaces a blob a racing
    * writer committed first. Only for partials that nobody can adopt: between the link and the
    * unlink the partial and the blob are one inode, and an adopter that made it writable again
-   * and resumed into it would be writing into a committed blob. The caller removes the partial's
-   * journal first (adoption goes by journals). 'rename' (default) is an lstat then a rename.
+   * and resumed into it would be writing into a committed blob. Adoption goes by journals: such
+   * a partial never has one (DownloadParams.fresh). 'rename' (default) is an lstat then a rename.
    */
   readonly how?: 'link' | 'rename';
 }

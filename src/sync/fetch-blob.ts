@@ -1,4 +1,4 @@
-import { rm, unlink } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { ModelsyncError } from '../errors.js';
 import { keyName } from '../content-key.js';
 import type { Mirror } from '../sources/mirror.js';
@@ -164,10 +164,11 @@ async function fetchAlone(ctx: SyncContext, job: BlobJob, source: Source, signal
       return await fetchVerified(ctx, job, source, signal, events, batch, {
         paths: () => Promise.resolve(paths),
         how: 'link',
-        // Adoption goes by journals: with its journal gone, a partial that is about to become
-        // (for an instant) a second name of the committed blob can never be adopted, not even by
-        // an older modelsync that leased (and adopted partials of) every blob.
-        beforeCommit: (p) => unlink(p.journal).catch(() => undefined),
+        // Adoption goes by journals, and this partial never has one: as it becomes (for an
+        // instant) a second name of the committed blob, it can never be adopted, not even by an
+        // older modelsync that leased (and adopted partials of) every blob.
+        fresh: true,
+        beforeCommit: () => Promise.resolve(),
         afterCommit: () => Promise.resolve(),
       }, budget, mirrors);
     } catch (e) {

@@ -45,6 +45,8 @@ export interface Writer {
   readonly fence?: (() => Promise<void>) | undefined;
   /** How the commit avoids replacing a racing writer's blob (see commitBlob). */
   readonly how: 'link' | 'rename';
+  /** Its partials are new and never resumed: no journal (see DownloadParams.fresh). */
+  readonly fresh?: boolean | undefined;
   /** Right before the commit; throws when this writer may no longer commit. */
   beforeCommit(paths: PartPaths): Promise<void>;
   afterCommit(paths: PartPaths): Promise<void>;
@@ -134,6 +136,7 @@ export function downloadParams(ctx: SyncContext, job: BlobJob, file: RemoteFile,
     signal,
     log: ctx.log,
     fence: w.fence,
+    fresh: w.fresh,
     wholeStream: job.learn,
     // A file that cannot be a safetensors file fails once its header is in, not at its end.
     prefixCheck: job.entries.some((e) => e.dest.endsWith('.safetensors')) ? safetensorsPrefix(file.size) : undefined,

@@ -54,6 +54,14 @@ export interface DownloadParams {
   readonly wholeStream?: boolean | undefined;
   /** A check of the file's first bytes, made as soon as they are in (a safetensors header). */
   readonly prefixCheck?: PrefixCheck | undefined;
+  /**
+   * The partial is new, named for this attempt alone, and never resumed or adopted (a small
+   * blob under its claim): no journal is looked for, and none is kept. Its bytes still reach
+   * stable storage before the commit (the final fsync); only resume bookkeeping is skipped: a
+   * journal read, a stat, and for a download that outlives a pause, journal writes and
+   * fdatasyncs (a tenth of a small file's file-system calls).
+   */
+  readonly fresh?: boolean | undefined;
 }
 
 export interface Downloaded {
@@ -108,12 +116,12 @@ export async function downloadToPart(p: DownloadParams): Promise<Downloaded> {
 }
 
 async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
-  const journal = await readJournal(p.journalPath);
+  const journal = p.fresh ? undefined : await readJournal(p.journalPath);
   let partSize: number | undefined;
   try {
     // lstat: a partial that is a symlink (planted) is not ours to resume; the open below refuses it.
-    const st = await lstat(p.partPath);
-    partSize = st.isFile() ? st.size : undefined;
+    const st = journal === undefined ? undefined : await lstat(p.partPath);
+    partSize = st?.isFile() ? st.size : undefined;
   } catch (e) {
     if (errnoCode(e) !== 'ENOENT') throw e;
   }
@@ -135,7 +143,7 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   const hasher = map.count > 1 && hashThreadFits() ? new ThreadHasher(p.partPath, map, p.file.key.algo) : new PrefixHasher(fh, map, keyHasher(p.file.key.algo, size));
 
   const durable = map.written.map((n, i) => Math.min(n, from.durable[i] ?? 0));
-  const flush = journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
+  const flush = p.fresh ? NO_JOURNAL : journalFlusher({ fh, journalPath: p.journalPath, version: p.file.version, map, durable, boot, log: p.log, fence: p.fence });
   const watch = p.prefixCheck && new PrefixWatch(p.prefixCheck, fh, () => map.contiguousEnd(), p.file.uri);
   const writer = new SerialWriter(fh);
   // Bytes just written, still in memory: what extends the hashed prefix is hashed from here, and a
@@ -229,6 +237,9 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
     await fh.close();
   }
 }
+
+/** The flusher of a fresh partial (DownloadParams.fresh): nothing to keep. */
+const NO_JOURNAL: ReturnType<typeof journalFlusher> = { stop: () => Promise.resolve(), final: () => Promise.resolve() };
 
 function isAbortLike(e: unknown): boolean {
   return (e instanceof ModelsyncError && e.code === 'E_ABORTED') || (e instanceof Error && e.name === 'AbortError');
