@@ -32,7 +32,7 @@ const FLAGS: Record<FlagName, FlagHelp> = {
   connections: { arg: 'N', text: 'connections open at once, all files and hosts together: the hard cap (lowered to what the open-file limit holds)', default: '64', env: ['MODELSYNC_CONNECTIONS'] },
   'host-connections': { arg: 'N', text: 'most connections to one host: starts at 16, grows while throughput grows', default: '64', env: ['MODELSYNC_HOST_CONNECTIONS'] },
   'chunk-size': { arg: 'SIZE', text: 'largest chunk (one ranged request) of a file: chunks are size/64 in whole MiB, at least 4M, at most this', default: '32M', env: ['MODELSYNC_CHUNK_SIZE'] },
-  'min-rate': { arg: 'RATE', text: 'bytes/s below which a download is cut (0: none)', default: '4K', env: ['MODELSYNC_MIN_RATE'] },
+  'min-rate': { arg: 'RATE', text: 'bytes/s below which a download or upload is cut (0: none)', default: '4K', env: ['MODELSYNC_MIN_RATE'] },
   control: { arg: 'HOST:PORT', text: "the daemon's control API", default: '127.0.0.1:8189', env: ['MODELSYNC_CONTROL'] },
   refresh: { text: 'ask the Hub again whether branch revisions (@main) moved' },
   offline: { text: 'no network: only what the store and state DB hold', env: ['HF_HUB_OFFLINE'] },

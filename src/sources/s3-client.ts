@@ -6,6 +6,8 @@ import type { S3Options } from '../manifest/types.js';
 import { proxyAgents } from '../proxy/proxy-agents.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
+import type { RateRule } from '../transfer/rate-floor.js';
+import { holdUploadsToRate } from './s3-upload-floor.js';
 
 /** Where and how S3 is reached, after flags, env, manifest and defaults were weighed. */
 export interface S3Settings {
@@ -51,10 +53,12 @@ function needsPathStyle(endpoint: string): boolean {
  * One client per source. The SDK's own retries are off: the transfer engine's policy decides,
  * the same for every source. Checksum calculation and validation are WHEN_REQUIRED because
  * S3-compatible servers reject or mangle the SDK's default flexible checksums; we hash every byte
- * ourselves anyway. The socket timeout is the idle timeout, armed for the body too.
+ * ourselves anyway. The socket timeout is the idle timeout, armed for the body too; an upload's
+ * body is also held to the minimum rate (holdUploadsToRate), a download's is by the transfer
+ * engine.
  */
-export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets: number, proxies: ProxySettings): S3Client {
-  return new S3Client({
+export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets: number, proxies: ProxySettings, rate: RateRule): S3Client {
+  const client = new S3Client({
     ...(s.region === undefined ? {} : { region: s.region }),
     ...(s.endpoint === undefined ? {} : { endpoint: s.endpoint }),
     forcePathStyle: s.forcePathStyle,
@@ -69,6 +73,8 @@ export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets:
       ...proxyAgents(proxies, maxSockets),
     },
   });
+  holdUploadsToRate(client, rate);
+  return client;
 }
 
 /** Where requests go, for messages: the custom endpoint's host, or AWS. */

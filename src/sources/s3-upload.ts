@@ -4,6 +4,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { ContentKey } from '../content-key.js';
 import { ModelsyncError } from '../errors.js';
 import { mirrorObjectKey, type S3MirrorRef } from '../manifest/mirror-uri.js';
+import { isTooSlow } from '../transfer/rate-floor.js';
 import { withRetry, type RetryPolicy } from '../transfer/retry.js';
 import { s3Error, sdkErrorShape, type S3Failure } from './s3-errors.js';
 
@@ -62,7 +63,9 @@ export interface UploadBlob extends MirrorBlob {
  * with the same part size the ETag is the same too, so a reader pinned to the first one's ETag
  * reads on, and a server that gives another ETag costs that reader a fall-through to the next
  * source, never a wrong byte (readers hash everything). A failed multipart upload is aborted
- * (lib-storage's default), so it leaves no parts billed behind.
+ * (lib-storage's default), so it leaves no parts billed behind. Each request's body is held to
+ * the minimum rate (s3-upload-floor.ts); a cut is retried from the start, and no attempt ever
+ * counts as progress, so a server that reads too slowly ends the upload after the attempts.
  */
 export async function uploadBlobIfAbsent(u: UploadBlob): Promise<'present' | 'uploaded'> {
   const objectKey = mirrorObjectKey(u.mirror.prefix, u.key);
@@ -86,6 +89,7 @@ export async function uploadBlobIfAbsent(u: UploadBlob): Promise<'present' | 'up
         await upload.done();
       } catch (e) {
         if (u.signal.aborted) throw new ModelsyncError('E_ABORTED', `${uri}: upload aborted`, { url: uri, cause: e });
+        if (e instanceof ModelsyncError && isTooSlow(e)) throw new ModelsyncError('E_TOO_SLOW', `${uri}: ${e.message}`, { url: uri, retryable: true, cause: e });
         throw s3Error(e, f);
       } finally {
         u.signal.removeEventListener('abort', onAbort);

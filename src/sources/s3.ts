@@ -59,7 +59,7 @@ export class S3Source implements Source {
     const t = opts.config.tunables;
     this.settings = s3Settings(opts.config, opts.manifest.s3);
     this.region = this.settings.region;
-    this.client = createS3Client(this.settings, opts.idleTimeoutMs, opts.connections.sdkSockets, opts.config.proxies);
+    this.client = createS3Client(this.settings, opts.idleTimeoutMs, opts.connections.sdkSockets, opts.config.proxies, { minRate: t.minRate, windowMs: t.minRateWindowMs });
     this.proxy = proxyFor(opts.config.proxies, new URL(this.settings.endpoint ?? 'https://s3.amazonaws.com'));
     this.policy = { attempts: t.retryAttempts, baseMs: t.retryBaseMs, maxWaitMs: t.retryMaxWaitMs };
   }

@@ -10,7 +10,7 @@ export interface RateRule {
 }
 
 /**
- * The minimum-rate deadline of one response body. The idle timeout only catches a server that
+ * The minimum-rate deadline of one response body (or one upload's request body: PacedBody). The idle timeout only catches a server that
  * sends nothing; one that trickles a byte a second never trips it, and would hold `run` (and
  * ComfyUI) forever. Each window of `windowMs` from the start of the body must bring at least
  * minRate x window bytes, or the request is aborted and `tripped` says why (E_TOO_SLOW, naming
@@ -43,8 +43,11 @@ export class RateFloor {
     return this.error;
   }
 
-  /** The body starts: windows are counted from now. */
-  start(host: string): void {
+  /**
+   * The body starts: windows are counted from now. `did` is what the host did with the bytes,
+   * for the message: it `sent` a response body, it `took` an upload's.
+   */
+  start(host: string, did: 'sent' | 'took' = 'sent'): void {
     if (this.rule.minRate <= 0 || this.timer !== undefined || this.ctrl.signal.aborted) return;
     const need = Math.ceil((this.rule.minRate * this.rule.windowMs) / 1000);
     const every = Math.min(this.rule.windowMs, 2 ** 31 - 1);
@@ -57,7 +60,7 @@ export class RateFloor {
       this.timer = undefined;
       this.error = new ModelsyncError(
         'E_TOO_SLOW',
-        `${host} sent ${fmt(this.bytes)} in ${this.rule.windowMs / 1000} s, below the minimum rate of ${fmt(this.rule.minRate)}/s (MODELSYNC_MIN_RATE, over MODELSYNC_MIN_RATE_WINDOW)`,
+        `${host} ${did} ${fmt(this.bytes)} in ${this.rule.windowMs / 1000} s, below the minimum rate of ${fmt(this.rule.minRate)}/s (MODELSYNC_MIN_RATE, over MODELSYNC_MIN_RATE_WINDOW)`,
         { url: host, retryable: true },
       );
       this.ctrl.abort(this.error);

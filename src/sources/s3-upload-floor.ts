@@ -1,0 +1,46 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import { PacedBody } from '../transfer/paced-body.js';
+import { RateFloor, type RateRule } from '../transfer/rate-floor.js';
+
+type Middleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
+/** A finalizeRequest handler, as far as this one needs: it passes the SDK's arguments and answer on. */
+type Handler = (args: { input: object; request: unknown }) => Promise<{ output: object; response: unknown }>;
+
+/** The fields of the SDK's HttpRequest this reads and replaces, checked rather than trusted. */
+interface WireRequest {
+  body: unknown;
+  readonly hostname?: string;
+  readonly port?: number;
+}
+
+/**
+ * Every request of this client that uploads bytes (PutObject, UploadPart: lib-storage hands
+ * both a Buffer) is held to the minimum rate (MODELSYNC_MIN_RATE over MODELSYNC_MIN_RATE_WINDOW),
+ * counted as the socket takes the body (PacedBody): the idle timeout alone lets a server that
+ * reads a burst every 25 s hold an upload, and the sync waiting for it, for days. A request cut
+ * fails with E_TOO_SLOW naming the host (retryable, never progress: the upload's retries end
+ * after the attempts); lib-storage then aborts a multipart upload as after any failed part.
+ *
+ * Placed after signing, so the signature is over the bytes as they were (the body's hash is
+ * computed from the Buffer), and inside the retry middleware, so each request gets a floor of
+ * its own.
+ */
+export function holdUploadsToRate(client: S3Client, rule: RateRule): void {
+  if (rule.minRate <= 0) return;
+  const middleware = (next: Handler): Handler => async (args) => {
+    const request = args.request as WireRequest | undefined;
+    const body = request?.body;
+    if (request === undefined || !(body instanceof Uint8Array) || body.byteLength === 0) return next(args);
+    const host = `${request.hostname ?? 'S3'}${request.port === undefined ? '' : `:${request.port}`}`;
+    const floor = new RateFloor(rule, new AbortController().signal);
+    request.body = new PacedBody(body, floor, host);
+    try {
+      return await next(args);
+    } catch (e) {
+      throw floor.tripped ?? e;
+    } finally {
+      floor.stop();
+    }
+  };
+  client.middlewareStack.addRelativeTo(middleware as Middleware, { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'modelsyncUploadRateFloor', override: true });
+}

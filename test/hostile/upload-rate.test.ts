@@ -1,0 +1,244 @@
+/**
+ * Issue 13, class 8, for uploads: every upload request to an S3 mirror (mirror_write's
+ * write-back, `modelsync mirror push`) has a deadline in rate as well as in idleness. An
+ * endpoint that reads the body in bursts just inside the idle timeout is never cut by it; the
+ * minimum rate counts the body as the socket takes it and cuts the request (E_TOO_SLOW, naming
+ * the host), for a single PutObject and for a multipart upload's parts alike, while a healthy
+ * upload, and the wait for an answer once the whole body is sent, pass.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { leakedSecrets, runCli, type CliResult, type Sandbox } from '../support/cli.js';
+import { useHubSandbox } from '../support/hub-sandbox.js';
+import { addModel, fileSha256 } from '../support/models.js';
+import { startS3, type S3Fixture } from '../support/s3-fixture.js';
+
+const BUCKET = 'upload-rate';
+const PREFIX = 'm/';
+const MIRROR = `s3://${BUCKET}/${PREFIX}`;
+const MiB = 1024 * 1024;
+/**
+ * One-second windows keep the tests short (the rule is the same at the default 60 s); the idle
+ * timeout is a minute, so that only the rate can be what cuts. 256 KiB/s is far below loopback.
+ */
+const FLOOR = {
+  MODELSYNC_MIN_RATE: '256K',
+  MODELSYNC_MIN_RATE_WINDOW: '1',
+  MODELSYNC_IDLE_TIMEOUT_MS: '60000',
+  MODELSYNC_RETRY_ATTEMPTS: '2',
+  MODELSYNC_RETRY_BASE_MS: '10',
+};
+
+const { hub, sandbox } = await useHubSandbox();
+let s3: S3Fixture;
+let slow: SlowS3;
+
+beforeAll(async () => {
+  [s3, slow] = await Promise.all([startS3([BUCKET]), startSlowS3()]);
+});
+afterAll(async () => {
+  await Promise.all([s3.close(), slow.close()]);
+});
+beforeEach(() => {
+  slow.requests.length = 0;
+  slow.answerDelayMs = undefined;
+  s3.requests.length = 0;
+});
+
+function env(sb: Sandbox, endpoint: string, extra: Record<string, string> = {}): Record<string, string> {
+  return sb.env({
+    AWS_ENDPOINT_URL_S3: endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
+    ...FLOOR,
+    ...extra,
+  });
+}
+
+async function cli(args: string[], e: Record<string, string>): Promise<CliResult> {
+  const r = await runCli(args, e, { timeoutMs: 45_000 });
+  expect(r.signal, 'killed by the test timeout: the upload was never cut off').toBeNull();
+  expect(leakedSecrets(r.stdout, r.stderr)).toEqual([]);
+  expect(r.stdout + r.stderr).not.toContain('internal error');
+  return r;
+}
+
+function logLines(stderr: string): Record<string, unknown>[] {
+  return stderr.split('\n').flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+interface Pushed {
+  ok: boolean;
+  uploaded: number;
+  failed: number;
+  blobs: { key: string; outcome: string; error?: { code: string; message: string } }[];
+}
+
+describe('every upload has a deadline in rate (issue 13, class 8)', () => {
+  it('write-back during a sync: a single PutObject read in bursts is cut by the minimum rate, naming the host; a warning, and the sync succeeds', async () => {
+    // Under lib-storage's 8 MiB part: one PutObject, its body handed over as one Buffer.
+    const m = addModel(hub, 7 * MiB);
+    const sb = await sandbox(hub.endpoint);
+    await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }], { mirror_write: MIRROR });
+    const r = await cli(['sync', '--json'], env(sb, slow.endpoint));
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ uploaded: 0, failed: 1 });
+    const warned = logLines(r.stderr).filter((l) => l.level === 40 && l.mirror === MIRROR);
+    expect(warned.map((l) => l.code)).toEqual(['E_TOO_SLOW']);
+    expect(String(warned[0]?.err)).toContain(`127.0.0.1:${slow.port} took`);
+    // Retried after the cut, and the retries end: one PutObject per attempt, no multipart.
+    expect(slow.requests.filter((q) => q.method === 'PUT' && !q.query.has('partNumber'))).toHaveLength(2);
+    expect(slow.requests.some((q) => q.query.has('uploads'))).toBe(false);
+    expect(await fileSha256(path.join(sb.models, 'checkpoints/m.safetensors'))).toBe(m.sha256);
+  });
+
+  it('mirror push: a multipart upload whose part is read in bursts is cut the same way; that blob fails (exit 1) and the upload is aborted', async () => {
+    // Over the 8 MiB part: CreateMultipartUpload, then UploadPart.
+    const m = addModel(hub, 9 * MiB);
+    const sb = await sandbox(hub.endpoint);
+    await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
+    const r = await cli(['mirror', 'push', '--to', MIRROR, '--json'], env(sb, slow.endpoint));
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.stdout) as Pushed;
+    expect(rep).toMatchObject({ ok: false, uploaded: 0, failed: 1 });
+    expect(rep.blobs[0]?.error?.code).toBe('E_TOO_SLOW');
+    expect(rep.blobs[0]?.error?.message).toContain(`127.0.0.1:${slow.port} took`);
+    const parts = slow.requests.filter((q) => q.method === 'PUT' && q.query.has('partNumber'));
+    expect(parts.length).toBe(2);
+    expect(parts.every((q) => q.query.get('partNumber') === '1')).toBe(true);
+    // Each cut multipart upload was aborted (no parts left billed), none completed.
+    expect(slow.requests.filter((q) => q.method === 'POST' && q.query.has('uploads'))).toHaveLength(2);
+    expect(slow.requests.filter((q) => q.method === 'DELETE' && q.query.has('uploadId'))).toHaveLength(2);
+    expect(slow.requests.some((q) => q.method === 'POST' && q.query.has('uploadId'))).toBe(false);
+  });
+
+  it('the wait for the answer once the whole body is sent is not counted: an answer three windows late still uploads', async () => {
+    const m = addModel(hub, 300_000);
+    slow.answerDelayMs = 3_000;
+    const sb = await sandbox(hub.endpoint);
+    await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }], { mirror_write: MIRROR });
+    const r = await cli(['sync', '--json'], env(sb, slow.endpoint));
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ uploaded: 1, failed: 0 });
+    expect(slow.requests.filter((q) => q.method === 'PUT')).toHaveLength(1);
+  });
+
+  it('a healthy S3 with the floor on: write-back of a small blob and mirror push of a multipart one both upload', async () => {
+    const small = addModel(hub, 200_000);
+    const big = addModel(hub, 9 * MiB);
+    const sb = await sandbox(hub.endpoint);
+    await sb.writeManifest([{ source: small.uri, dest: 'checkpoints/small.safetensors' }], { mirror_write: MIRROR });
+    const r = await cli(['sync', '--json'], env(sb, s3.endpoint));
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ uploaded: 1, failed: 0 });
+
+    const pusher = await sandbox(hub.endpoint);
+    await pusher.writeManifest([{ source: big.uri, dest: 'checkpoints/big.safetensors' }]);
+    const p = await cli(['mirror', 'push', '--to', MIRROR, '--json'], env(pusher, s3.endpoint));
+    expect(p.code).toBe(0);
+    expect(JSON.parse(p.stdout) as Pushed).toMatchObject({ ok: true, uploaded: 1, failed: 0 });
+    // Create, two parts, complete.
+    expect(s3.requests.filter((q) => q.key === `${PREFIX}sha256/${big.sha256}` && (q.method === 'PUT' || q.method === 'POST'))).toHaveLength(4);
+  });
+});
+
+interface SlowSeen {
+  readonly method: string;
+  readonly query: URLSearchParams;
+}
+
+interface SlowS3 {
+  readonly endpoint: string;
+  readonly port: number;
+  readonly requests: SlowSeen[];
+  /**
+   * undefined: a body is read 16 KiB at a time, 400 ms apart (40 KiB/s, well inside the idle
+   * timeout, never done in a test's time). A number: the body is read at full speed, and the
+   * answer sent this long after its last byte.
+   */
+  answerDelayMs: number | undefined;
+  close(): Promise<void>;
+}
+
+/** An S3 stand-in with no object ever (HEAD 404) that takes uploads as slowly as it likes. */
+async function startSlowS3(): Promise<SlowS3> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://slow.invalid');
+    fx.requests.push({ method: req.method ?? 'GET', query: url.searchParams });
+    route(req, res, url);
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const fx: SlowS3 = {
+    endpoint: `http://127.0.0.1:${port}`,
+    port,
+    requests: [],
+    answerDelayMs: undefined,
+    close: async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+
+  function route(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const xml = (body: string): void => {
+      res.writeHead(200, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    if (req.method === 'HEAD') {
+      res.writeHead(404, { 'content-length': 0 });
+      res.end();
+    } else if (req.method === 'POST' && url.searchParams.has('uploads')) {
+      req.resume();
+      xml('<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>slow-upload</UploadId></InitiateMultipartUploadResult>');
+    } else if (req.method === 'DELETE') {
+      req.resume();
+      res.writeHead(204);
+      res.end();
+    } else if (req.method === 'PUT') {
+      takeBody(req, res);
+    } else {
+      req.resume();
+      res.writeHead(400, { 'content-length': 0 });
+      res.end();
+    }
+  }
+
+  function takeBody(req: IncomingMessage, res: ServerResponse): void {
+    const answer = (): void => {
+      res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"', 'content-length': 0 });
+      res.end();
+    };
+    const delay = fx.answerDelayMs;
+    if (delay !== undefined) {
+      req.resume();
+      req.once('end', () => setTimeout(answer, delay));
+      return;
+    }
+    // Paused mode: the request's buffer fills, then the socket's, then the client waits.
+    const burst = setInterval(() => req.read(Math.min(16 * 1024, req.readableLength)), 400);
+    req.once('end', () => {
+      clearInterval(burst);
+      answer();
+    });
+    req.once('close', () => clearInterval(burst));
+  }
+  return fx;
+}
