@@ -95,12 +95,30 @@ export async function main(argv: readonly string[], io: Omit<CommandIo, 'flags' 
   const tooLow = limitsProblem();
   if (tooLow !== undefined) throw new ModelsyncError('E_LIMIT', tooLow);
   const handler = await cmd.load();
-  return handler({ ...io, flags: parsed.values, positionals: parsed.positionals });
+  return handler(withArgs(io, parsed.values, parsed.positionals));
+}
+
+/** The command's io: a spread would read process.stdout and process.stderr, which builds them. */
+function withArgs(io: Omit<CommandIo, 'flags' | 'positionals'>, flags: CommandIo['flags'], positionals: readonly string[]): CommandIo {
+  const d = Object.getOwnPropertyDescriptors(io);
+  return Object.defineProperties({}, { ...d, flags: { value: flags, enumerable: true }, positionals: { value: positionals, enumerable: true } }) as CommandIo;
 }
 
 /** Exit codes and the two error tiers live here. `warm`: what warm-start.ts (the bin's entry) found. */
 export function runMain(argv: readonly string[], warm?: WarmAttempt): void {
-  main(argv, { env: processEnvironment(), stdout: process.stdout, stderr: process.stderr, warm }).then(
+  // Getters: process.stdout builds a stream (a socket for a pipe) when first read, and a sync
+  // writes to it only at its end, long after its first byte.
+  const io = {
+    env: processEnvironment(),
+    warm,
+    get stdout(): NodeJS.WritableStream {
+      return process.stdout;
+    },
+    get stderr(): NodeJS.WritableStream {
+      return process.stderr;
+    },
+  };
+  main(argv, io).then(
     (code) => {
       process.exitCode = code;
     },

@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { isatty } from 'node:tty';
 import type { Flags } from './cli-options.js';
 import { checkRoots } from './config-roots.js';
 import { daemonSettings, gateSettings, gcSettings, type DaemonSettings, type GateSettings, type GcSettings } from './config-sections.js';
@@ -206,9 +207,10 @@ function directoryExists(dir: string): boolean {
 
 /**
  * The only module that reads the environment. Flags win over env vars, env vars over defaults;
- * the result is frozen and handed to everything else.
+ * the result is frozen and handed to everything else. (Whether stderr is a terminal is asked of
+ * fd 2: process.stderr would build its stream for the question.)
  */
-export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnvironment(), isTty = Boolean(process.stderr.isTTY)): Config {
+export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = processEnvironment(), isTty = isatty(2)): Config {
   const home = env.HOME ?? homedir();
   const manifest = flags.manifest ?? env.MODELSYNC_MANIFEST;
   const modelsRaw = flags['models-dir'] ?? env.MODELSYNC_MODELS_DIR;

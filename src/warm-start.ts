@@ -9,6 +9,9 @@ import { errnoCode } from './errors.js';
 import { lookUpManifest } from './manifest/cache.js';
 import type { SyncReport } from './sync/types.js';
 
+/** dist/cli.cjs, which the bin loads through its code cache (bin/load-bundle.js). */
+type CliModule = Pick<typeof import('./cli.js'), 'runMain'>;
+
 /**
  * The bin's entry (bundled into dist/modelsync.cjs by `npm run build`). A warm `modelsync sync`
  * (manifest validated before, every entry in place by stat + the state DB) is answered here,
@@ -18,13 +21,13 @@ import type { SyncReport } from './sync/types.js';
  * starts over and reports as always. Nothing but plain data crosses to cli.ts: the bundle has
  * its own copies of the modules it shares with dist/, so an `instanceof` across would fail.
  */
-export function runMain(argv: readonly string[]): void {
+export function runMain(argv: readonly string[], loadCli: () => CliModule | Promise<CliModule> = () => import('./cli.js')): void {
   void attemptWarmSync(argv).then(async (attempt) => {
     if (attempt && 'report' in attempt) {
       writeReport(attempt.report, attempt.json);
       return;
     }
-    const cli = await import('./cli.js');
+    const cli = await loadCli();
     cli.runMain(argv, attempt);
   });
 }

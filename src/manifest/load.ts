@@ -1,5 +1,5 @@
 import { LineCounter, parseDocument, isMap, type Document, type Node } from 'yaml';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { checkEntry, duplicateDests } from './entry.js';
 import { ManifestError } from './manifest-error.js';
 import { parseMirrors } from './mirrors.js';

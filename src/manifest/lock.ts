@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ModelsyncError } from '../errors.js';
 import { writeFileAtomic } from '../fs/atomic-write.js';
 import { destProblem, isPickleFormat } from './dest.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Manifest v1, field by field. Semantic checks (URIs, dest safety, duplicates) live in load.ts. */
 export const EntrySchema = z.strictObject({

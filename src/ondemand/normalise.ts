@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { ModelsyncError, type ErrorCode } from '../errors.js';
 import { checkEntry, duplicateDests, sameContent } from '../manifest/entry.js';
 import { hubFileUri, parseHubUrl } from '../manifest/hub-url.js';

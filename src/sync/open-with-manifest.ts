@@ -35,12 +35,15 @@ export interface ManifestAndContext {
 export async function openWithManifest(config: Config, log: Logger, manifestPath: string, o: OpenWithManifestOptions): Promise<ManifestAndContext> {
   if (!o.updateLock) {
     const lookup = o.lookup ?? lookUpManifest(config.stateDir, manifestPath);
+    // Says why this start parsed (a cold start's cost), and, to the tests, that it did.
+    if (!lookup.cached) log.debug({ manifest: manifestPath, validate: 'not-cached' }, 'validating the manifest');
     const valid = await validatedManifest(lookup);
     await o.beforeOpen?.();
     const ctx = await openContext(config, log, o.clock, o.dbRecreated);
     await valid.remember(config.stateDir);
     return { manifest: valid.manifest, files: lookup.files, ctx };
   }
+  log.debug({ manifest: manifestPath, validate: 'update-lock' }, 'validating the manifest');
   const files = await readManifestFiles(manifestPath);
   const [{ readForLockUpdate }, { settleLock }] = await Promise.all([import('../manifest/validate.js'), import('./settle-lock.js')]);
   const read = readForLockUpdate(files);
