@@ -24,12 +24,8 @@ function loadBundle(file) {
   const off = process.env.NODE_DISABLE_COMPILE_CACHE !== undefined;
   const cacheFile = cachePath(file, st);
   const cachedData = off ? undefined : readCache(cacheFile, st.uid);
-  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
-    filename: file,
-    cachedData,
-    // The bundle's import() of ESM-only packages (chokidar) and node: builtins.
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-  });
+  // The bundles have no import(): scripts/bundle.mjs made each a require().
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: file, cachedData });
   // Written at exit, not now: by then V8 has compiled the functions this command ran, and the
   // cache holds them too (a cache of the top level alone saves next to nothing). Each command's
   // cache holds what the one it was loaded from held, plus what this command compiled: written

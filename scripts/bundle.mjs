@@ -14,6 +14,10 @@ const common = {
   platform: 'node',
   format: 'cjs',
   target: 'node20',
+  // import() of a package left external becomes require(): an import() inside a script compiled
+  // through the code cache (bin/load-bundle.js) needs Node's experimental vm loader, and
+  // require() of an ES module (chokidar) is plain Node since 20.19 and 22.12.
+  supported: { 'dynamic-import': false },
   logLevel: 'warning',
   // import.meta.url in a CommonJS file: the bundle's own URL (code-root.ts asks for its folder).
   define: { 'import.meta.url': 'import_meta_url' },
@@ -35,8 +39,6 @@ await Promise.all([
     outfile: 'dist/modelsync.cjs',
     packages: 'external',
     plugins: [cliBundle],
-    // require('./cli.cjs'), not import(): no ESM loader between the two bundles.
-    supported: { 'dynamic-import': false },
   }),
   build({ ...common, entryPoints: ['dist/cli.js'], outfile: 'dist/cli.cjs', external: EXTERNAL }),
 ]);

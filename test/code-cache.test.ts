@@ -31,6 +31,8 @@ afterEach(async () => {
 /** `modelsync --help` from the copy: it loads both bundles (the bin's, then the CLI's). */
 async function help(env: Record<string, string> = {}): Promise<string> {
   const r = await run(process.execPath, [path.join(pkg, 'bin', 'modelsync.js'), '--help'], { env: { ...sb.env(), ...env } });
+  // Nothing on stderr: no ExperimentalWarning from how the bundles are loaded.
+  expect(r.stderr).toBe('');
   return r.stdout;
 }
 

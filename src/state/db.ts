@@ -1,4 +1,5 @@
 import { existsSync, lstatSync, mkdirSync, renameSync, statfsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ModelsyncError } from '../errors.js';
@@ -309,10 +310,28 @@ function nearestExisting(dir: string): string {
   return d;
 }
 
+let addon: string | null | undefined;
+
+/**
+ * better-sqlite3's compiled addon, where its build puts it. Without it, the package finds the
+ * addon through `bindings`, which walks a stack trace and tries a dozen paths on every start.
+ */
+function addonPath(): string | null {
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url).resolve('better-sqlite3/build/Release/better_sqlite3.node');
+    } catch {
+      addon = null;
+    }
+  }
+  return addon;
+}
+
 function openChecked(file: string, busyTimeoutMs: number): Database.Database {
   // The busy timeout is set by the constructor, before any statement: even switching to WAL
   // needs the lock, and a busy answer must never be read as damage.
-  const db = new Database(file, { timeout: busyTimeoutMs });
+  const nativeBinding = addonPath();
+  const db = new Database(file, nativeBinding === null ? { timeout: busyTimeoutMs } : { timeout: busyTimeoutMs, nativeBinding });
   try {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
