@@ -4,7 +4,7 @@
  * real files in a temp dir.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -69,14 +69,19 @@ describe('downloadToPart with a fresh partial', () => {
     const d = await downloadToPart(await params(paths, false));
     expect(d.hex).toBe(HEX);
     expect(d.resumedFrom).toBe(150_000);
+    expect(d.readOnly).toBe(false);
+    expect((await stat(paths.part)).mode & 0o777).toBe(0o644);
   });
 
-  it('when fresh, reads no journal: every byte is fetched into a new partial, and no journal is left', async () => {
+  it('when fresh, reads no journal: every byte is fetched into a new partial, no journal is left, and the partial ends read-only', async () => {
     const paths = await planted();
     const d = await downloadToPart(await params(paths, true));
     expect(d.hex).toBe(HEX);
     expect({ resumedFrom: d.resumedFrom, fetched: d.fetched }).toEqual({ resumedFrom: 0, fetched: BODY.length });
     expect((await readFile(paths.part)).equals(BODY)).toBe(true);
+    // Read-only already, through the descriptor that wrote it: the commit need not open it again.
+    expect(d.readOnly).toBe(true);
+    expect((await stat(paths.part)).mode & 0o777).toBe(0o444);
     // The planted journal is the only one: nothing was written beside it.
     expect((await readdir(dir as string)).sort()).toEqual(['x.journal', 'x.part']);
   });

@@ -54,6 +54,8 @@ export interface CommitOptions {
    * a partial never has one (DownloadParams.fresh). 'rename' (default) is an lstat then a rename.
    */
   readonly how?: 'link' | 'rename';
+  /** The partial is read-only already (its writer changed the mode through its own descriptor). */
+  readonly readOnly?: boolean | undefined;
 }
 
 /**
@@ -69,7 +71,7 @@ export interface CommitOptions {
  */
 export async function commitBlob(partPath: string, place: BlobPlace, opts: CommitOptions = {}): Promise<'committed' | 'already-present'> {
   const { dirs } = opts;
-  await chmodNoFollow(partPath, 0o444);
+  if (!opts.readOnly) await chmodNoFollow(partPath, 0o444);
   const made: string[] = [];
   const put = opts.how === 'link' ? linkNoReplace : renameNoReplace;
   const outcome = await inDir(place.base, place.segs, (at) => put(partPath, entryIn(at, place.name)), { create: true, shown: place.shown, made: (d) => made.push(d) });

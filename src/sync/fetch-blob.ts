@@ -68,9 +68,11 @@ async function fetchBlobOnce(ctx: SyncContext, job: BlobJob, source: Source, sig
   const budget = new TransferBudget(job.file.uri, job.file.size, { fetchRatio: t.fetchRatio, minRate: t.minRate, windowMs: t.minRateWindowMs, maxUnsized: t.maxUnsized });
   if (job.learn) return fetchAlone(ctx, job, source, signal, events, batch, budget, scope.mirrors);
   const final = blobPath(ctx.store, job.key);
-  const have = await usableBlob(ctx, job, final, batch);
-  if (have) return { fetched: 0, mirrored: 0, via: 'volume', stamp: have, key: job.key };
   const small = job.file.size !== undefined && job.file.size <= SMALL_BLOB_BYTES;
+  // A small blob on a first pass is looked for once, under its claim (below): the plan has just
+  // found it missing, and a look before the claim would only repeat the one after it.
+  const have = small && scope.firstPass ? undefined : await usableBlob(ctx, job, final, batch);
+  if (have) return { fetched: 0, mirrored: 0, via: 'volume', stamp: have, key: job.key };
   // A peer may hold the lease twice as long as its own download may take (see TransferBudget).
   const patienceMs = budget.maxMs === undefined ? undefined : 2 * budget.maxMs + t.leaseStaleMs;
   const opts = { dir: ctx.store.at.leases, name: keyName(job.key), token: ctx.token, staleMs: t.leaseStaleMs, heartbeatMs: t.leaseHeartbeatMs, clock: ctx.clock, claim: small ? scope.claims : undefined, patienceMs };

@@ -117,7 +117,7 @@ export async function fetchVerified(ctx: SyncContext, job: BlobJob, source: Sour
       if (attempt >= MISMATCH_ATTEMPTS) throw err;
       continue;
     }
-    const stamp = await commitVerified(ctx, job, paths, key, batch, w, headerChecked(params, d.size));
+    const stamp = await commitVerified(ctx, job, paths, key, batch, w, headerChecked(params, d.size), d.readOnly === true);
     return { fetched, mirrored, via: 'origin', stamp, key };
   }
 }
@@ -163,9 +163,10 @@ function headerChecked(p: DownloadParams, size: number): boolean {
 
 /**
  * Commit a partial whose bytes hashed to `key`: the safetensors check (unless `headerChecked`:
- * passed on these bytes during the download), the writer's fences, the state DB row.
+ * passed on these bytes during the download), the writer's fences, the state DB row. `readOnly`:
+ * the download already made the partial read-only (Downloaded.readOnly).
  */
-export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: PartPaths, key: ContentKey, batch: SyncBatch, w: Writer, headerChecked = false): Promise<FileStamp | undefined> {
+export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: PartPaths, key: ContentKey, batch: SyncBatch, w: Writer, headerChecked = false, readOnly = false): Promise<FileStamp | undefined> {
   if (!headerChecked && job.entries.some((e) => e.dest.endsWith('.safetensors'))) {
     const bad = await checkSafetensors(paths.part);
     if (bad !== undefined) {
@@ -176,7 +177,7 @@ export async function commitVerified(ctx: SyncContext, job: BlobJob, paths: Part
   await w.beforeCommit(paths);
   const final = blobPath(ctx.store, key);
   try {
-    await commitBlob(paths.part, await blobPlace(ctx.store, key, (d) => batch.deferDirSync(d)), { dirs: batch, how: w.how });
+    await commitBlob(paths.part, await blobPlace(ctx.store, key, (d) => batch.deferDirSync(d)), { dirs: batch, how: w.how, readOnly });
   } catch (e) {
     if (isDiskFull(e)) throw diskFullError(e, `while committing ${job.file.uri}`, { url: job.file.uri });
     // Our partial is gone from under its name: a peer that took over adopted it (or cleared it).

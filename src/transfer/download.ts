@@ -70,6 +70,12 @@ export interface Downloaded {
   /** Bytes that came over the network in this run (resumed bytes are not counted). */
   readonly fetched: number;
   readonly resumedFrom: number;
+  /**
+   * The partial was made read-only (0444) through the descriptor that wrote it, after its final
+   * fsync: a fresh partial, as the commit wants it (commitBlob's `readOnly`), without an open by
+   * name just to change its mode.
+   */
+  readonly readOnly?: boolean;
 }
 
 /** The server would not give us ranges we can trust: fall back to one whole stream. */
@@ -225,7 +231,8 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
     const hex = await hashing;
     if (hex === undefined) throw new ModelsyncError('E_ABORTED', 'hashing stopped');
     await fh.sync();
-    return { hex, size, fetched, resumedFrom };
+    if (p.fresh) await fh.chmod(0o444);
+    return { hex, size, fetched, resumedFrom, readOnly: p.fresh === true };
   } catch (e) {
     hasher.stop();
     ctrl.abort();
