@@ -9,6 +9,7 @@ import { getJob, postModels } from './models-api.js';
 import { RequestGuard, answerRefusal, isLoopbackHost, requireTokenBeyondLoopback } from './request-guard.js';
 import { notReadySentence } from './readiness.js';
 import type { DaemonState } from './state.js';
+import { statusDocument } from './status-document.js';
 import type { SyncOutcome } from './sync-runner.js';
 
 export interface ControlApi {
@@ -110,7 +111,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, api: ControlApi
       return s.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', `not ready: ${notReadySentence(s, detail)}\n`);
     case '/status':
       if (!read) return notAllowed(res, 'GET, HEAD');
-      return send(res, 200, 'application/json', `${JSON.stringify(s.snapshot(), null, 2)}\n`);
+      return send(res, 200, 'application/json', `${JSON.stringify(statusDocument(s), null, 2)}\n`);
     case '/metrics':
       if (!read) return notAllowed(res, 'GET, HEAD');
       return send(res, 200, 'text/plain; version=0.0.4; charset=utf-8', renderMetrics(s));

@@ -5,12 +5,11 @@ import type { EntryState, SyncEvents, SyncReport } from '../sync/types.js';
 import type { GateStats } from '../gate/gate.js';
 import type { LayerStatus } from '../ondemand/service.js';
 import type { ChildExit } from './backoff.js';
-import { notReadySentence } from './readiness.js';
 
-/** ComfyUI's state in /status (`comfyui.phase`); docs/daemon.md lists them. */
 /** What /status and /metrics show of the on-demand layer. */
 export type OnDemandReport = LayerStatus & { readonly requests: { readonly ok: number; readonly refused: number } };
 
+/** ComfyUI's state in /status (`comfyui.phase`); docs/daemon.md lists them. */
 export type ComfyPhase = 'none' | 'waiting-for-models' | 'starting' | 'running' | 'unresponsive' | 'backoff' | 'stopping' | 'exited';
 
 /**
@@ -63,7 +62,8 @@ const THROUGHPUT_WINDOW_MS = 10_000;
 
 /**
  * What /status, /readyz, /healthz and /metrics report: fed by the sync engine's events and the
- * supervisor's, read-only for everyone else.
+ * supervisor's, read-only for everyone else. Shown by status-document.ts (/status), metrics.ts
+ * and readiness.ts.
  */
 export class DaemonState {
   readonly entries = new Map<string, EntryStatus>();
@@ -307,41 +307,6 @@ export class DaemonState {
     this.comfy.phase = 'exited';
     this.comfy.pid = undefined;
     this.comfy.lastExit = { ...exit, at: new Date().toISOString() };
-  }
-
-  /** The /status document. */
-  snapshot(): Record<string, unknown> {
-    const entries = [...this.entries.values()].sort((a, b) => a.index - b.index);
-    const byState: Record<string, number> = {};
-    for (const e of entries) byState[e.state] = (byState[e.state] ?? 0) + 1;
-    return {
-      mode: this.mode,
-      ready: this.ready(),
-      readiness: this.ready() ? 'ready' : notReadySentence(this, true),
-      healthy: this.healthy(),
-      requiredReady: this.requiredReady(),
-      manifest: this.manifest,
-      comfyui: this.mode === 'service' ? undefined : { ...this.comfy, modelsGone: this.gone },
-      gate: this.gate === undefined ? undefined : { ...this.gate, prompts: this.gate.prompts === undefined ? undefined : { ...this.gate.prompts } },
-      sync: { running: this.syncing, last: this.lastSync, bytesDownloaded: this.counters.bytesDownloaded, bytesBySource: { ...this.bytesBySource }, throughputBytesPerSecond: this.throughput() },
-      mirrors: { misses: this.counters.mirrorMisses, failures: Object.fromEntries(this.mirrorFailures), write: { ...this.mirrorWrite } },
-      timeline: this.timeline,
-      counts: byState,
-      onDemand: this.onDemand?.(),
-      entries: entries.map((e) => ({
-        index: e.index,
-        dest: e.dest,
-        source: e.source,
-        required: e.required,
-        state: e.state,
-        verified: e.verified,
-        size: e.size,
-        bytes: e.bytes,
-        progress: e.verified ? 1 : e.size ? Math.min(1, e.bytes / e.size) : 0,
-        hash: e.key,
-        error: e.error,
-      })),
-    };
   }
 
   private entryFor(entry: Entry): EntryStatus | undefined {
