@@ -1,7 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { constants } from 'node:os';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { ModelsyncError } from '../errors.js';
@@ -9,10 +8,8 @@ import { checkGateSetup, gateModels, startDaemonGate } from '../gate/daemon-gate
 import type { Gate } from '../gate/gate.js';
 import type { Logger } from '../log.js';
 import type { SyncContext } from '../sync/context.js';
-import { runSync } from '../sync/engine.js';
 import { prepareModelsDir } from '../models-dir.js';
 import { openWithManifest } from '../sync/open-with-manifest.js';
-import type { SyncReport } from '../sync/types.js';
 import { comfySupervisor } from './child.js';
 import { comfyUrlFromArgs } from './health-probe.js';
 import { waitForFreePort } from './port-holder.js';
@@ -22,9 +19,10 @@ import { startControl, type ControlServer } from './control.js';
 import { ManifestHolder } from './manifest-holder.js';
 import { systemdNotifier } from './notify.js';
 import { DaemonState } from './state.js';
-import { runExitCode } from './exit-code.js';
+import { runExitCode, stopCode } from './exit-code.js';
 import type { Supervisor, SupervisionEnd } from './supervisor.js';
 import { SyncRunner, type SyncOutcome } from './sync-runner.js';
+import { syncOnce } from './sync-once.js';
 import type { ManifestWatch } from './watch.js';
 
 export interface DaemonOptions {
@@ -198,29 +196,6 @@ async function startWatch(manifest: ManifestHolder, config: Config, log: Logger,
   }
 }
 
-async function syncOnce(ctx: SyncContext, manifest: ManifestHolder, state: DaemonState, reason: string, signal: AbortSignal, log: Logger, requiredOnly = false): Promise<SyncOutcome> {
-  state.syncStarted(reason);
-  let report: SyncReport | undefined;
-  let error: ModelsyncError | undefined;
-  try {
-    report = await runSync(ctx, manifest.current, { signal, events: state.events, ...(requiredOnly ? { filter: (e) => e.required } : {}) });
-  } catch (e) {
-    error = e instanceof ModelsyncError ? e : new ModelsyncError('E_SYNC_FAILED', String(e), { cause: e });
-  }
-  state.syncFinished(reason, report, error?.message);
-  const failed = report?.entries.filter((r) => r.state === 'failed') ?? [];
-  if (error) log.error({ reason, err: error.message }, 'sync failed');
-  else if (failed.length > 0) log.error({ reason, failed: failed.map((f) => `${f.dest}: ${f.error?.message ?? ''}`) }, 'sync finished with failures');
-  else log.info({ reason, entries: report?.entries.length, bytesFetched: report?.bytesFetched, durationMs: Math.round(report?.durationMs ?? 0) }, 'sync finished');
-  return {
-    ok: report?.ok === true && !error,
-    reason,
-    report,
-    error: error && { code: error.code, message: error.message },
-    manifestError: state.manifest?.error,
-  };
-}
-
 /**
  * The port ComfyUI will bind, from its own argv, must be free (port-holder.ts). With --comfy-url
  * the caller took over the addressing (a proxy may answer there before ComfyUI runs): no check.
@@ -239,11 +214,6 @@ function requiredFailure(o: SyncOutcome): ModelsyncError {
   const lines = failed.map((e) => `  ${e.dest}: ${e.error?.message ?? 'failed'}`);
   const what = o.error ? o.error.message : `${failed.length} required model${failed.length === 1 ? '' : 's'} could not be had`;
   return new ModelsyncError('E_SYNC_FAILED', [`not starting: ${what}`, ...lines].join('\n'));
-}
-
-function stopCode(mode: 'entrypoint' | 'service', sig: NodeJS.Signals | undefined): number {
-  if (mode === 'service' || sig === undefined) return 0;
-  return 128 + (constants.signals[sig] ?? 0);
 }
 
 function summary(state: DaemonState, r: SyncOutcome): string {

@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import type { SupervisionEnd } from './supervisor.js';
 
 /** `run` gave up on a child that kept failing (design.md): its own code, like 1 and 2. */
@@ -14,4 +15,13 @@ export function runExitCode(end: SupervisionEnd): number {
   if (end.reason === 'gave-up') return EXIT_GAVE_UP;
   if (end.code >= 1 && end.code <= EXIT_GAVE_UP) return EXIT_GAVE_UP;
   return end.code;
+}
+
+/**
+ * `run`'s exit code when it was stopped (a signal, or stop()) rather than ended by its child:
+ * in the entrypoint mode 128+signal, as a shell reports a process a signal ended; otherwise 0.
+ */
+export function stopCode(mode: 'entrypoint' | 'service', sig: NodeJS.Signals | undefined): number {
+  if (mode === 'service' || sig === undefined) return 0;
+  return 128 + (constants.signals[sig] ?? 0);
 }
