@@ -9,11 +9,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { leakedSecrets, runCli, type CliResult, type Sandbox } from '../support/cli.js';
 import { useHubSandbox } from '../support/hub-sandbox.js';
 import { addModel, fileSha256 } from '../support/models.js';
-import { startS3, type S3Fixture } from '../support/s3-fixture.js';
+import { s3Env, useS3 } from '../support/s3-fixture.js';
 
 const BUCKET = 'upload-rate';
 const PREFIX = 'm/';
@@ -32,32 +32,18 @@ const FLOOR = {
 };
 
 const { hub, sandbox } = await useHubSandbox();
-let s3: S3Fixture;
-let slow: SlowS3;
-
-beforeAll(async () => {
-  [s3, slow] = await Promise.all([startS3([BUCKET]), startSlowS3()]);
-});
+const s3 = await useS3([BUCKET]);
+const slow = await startSlowS3();
 afterAll(async () => {
-  await Promise.all([s3.close(), slow.close()]);
+  await slow.close();
 });
-beforeEach(() => {
+afterEach(() => {
   slow.requests.length = 0;
   slow.answerDelayMs = undefined;
-  s3.requests.length = 0;
 });
 
-function env(sb: Sandbox, endpoint: string, extra: Record<string, string> = {}): Record<string, string> {
-  return sb.env({
-    AWS_ENDPOINT_URL_S3: endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_CONFIG_FILE: path.join(sb.dir, 'no-aws-config'),
-    AWS_SHARED_CREDENTIALS_FILE: path.join(sb.dir, 'no-aws-credentials'),
-    ...FLOOR,
-    ...extra,
-  });
+function env(sb: Sandbox, endpoint: string): Record<string, string> {
+  return sb.env({ ...s3Env({ endpoint }, sb.dir), ...FLOOR });
 }
 
 async function cli(args: string[], e: Record<string, string>): Promise<CliResult> {
