@@ -7,6 +7,7 @@ import { proxyAgents } from '../proxy/proxy-agents.js';
 import type { ProxySettings } from '../proxy/proxy-settings.js';
 import { redactUrl } from '../redact.js';
 import type { RateRule } from '../transfer/rate-floor.js';
+import { holdAnswersToRate } from './s3-answer-floor.js';
 import { holdUploadsToRate } from './s3-upload-floor.js';
 
 /** Where and how S3 is reached, after flags, env, manifest and defaults were weighed. */
@@ -54,8 +55,8 @@ function needsPathStyle(endpoint: string): boolean {
  * the same for every source. Checksum calculation and validation are WHEN_REQUIRED because
  * S3-compatible servers reject or mangle the SDK's default flexible checksums; we hash every byte
  * ourselves anyway. The socket timeout is the idle timeout, armed for the body too; an upload's
- * body is also held to the minimum rate (holdUploadsToRate), a download's is by the transfer
- * engine.
+ * body and every answer the SDK reads whole are also held to the minimum rate
+ * (holdUploadsToRate, holdAnswersToRate), a download's body is by the transfer engine.
  */
 export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets: number, proxies: ProxySettings, rate: RateRule): S3Client {
   const client = new S3Client({
@@ -74,6 +75,7 @@ export function createS3Client(s: S3Settings, idleTimeoutMs: number, maxSockets:
     },
   });
   holdUploadsToRate(client, rate);
+  holdAnswersToRate(client, rate);
   return client;
 }
 

@@ -3,8 +3,9 @@
  * write-back, `modelsync mirror push`) has a deadline in rate as well as in idleness. An
  * endpoint that reads the body in bursts just inside the idle timeout is never cut by it; the
  * minimum rate counts the body as the socket takes it and cuts the request (E_TOO_SLOW, naming
- * the host), for a single PutObject and for a multipart upload's parts alike, while a healthy
- * upload, and the wait for an answer once the whole body is sent, pass.
+ * the host), for a single PutObject and for a multipart upload's parts alike; an answer whose
+ * body trickles is cut the same way; a healthy upload, and the wait for an answer once the
+ * whole body is sent, pass.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -40,6 +41,7 @@ afterAll(async () => {
 afterEach(() => {
   slow.requests.length = 0;
   slow.answerDelayMs = undefined;
+  slow.trickleAnswers = false;
 });
 
 function env(sb: Sandbox, endpoint: string): Record<string, string> {
@@ -109,6 +111,31 @@ describe('every upload has a deadline in rate (issue 13, class 8)', () => {
     expect(slow.requests.some((q) => q.method === 'POST' && q.query.has('uploadId'))).toBe(false);
   });
 
+  it('mirror push: an answer whose body trickles (CreateMultipartUpload\'s XML) is cut by the minimum rate too; that blob fails', async () => {
+    const m = addModel(hub, 9 * MiB);
+    slow.trickleAnswers = true;
+    const sb = await sandbox(hub.endpoint);
+    await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
+    const r = await cli(['mirror', 'push', '--to', MIRROR, '--json'], env(sb, slow.endpoint));
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.stdout) as Pushed;
+    expect(rep).toMatchObject({ ok: false, uploaded: 0, failed: 1 });
+    expect(rep.blobs[0]?.error?.code).toBe('E_TOO_SLOW');
+    expect(rep.blobs[0]?.error?.message).toContain(`127.0.0.1:${slow.port} sent`);
+    // Cut at the answer to CreateMultipartUpload, each attempt: no part was ever sent.
+    expect(slow.requests.filter((q) => q.method === 'POST' && q.query.has('uploads'))).toHaveLength(2);
+    expect(slow.requests.some((q) => q.method === 'PUT')).toBe(false);
+  });
+
+  it('write-back: a PutObject answered at once but with a trickling body does not hold the sync', async () => {
+    const m = addModel(hub, 300_000);
+    slow.trickleAnswers = true;
+    const sb = await sandbox(hub.endpoint);
+    await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }], { mirror_write: MIRROR });
+    const r = await cli(['sync', '--json'], env(sb, slow.endpoint));
+    expect(r.code).toBe(0);
+  });
+
   it('the wait for the answer once the whole body is sent is not counted: an answer three windows late still uploads', async () => {
     const m = addModel(hub, 300_000);
     slow.answerDelayMs = 3_000;
@@ -154,6 +181,8 @@ interface SlowS3 {
    * answer sent this long after its last byte.
    */
   answerDelayMs: number | undefined;
+  /** Bodies read at full speed, but every answer's body (an XML document) trickled, 256 B every 200 ms. */
+  trickleAnswers: boolean;
   close(): Promise<void>;
 }
 
@@ -176,6 +205,7 @@ async function startSlowS3(): Promise<SlowS3> {
     port,
     requests: [],
     answerDelayMs: undefined,
+    trickleAnswers: false,
     close: async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const s of sockets) s.destroy();
@@ -185,6 +215,7 @@ async function startSlowS3(): Promise<SlowS3> {
 
   function route(req: IncomingMessage, res: ServerResponse, url: URL): void {
     const xml = (body: string): void => {
+      if (fx.trickleAnswers) return trickle(res, body);
       res.writeHead(200, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     };
@@ -209,10 +240,11 @@ async function startSlowS3(): Promise<SlowS3> {
 
   function takeBody(req: IncomingMessage, res: ServerResponse): void {
     const answer = (): void => {
+      if (fx.trickleAnswers) return trickle(res, '<?xml version="1.0" encoding="UTF-8"?><PutObjectResult></PutObjectResult>', { etag: '"0123456789abcdef0123456789abcdef"' });
       res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"', 'content-length': 0 });
       res.end();
     };
-    const delay = fx.answerDelayMs;
+    const delay = fx.answerDelayMs ?? (fx.trickleAnswers ? 0 : undefined);
     if (delay !== undefined) {
       req.resume();
       req.once('end', () => setTimeout(answer, delay));
@@ -227,4 +259,20 @@ async function startSlowS3(): Promise<SlowS3> {
     req.once('close', () => clearInterval(burst));
   }
   return fx;
+}
+
+/** A valid XML answer, led by a megabyte of whitespace sent 256 B every 200 ms (1.3 KB/s: ten minutes). */
+function trickle(res: ServerResponse, xml: string, headers: Record<string, string> = {}): void {
+  const body = Buffer.concat([Buffer.alloc(1024 * 1024, 0x20), Buffer.from(xml)]);
+  res.writeHead(200, { 'content-type': 'application/xml', 'content-length': body.length, ...headers });
+  let at = 0;
+  const tick = setInterval(() => {
+    res.write(body.subarray(at, at + 256));
+    at += 256;
+    if (at >= body.length) {
+      clearInterval(tick);
+      res.end();
+    }
+  }, 200);
+  res.once('close', () => clearInterval(tick));
 }
