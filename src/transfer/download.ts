@@ -162,7 +162,10 @@ async function chunked(p: DownloadParams, size: number): Promise<Downloaded> {
   watch?.notify();
   try {
     // Extending the file can fail already: EFBIG under a file-size limit (RLIMIT_FSIZE, quotas).
-    if (!resumable) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFullError(e, `while writing ${p.file.uri}`, { url: p.file.uri }) : e));
+    // A fresh partial too small to be split is written from its first byte to its last in
+    // order, so it grows to its size by its writes (which report a full disk the same way).
+    const inOrder = p.fresh === true && size < 2 * MIN_STEAL;
+    if (!resumable && !inOrder) await fh.truncate(size).catch((e: unknown) => Promise.reject(isDiskFull(e) ? diskFullError(e, `while writing ${p.file.uri}`, { url: p.file.uri }) : e));
     const hashing = hasher.run();
     hashing.catch(() => ctrl.abort());
     // A chunk that gives up (disk full, source changed, ranges unusable, retries spent) dooms
