@@ -13,6 +13,7 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { leakedSecrets, runCli, type CliResult, type Sandbox } from '../support/cli.js';
 import { useHubSandbox } from '../support/hub-sandbox.js';
+import { logRecords } from '../support/json-lines.js';
 import { addModel, fileSha256 } from '../support/models.js';
 import { s3Env, useS3 } from '../support/s3-fixture.js';
 
@@ -56,16 +57,6 @@ async function cli(args: string[], e: Record<string, string>): Promise<CliResult
   return r;
 }
 
-function logLines(stderr: string): Record<string, unknown>[] {
-  return stderr.split('\n').flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
-}
-
 interface Pushed {
   ok: boolean;
   uploaded: number;
@@ -82,7 +73,7 @@ describe('every upload has a deadline in rate (issue 13, class 8)', () => {
     const r = await cli(['sync', '--json'], env(sb, slow.endpoint));
     expect(r.code).toBe(0);
     expect((JSON.parse(r.stdout) as { mirrorWrite: Record<string, number> }).mirrorWrite).toMatchObject({ uploaded: 0, failed: 1 });
-    const warned = logLines(r.stderr).filter((l) => l.level === 40 && l.mirror === MIRROR);
+    const warned = logRecords(r.stderr).filter((l) => l.level === 40 && l.mirror === MIRROR);
     expect(warned.map((l) => l.code)).toEqual(['E_TOO_SLOW']);
     expect(String(warned[0]?.err)).toContain(`127.0.0.1:${slow.port} took`);
     // Retried after the cut, and the retries end: one PutObject per attempt, no multipart.
