@@ -125,6 +125,49 @@ describe('HostLimit', () => {
   });
 });
 
+describe('HostLimit: the first wave', () => {
+  /** `n` requests opened 1 ms apart (only the last finds every slot taken), all ending `ms` later. */
+  function wave(limit: HostLimit, clock: { t: number }, n: number, ms: number, fillAt?: number): void {
+    const tickets = [];
+    for (let i = 0; i < n; i++) {
+      if (fillAt !== undefined && i === n - 1) clock.t = fillAt;
+      tickets.push(limit.started(i === n - 1));
+      clock.t += 1;
+    }
+    clock.t += ms;
+    for (const t of tickets) limit.ended(t, 4 * MB, true);
+  }
+
+  it('a level whose connections open one by one is judged at the end of its first wave', () => {
+    const clock = { t: 0 };
+    const rec = recorder();
+    const limit = new HostLimit(64, () => clock.t, rec.fn);
+    // 4 MiB at 25 MB/s: 168 ms. Before, only the 16th request counted, and the step waited for the second wave.
+    wave(limit, clock, START_CONNECTIONS, 168);
+    expect(rec.changes).toEqual([{ limit: 24, was: 16, why: 'grew' }]);
+  });
+
+  it('requests that ran long before the host filled up are not taken for a full level', () => {
+    const clock = { t: 0 };
+    const limit = new HostLimit(64, () => clock.t);
+    // The host filled only 100 ms into requests of 170 ms: their rate is not the full level's.
+    wave(limit, clock, START_CONNECTIONS, 69, 100);
+    expect(limit.limit).toBe(START_CONNECTIONS);
+  });
+
+  it('a host that ran out of work is not full any more: later requests are judged afresh', () => {
+    const clock = { t: 0 };
+    const limit = new HostLimit(64, () => clock.t);
+    limit.started(true);
+    // Nothing waiting and a slot free: the level is not full from then on.
+    limit.ended(limit.started(false), 4 * MB, false);
+    const late = Array.from({ length: 15 }, () => limit.started(false));
+    clock.t += 168;
+    for (const t of late) limit.ended(t, 4 * MB, true);
+    expect(limit.limit).toBe(START_CONNECTIONS);
+  });
+});
+
 describe('ConnectionBudget with hosts', () => {
   /** A task that runs until released, counting how many run at once per host and in all. */
   function gated(): { run: (host: string) => () => Promise<void>; release: () => boolean; most: Map<string, number>; mostAll: () => number } {
