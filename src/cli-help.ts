@@ -30,7 +30,7 @@ const FLAGS: Record<FlagName, FlagHelp> = {
   'log-format': { arg: 'FORMAT', text: 'auto (pretty on a terminal, JSON lines otherwise), json or pretty', default: 'auto', env: ['MODELSYNC_LOG_FORMAT'] },
   'child-logs': { arg: 'MODE', text: "passthrough (CMD's output on stdout as it is) or json (one record per line on stderr)", default: 'passthrough', env: ['MODELSYNC_CHILD_LOGS'] },
   connections: { arg: 'N', text: 'connections open at once, all files and hosts together: the hard cap (lowered to what the open-file limit holds)', default: '64', env: ['MODELSYNC_CONNECTIONS'] },
-  'host-connections': { arg: 'N', text: 'most connections to one host: starts at 16, grows while throughput grows', default: '64', env: ['MODELSYNC_HOST_CONNECTIONS'] },
+  'host-connections': { arg: 'N', text: 'most connections to one host: starts at half of --connections (at least 16), grows while throughput grows', default: '64', env: ['MODELSYNC_HOST_CONNECTIONS'] },
   'chunk-size': { arg: 'SIZE', text: 'largest chunk (one ranged request) of a file: chunks are size/64 in whole MiB, at least 4M, at most this', default: '32M', env: ['MODELSYNC_CHUNK_SIZE'] },
   'min-rate': { arg: 'RATE', text: 'bytes/s below which a download or upload is cut (0: none)', default: '4K', env: ['MODELSYNC_MIN_RATE'] },
   control: { arg: 'HOST:PORT', text: "the daemon's control API", default: '127.0.0.1:8189', env: ['MODELSYNC_CONTROL'] },

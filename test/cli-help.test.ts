@@ -7,7 +7,7 @@ import { OPTIONS, type Flags } from '../src/cli-options.js';
 import { commandNames } from '../src/cli.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { comfyUrlFromArgs } from '../src/daemon/health-probe.js';
-import { START_CONNECTIONS } from '../src/transfer/host-limit.js';
+import { START_CONNECTIONS, startLevel } from '../src/transfer/host-limit.js';
 
 type FlagName = keyof typeof OPTIONS;
 
@@ -161,7 +161,8 @@ describe('help texts against the config', () => {
 
   it('what a text says beyond the config holds where it is decided', () => {
     const lines = claimsOf(commandHelp('run') ?? '');
-    expect(lines.get('host-connections')?.line).toContain(`starts at ${START_CONNECTIONS},`);
+    expect(lines.get('host-connections')?.line).toContain(`starts at half of --connections (at least ${START_CONNECTIONS}),`);
+    expect(startLevel(64)).toBe(32);
     expect(lines.get('comfy-url')?.line).toContain(`else ${comfyUrlFromArgs([]).replace(/^http:\/\//, '')})`);
   });
 });

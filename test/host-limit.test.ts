@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { ModelsyncError } from '../src/errors.js';
 import { ConnectionBudget } from '../src/transfer/budget.js';
-import { HostLimit, START_CONNECTIONS, type LimitChange } from '../src/transfer/host-limit.js';
+import { HostLimit, START_CONNECTIONS, startLevel, type LimitChange } from '../src/transfer/host-limit.js';
 
 const MB = 1e6;
 
@@ -125,6 +125,19 @@ describe('HostLimit', () => {
   });
 });
 
+describe('startLevel', () => {
+  it('is half the connection budget, never below START_CONNECTIONS; a budget below that caps it through the ceiling', () => {
+    expect(startLevel(64)).toBe(32);
+    expect(startLevel(100)).toBe(50);
+    expect(startLevel(32)).toBe(START_CONNECTIONS);
+    expect(startLevel(4)).toBe(START_CONNECTIONS);
+    const b = new ConnectionBudget(64, { hostCeiling: 20 });
+    expect(b.hostLimit('cdn')).toBe(20);
+    expect(new ConnectionBudget(6).hostLimit('cdn')).toBe(6);
+    expect(new ConnectionBudget(64).hostLimit('cdn')).toBe(32);
+  });
+});
+
 describe('HostLimit: the first wave', () => {
   /** `n` requests opened 1 ms apart (only the last finds every slot taken), all ending `ms` later. */
   function wave(limit: HostLimit, clock: { t: number }, n: number, ms: number, fillAt?: number): void {
@@ -218,14 +231,15 @@ describe('ConnectionBudget with hosts', () => {
     const b = new ConnectionBudget(64);
     const busy = (status: number): Promise<void> =>
       b.request(() => Promise.reject(new ModelsyncError('E_HTTP', 'slow down', { status, retryable: true })), { host: 'cdn' }).catch(() => undefined);
+    const start = startLevel(64);
     await busy(429);
-    expect(b.hostLimit('cdn')).toBe(8);
+    expect(b.hostLimit('cdn')).toBe(start / 2);
     await busy(503);
-    expect(b.hostLimit('cdn')).toBe(4);
+    expect(b.hostLimit('cdn')).toBe(start / 4);
     // Other failures say nothing about load.
     await b.request(() => Promise.reject(new ModelsyncError('E_HTTP', 'gone', { status: 404 })), { host: 'cdn' }).catch(() => undefined);
-    expect(b.hostLimit('cdn')).toBe(4);
-    expect(b.hostLimit('other')).toBe(START_CONNECTIONS);
+    expect(b.hostLimit('cdn')).toBe(start / 4);
+    expect(b.hostLimit('other')).toBe(start);
   });
 
   it('waiting requests start in priority order, then first come', async () => {

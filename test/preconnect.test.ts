@@ -11,12 +11,13 @@ import { runCli } from './support/cli.js';
 import { waitFor } from './support/cli-nodes.js';
 import { useHubSandbox } from './support/hub-sandbox.js';
 import { addModel, fileSha256 } from './support/models.js';
+import { startLevel } from '../src/transfer/host-limit.js';
 
 const { hub, sandbox } = await useHubSandbox();
 
 const MiB = 1024 * 1024;
-/** A host's connections before anything is known about it (host-limit.ts START_CONNECTIONS). */
-const START = 16;
+/** A host's connections before anything is known about it, at the default --connections (64). */
+const START = startLevel(64);
 
 function resolves(): { url: string; conn: number }[] {
   return hub.stats.requests.filter((q) => q.host === 'hub' && q.url.includes('/resolve/'));

@@ -1,5 +1,5 @@
 import { ModelsyncError } from '../errors.js';
-import { HostLimit, type LimitChange } from './host-limit.js';
+import { HostLimit, startLevel, type LimitChange } from './host-limit.js';
 import { IdlePool } from './idle-pool.js';
 import { receiveBlockSize } from './receive-buffers.js';
 
@@ -183,7 +183,7 @@ export class ConnectionBudget {
         // A larger limit lets waiting requests start now, not when the next one ends.
         if (limit > was) queueMicrotask(() => this.pump());
       };
-      this.hosts.set(name, (h = { limit: new HostLimit(this.hostCeiling, this.now, changed), active: 0, waiting: 0 }));
+      this.hosts.set(name, (h = { limit: new HostLimit(this.hostCeiling, this.now, changed, startLevel(this.connections)), active: 0, waiting: 0 }));
     }
     return h;
   }
