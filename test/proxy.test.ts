@@ -20,6 +20,7 @@ import { s3Env, startS3, type S3Fixture } from './support/s3-fixture.js';
 import { secretsInFiles } from './support/scan-secrets.js';
 import { makeSelfSignedCert } from './support/tls-cert.js';
 import { startTlsFront, type TlsFront } from './support/tls-front.js';
+import { startLevel } from '../src/transfer/host-limit.js';
 
 const MiB = 1024 * 1024;
 const USER = 'build-bot';
@@ -163,7 +164,8 @@ describe.skipIf(!cert)('through a CONNECT proxy (https targets)', () => {
     const running = runCli(['sync'], env({ HTTPS_PROXY: p.url }));
     let atRelease: number;
     try {
-      await waitFor('tunnels to the CDN while the API call is held', () => tunnels() - before >= 16 || undefined);
+      // Every connection the host starts with (half the default --connections), opened ahead.
+      await waitFor('tunnels to the CDN while the API call is held', () => tunnels() - before >= startLevel(64) || undefined);
       expect(hub.stats.requests.filter((q) => q.host === 'cdn')).toEqual([]);
     } finally {
       atRelease = tunnels();
