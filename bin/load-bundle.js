@@ -19,8 +19,16 @@ const GROWTH = 1.1;
 function loadBundle(file) {
   const loaded = require.cache[file];
   if (loaded !== undefined) return loaded.exports;
-  const source = fs.readFileSync(file, 'utf8');
-  const st = fs.statSync(file);
+  // One open: the stat that names the cache is of the very bytes compiled.
+  const fd = fs.openSync(file, 'r');
+  let source;
+  let st;
+  try {
+    st = fs.fstatSync(fd);
+    source = fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
   const off = process.env.NODE_DISABLE_COMPILE_CACHE !== undefined;
   const cacheFile = cachePath(file, st);
   const cachedData = off ? undefined : readCache(cacheFile, st.uid);

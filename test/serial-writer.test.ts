@@ -55,12 +55,21 @@ function watched(
   return { write, writev, peak: () => peak, calls: () => calls, log };
 }
 
+/** A fresh file in the test's own folder, open for reading and writing while `use` runs. */
+async function withFile(use: (fh: FileHandle, file: string) => Promise<void>): Promise<void> {
+  root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
+  const file = path.join(root, 'part');
+  const fh = await open(file, 'w+');
+  try {
+    await use(fh, file);
+  } finally {
+    await fh.close();
+  }
+}
+
 describe('SerialWriter', () => {
   it('writes blocks asked for at once one at a time, each at its place', async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
-    const file = path.join(root, 'part');
-    const fh = await open(file, 'w+');
-    try {
+    await withFile(async (fh, file) => {
       const w = watched(fh);
       const writer = new SerialWriter(w);
       const blocks = Array.from({ length: 16 }, (_, i) => Buffer.alloc(4096, i));
@@ -68,16 +77,11 @@ describe('SerialWriter', () => {
       await Promise.all(blocks.map((_, i) => (i * 7) % 16).map((i) => writer.write(blocks[i] as Buffer, i * 4096)));
       expect(w.peak()).toBe(1);
       expect(await readFile(file)).toEqual(Buffer.concat(blocks));
-    } finally {
-      await fh.close();
-    }
+    });
   });
 
   it('finishes a short write before the next one starts', async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
-    const file = path.join(root, 'part');
-    const fh = await open(file, 'w+');
-    try {
+    await withFile(async (fh, file) => {
       const w = watched(fh, 1000);
       const writer = new SerialWriter(w);
       const a = Buffer.alloc(2500, 0x61);
@@ -86,46 +90,39 @@ describe('SerialWriter', () => {
       expect(w.calls()).toBe(6);
       expect(w.peak()).toBe(1);
       expect(await readFile(file)).toEqual(Buffer.concat([a, b]));
-    } finally {
-      await fh.close();
-    }
+    });
   });
 
   it('a failed write fails its caller only; the writes queued behind it still run', async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
-    const file = path.join(root, 'part');
-    const fh = await open(file, 'w+');
-    const ro = await open(file, 'r');
-    try {
-      // Writing through a read-only handle is a real EBADF from the kernel.
-      let first = true;
-      const writer = new SerialWriter({
-        write: ((...args: Parameters<FileHandle['write']>) => {
-          const via = first ? ro : fh;
-          first = false;
-          return (via.write as (...a: unknown[]) => unknown)(...args);
-        }) as FileHandle['write'],
-        writev: fh.writev.bind(fh),
-      });
-      const failed = writer.write(Buffer.from('xx'), 0).then(
-        () => undefined,
-        (e: NodeJS.ErrnoException) => e.code,
-      );
-      const next = writer.write(Buffer.from('yy'), 2);
-      expect(await failed).toBe('EBADF');
-      await next;
-      expect((await readFile(file)).subarray(2).toString()).toBe('yy');
-    } finally {
-      await ro.close();
-      await fh.close();
-    }
+    await withFile(async (fh, file) => {
+      const ro = await open(file, 'r');
+      try {
+        // Writing through a read-only handle is a real EBADF from the kernel.
+        let first = true;
+        const writer = new SerialWriter({
+          write: ((...args: Parameters<FileHandle['write']>) => {
+            const via = first ? ro : fh;
+            first = false;
+            return (via.write as (...a: unknown[]) => unknown)(...args);
+          }) as FileHandle['write'],
+          writev: fh.writev.bind(fh),
+        });
+        const failed = writer.write(Buffer.from('xx'), 0).then(
+          () => undefined,
+          (e: NodeJS.ErrnoException) => e.code,
+        );
+        const next = writer.write(Buffer.from('yy'), 2);
+        expect(await failed).toBe('EBADF');
+        await next;
+        expect((await readFile(file)).subarray(2).toString()).toBe('yy');
+      } finally {
+        await ro.close();
+      }
+    });
   });
 
   it('blocks queued behind a running write that continue each other go out as one writev, in file order', async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
-    const file = path.join(root, 'part');
-    const fh = await open(file, 'w+');
-    try {
+    await withFile(async (fh, file) => {
       const w = watched(fh);
       const writer = new SerialWriter(w);
       const block = (i: number): Buffer => Buffer.alloc(4096, i + 1);
@@ -141,16 +138,11 @@ describe('SerialWriter', () => {
       expect(w.peak()).toBe(1);
       const got = await readFile(file);
       for (const i of order) expect(got.subarray(i * 4096, (i + 1) * 4096).equals(block(i))).toBe(true);
-    } finally {
-      await fh.close();
-    }
+    });
   });
 
   it('a short writev is finished to its last byte, across the buffers it cut', async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
-    const file = path.join(root, 'part');
-    const fh = await open(file, 'w+');
-    try {
+    await withFile(async (fh, file) => {
       const w = watched(fh, 3000);
       const writer = new SerialWriter(w);
       const a = Buffer.alloc(2000, 0x61);
@@ -162,29 +154,25 @@ describe('SerialWriter', () => {
         [5000, 1000],
       ]);
       expect(await readFile(file)).toEqual(Buffer.concat([a, b, c]));
-    } finally {
-      await fh.close();
-    }
+    });
   });
 
   it('a gathered write that fails fails each of its callers; the writes after it still run', async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'modelsync-serial-'));
-    const file = path.join(root, 'part');
-    const fh = await open(file, 'w+');
-    const ro = await open(file, 'r');
-    try {
-      // The gathered write goes through a read-only handle: a real EBADF from the kernel.
-      const writer = new SerialWriter({ write: fh.write.bind(fh) as FileHandle['write'], writev: ro.writev.bind(ro) });
-      const code = (p: Promise<void>): Promise<string | undefined> => p.then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
-      const first = writer.write(Buffer.from('aa'), 0);
-      const gathered = [code(writer.write(Buffer.from('bb'), 2)), code(writer.write(Buffer.from('cc'), 4))];
-      await first;
-      expect(await Promise.all(gathered)).toEqual(['EBADF', 'EBADF']);
-      await writer.write(Buffer.from('dd'), 6);
-      expect((await readFile(file)).toString()).toBe('aa\0\0\0\0dd');
-    } finally {
-      await ro.close();
-      await fh.close();
-    }
+    await withFile(async (fh, file) => {
+      const ro = await open(file, 'r');
+      try {
+        // The gathered write goes through a read-only handle: a real EBADF from the kernel.
+        const writer = new SerialWriter({ write: fh.write.bind(fh) as FileHandle['write'], writev: ro.writev.bind(ro) });
+        const code = (p: Promise<void>): Promise<string | undefined> => p.then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
+        const first = writer.write(Buffer.from('aa'), 0);
+        const gathered = [code(writer.write(Buffer.from('bb'), 2)), code(writer.write(Buffer.from('cc'), 4))];
+        await first;
+        expect(await Promise.all(gathered)).toEqual(['EBADF', 'EBADF']);
+        await writer.write(Buffer.from('dd'), 6);
+        expect((await readFile(file)).toString()).toBe('aa\0\0\0\0dd');
+      } finally {
+        await ro.close();
+      }
+    });
   });
 });

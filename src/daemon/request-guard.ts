@@ -97,7 +97,7 @@ export class RequestGuard {
     if (isLoopbackHost(hostname)) return true;
     const bound = normalHost(this.opts.host);
     if (!WILDCARDS.has(bound)) return hostname === bound;
-    // Bound to every interface: any address this machine has (a probe sent to the pod's IP).
+    // Bound to every interface: each address this machine has (a probe sent to the pod's IP).
     // Asked each time: addresses come and go (DHCP, a container's network joined later).
     if (isIP(hostname) === 0) return false;
     return Object.values(networkInterfaces()).some((list) => list?.some((a) => normalHost(a.address) === hostname));

@@ -72,7 +72,7 @@ function splitHost(rest: string): [string, string | undefined] {
 }
 
 /**
- * `*` as any run of characters, without backtracking: the URI comes from outside, and a regex
+ * `*` as a run of zero or more characters, without backtracking: the URI comes from outside, and a regex
  * built from a glob with many stars can take exponential time on a long one.
  */
 function wildcard(p: string, s: string): boolean {

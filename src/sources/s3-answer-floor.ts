@@ -1,16 +1,9 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { RateFloor, type RateRule } from '../transfer/rate-floor.js';
+import { requestHost, underFloor, type Handler, type Middleware, type WireRequest } from './s3-middleware.js';
 
-type Middleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
-/** A handler, as far as these need: they pass the SDK's arguments and answer on. */
-type Handler = (args: { input: object; request: unknown }) => Promise<{ output: object; response: unknown }>;
-
-/** The fields of the SDK's HttpRequest and HttpResponse these read and replace, checked rather than trusted. */
-interface WireRequest {
-  readonly hostname?: string;
-  readonly port?: number;
-}
+/** The fields of the SDK's HttpResponse these read and replace, checked rather than trusted. */
 interface WireResponse {
   readonly statusCode?: number;
   body: unknown;
@@ -37,11 +30,8 @@ export function holdAnswersToRate(client: S3Client, rule: RateRule): void {
     const floor = new RateFloor(rule, new AbortController().signal);
     floors.set(key, floor);
     try {
-      return await next(args);
-    } catch (e) {
-      throw floor.tripped ?? e;
+      return await underFloor(floor, () => next(args));
     } finally {
-      floor.stop();
       floors.delete(key);
     }
   };
@@ -53,7 +43,7 @@ export function holdAnswersToRate(client: S3Client, rule: RateRule): void {
     const streamed = context.commandName === 'GetObjectCommand' && status >= 200 && status < 300;
     if (floor === undefined || response === undefined || streamed || !isReadable(response.body)) return answer;
     const request = args.request as WireRequest;
-    response.body = countedAnswer(response.body, floor, `${request.hostname ?? 'S3'}${request.port === undefined ? '' : `:${request.port}`}`);
+    response.body = countedAnswer(response.body, floor, requestHost(request));
     return answer;
   };
   client.middlewareStack.addRelativeTo(outer as Middleware, { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'modelsyncAnswerRateFloor', override: true });

@@ -1,17 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { PacedBody } from '../transfer/paced-body.js';
 import { RateFloor, type RateRule } from '../transfer/rate-floor.js';
-
-type Middleware = Parameters<S3Client['middlewareStack']['addRelativeTo']>[0];
-/** A finalizeRequest handler, as far as this one needs: it passes the SDK's arguments and answer on. */
-type Handler = (args: { input: object; request: unknown }) => Promise<{ output: object; response: unknown }>;
-
-/** The fields of the SDK's HttpRequest this reads and replaces, checked rather than trusted. */
-interface WireRequest {
-  body: unknown;
-  readonly hostname?: string;
-  readonly port?: number;
-}
+import { requestHost, underFloor, type Handler, type Middleware, type WireRequest } from './s3-middleware.js';
 
 /**
  * Every request of this client that uploads bytes (PutObject, UploadPart: lib-storage hands
@@ -31,16 +21,9 @@ export function holdUploadsToRate(client: S3Client, rule: RateRule): void {
     const request = args.request as WireRequest | undefined;
     const body = request?.body;
     if (request === undefined || !(body instanceof Uint8Array) || body.byteLength === 0) return next(args);
-    const host = `${request.hostname ?? 'S3'}${request.port === undefined ? '' : `:${request.port}`}`;
     const floor = new RateFloor(rule, new AbortController().signal);
-    request.body = new PacedBody(body, floor, host);
-    try {
-      return await next(args);
-    } catch (e) {
-      throw floor.tripped ?? e;
-    } finally {
-      floor.stop();
-    }
+    request.body = new PacedBody(body, floor, requestHost(request));
+    return underFloor(floor, () => next(args));
   };
   client.middlewareStack.addRelativeTo(middleware as Middleware, { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'modelsyncUploadRateFloor', override: true });
 }

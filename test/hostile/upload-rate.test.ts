@@ -82,9 +82,8 @@ describe('every upload has a deadline in rate (issue 13, class 8)', () => {
     expect(await fileSha256(path.join(sb.models, 'checkpoints/m.safetensors'))).toBe(m.sha256);
   });
 
-  it('mirror push: a multipart upload whose part is read in bursts is cut the same way; that blob fails (exit 1) and the upload is aborted', async () => {
-    // Over the 8 MiB part: CreateMultipartUpload, then UploadPart.
-    const m = addModel(hub, 9 * MiB);
+  /** `mirror push` of `m` to the slow endpoint: exit 1, that one blob failed with E_TOO_SLOW. */
+  async function pushCut(m: { uri: string }): Promise<Pushed> {
     const sb = await sandbox(hub.endpoint);
     await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
     const r = await cli(['mirror', 'push', '--to', MIRROR, '--json'], env(sb, slow.endpoint));
@@ -92,6 +91,13 @@ describe('every upload has a deadline in rate (issue 13, class 8)', () => {
     const rep = JSON.parse(r.stdout) as Pushed;
     expect(rep).toMatchObject({ ok: false, uploaded: 0, failed: 1 });
     expect(rep.blobs[0]?.error?.code).toBe('E_TOO_SLOW');
+    return rep;
+  }
+
+  it('mirror push: a multipart upload whose part is read in bursts is cut the same way; that blob fails (exit 1) and the upload is aborted', async () => {
+    // Over the 8 MiB part: CreateMultipartUpload, then UploadPart.
+    const m = addModel(hub, 9 * MiB);
+    const rep = await pushCut(m);
     expect(rep.blobs[0]?.error?.message).toContain(`127.0.0.1:${slow.port} took`);
     const parts = slow.requests.filter((q) => q.method === 'PUT' && q.query.has('partNumber'));
     expect(parts.length).toBe(2);
@@ -105,13 +111,7 @@ describe('every upload has a deadline in rate (issue 13, class 8)', () => {
   it('mirror push: an answer whose body trickles (CreateMultipartUpload\'s XML) is cut by the minimum rate too; that blob fails', async () => {
     const m = addModel(hub, 9 * MiB);
     slow.trickleAnswers = true;
-    const sb = await sandbox(hub.endpoint);
-    await sb.writeManifest([{ source: m.uri, dest: 'checkpoints/m.safetensors' }]);
-    const r = await cli(['mirror', 'push', '--to', MIRROR, '--json'], env(sb, slow.endpoint));
-    expect(r.code).toBe(1);
-    const rep = JSON.parse(r.stdout) as Pushed;
-    expect(rep).toMatchObject({ ok: false, uploaded: 0, failed: 1 });
-    expect(rep.blobs[0]?.error?.code).toBe('E_TOO_SLOW');
+    const rep = await pushCut(m);
     expect(rep.blobs[0]?.error?.message).toContain(`127.0.0.1:${slow.port} sent`);
     // Cut at the answer to CreateMultipartUpload, each attempt: no part was ever sent.
     expect(slow.requests.filter((q) => q.method === 'POST' && q.query.has('uploads'))).toHaveLength(2);
